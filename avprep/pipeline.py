@@ -1,0 +1,184 @@
+"""process_clip: one source clip -> its samples (or one rejection). The stage order, and nothing else.
+
+Stages run on the whole clip once (decode, landmarks, registration, crops, flow, spectrograms); ``unit="word"``
+then slices the results at the aligned word boundaries, so word samples cost no second pass over the video.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+
+from avbridge import __version__, spectra
+from avbridge.sample import encode_field
+from avprep.presets import Preset
+from avprep.stages import crops, flow, register
+from avprep.stages.decode import decode_clip
+from avprep.stages.errors import ClipError
+from avprep.stages.landmarks import NUM_POINTS, SUBSET, detect_landmarks
+from avprep.types import ClipResult, ClipSpec, Rejection, Sample
+
+
+@dataclass(frozen=True)
+class Options:
+    preset: Preset
+    unit: str = "sentence"  # "sentence" | "word"
+    vocabulary: tuple[str, ...] = ()  # word labels for unit="word"
+
+
+@contextmanager
+def _timed(timings: dict, stage: str):
+    start = time.perf_counter()
+    yield
+    timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
+
+
+@dataclass
+class _ClipArrays:
+    """Everything computed for the whole clip, sliced later into samples."""
+
+    mouth: np.ndarray | None
+    face: np.ndarray | None
+    flow: np.ndarray | None
+    wave: np.ndarray
+    mel: np.ndarray | None
+    linear: np.ndarray | None
+    landmarks: np.ndarray
+    transforms: np.ndarray
+    meta: dict
+
+
+def _compute(spec: ClipSpec, preset: Preset, mean_face: np.ndarray | None, timings: dict) -> _ClipArrays:
+    with _timed(timings, "decode"):
+        clip = decode_clip(spec.video, spec.audio, preset.fps, preset.sample_rate, preset.samples_per_frame_range)
+    with _timed(timings, "landmarks"):
+        marks = detect_landmarks(clip.frames)
+    with _timed(timings, "register"):
+        points, missing = register.fill_missing(marks.points, preset.min_valid_fraction)
+        smoothed = register.smooth(points, preset.registration.smooth_frames)
+        reg = register.register(smoothed, preset.registration.mode, mean_face, preset.registration.eye_distance)
+    arrays: dict = {}
+    with _timed(timings, "crops"):
+        for name in ("mouth", "face"):
+            crop_spec = getattr(preset, name)
+            centre = reg.mouth_centre if name == "mouth" else reg.face_centre
+            arrays[name] = crops.cut(clip.frames, reg.transforms, crop_spec, centre) if crop_spec else None
+    with _timed(timings, "flow"):
+        arrays["flow"] = flow.dense_flow(arrays["face"], preset.flow) if preset.flow else None
+    with _timed(timings, "spectra"):
+        n_spec = clip.num_frames * preset.spectrogram_frames_per_video_frame
+        mel = spectra.mel_spectrogram(clip.audio, preset.mel, n_spec) if preset.mel else None
+        linear = spectra.linear_spectrogram(clip.audio, preset.mel, n_spec) if preset.linear else None
+    ids = {"subset": list(SUBSET), "full": list(range(NUM_POINTS)), "none": []}[preset.landmarks]
+    meta = {
+        **clip.info,
+        "missing_face_frames": missing,
+        "max_faces": marks.max_faces,
+        "landmark_ids": ids,
+        "registration": preset.registration.mode,
+    }
+    return _ClipArrays(
+        mouth=arrays["mouth"], face=arrays["face"], flow=arrays["flow"], wave=clip.audio, mel=mel, linear=linear,
+        landmarks=points[:, ids] if ids else points[:, :0], transforms=reg.transforms, meta=meta,
+    )
+
+
+def _segments(spec: ClipSpec, num_frames: int, options: Options) -> list[tuple[str, int, int, str, int | None]]:
+    """(key, first frame, end frame, text, label) of each sample the clip yields."""
+    if options.unit == "sentence":
+        return [(spec.key, 0, num_frames, spec.text, None)]
+    if not spec.words:
+        raise ClipError("no alignment", "unit=word needs word alignments")
+    fps = options.preset.fps
+    out = []
+    for i, w in enumerate(spec.words):
+        # Whole frames covering the word: a frame belongs to it if any of its 40 ms does.
+        start, end = max(0, math.floor(w.start * fps + 1e-6)), min(num_frames, math.ceil(w.end * fps - 1e-6))
+        if end - start < 1:
+            continue
+        label = options.vocabulary.index(w.word) if w.word in options.vocabulary else None
+        if options.vocabulary and label is None:
+            raise ClipError("word not in vocabulary", f"{w.word!r} at {w.start:.2f}s")
+        out.append((f"{spec.key}_w{i}", start, end, w.word, label))
+    return out
+
+
+def _words_in(spec: ClipSpec, start: int, end: int, fps: float) -> list[dict]:
+    words = []
+    for w in spec.words:
+        s, e = math.floor(w.start * fps + 1e-6), math.ceil(w.end * fps - 1e-6)
+        if e > start and s < end:
+            words.append({"word": w.word, "start_frame": max(s, start) - start, "end_frame": min(e, end) - start,
+                          "start": round(w.start, 4), "end": round(w.end, 4)})
+    return words
+
+
+def _encode(spec: ClipSpec, arrays: _ClipArrays, seg, options: Options) -> Sample:
+    key, start, end, text, label = seg
+    preset = options.preset
+    spf, k = preset.samples_per_frame, preset.spectrogram_frames_per_video_frame
+    fields: dict[str, bytes] = {}
+    ext = preset.crop_codec
+    for name in ("mouth", "face"):
+        video = getattr(arrays, name)
+        if video is not None:
+            fields[f"{name}.{ext}"] = encode_field(
+                f"{name}.{ext}", video[start:end], fps=preset.fps, crf=preset.video_crf, speed=preset.video_speed
+            )
+    if arrays.flow is not None and end - start > 1:
+        fields["flow.npz"] = encode_field("flow.npz", arrays.flow[start : end - 1])
+    if preset.store_wave:
+        fields["wav.flac"] = encode_field("wav.flac", arrays.wave[start * spf : end * spf], sample_rate=preset.sample_rate)
+    if arrays.mel is not None:
+        fields["mel.npy"] = encode_field("mel.npy", arrays.mel[:, start * k : end * k])
+    if arrays.linear is not None:
+        fields["linear.npy"] = encode_field("linear.npy", arrays.linear[:, start * k : end * k])
+    if arrays.landmarks.shape[1]:
+        fields["landmarks.npy"] = encode_field("landmarks.npy", arrays.landmarks[start:end])
+    fields["transforms.npy"] = encode_field("transforms.npy", arrays.transforms[start:end])
+    meta = {
+        "key": key,
+        "corpus": spec.corpus,
+        "speaker": spec.speaker,
+        "utterance": spec.utterance,
+        "split": spec.split,
+        "unit": options.unit,
+        "text": text,
+        "words": _words_in(spec, start, end, preset.fps),
+        "label": label,
+        "clip_start_frame": start,
+        "num_frames": end - start,
+        "fps": preset.fps,
+        "sample_rate": preset.sample_rate,
+        "samples_per_frame": spf,
+        "preset": preset.name,
+        "preset_hash": preset.hash,
+        "tool_version": __version__,
+        "spectrogram": preset.mel.to_dict() if preset.mel else None,
+        "flow": preset.flow.model_dump() if preset.flow else None,
+        "crops": {n: getattr(preset, n).model_dump() for n in ("mouth", "face") if getattr(preset, n)},
+        **arrays.meta,
+        **dict(spec.extra),
+    }
+    fields["json"] = encode_field("json", meta)
+    return Sample(key=key, split=spec.split, fields=fields, seconds=(end - start) / preset.fps)
+
+
+def process_clip(spec: ClipSpec, options: Options, mean_face: np.ndarray | None = None) -> ClipResult:
+    """Run every stage on one clip. Never raises for bad input: a bad clip comes back as a rejection."""
+    result = ClipResult(key=spec.key)
+    try:
+        arrays = _compute(spec, options.preset, mean_face, result.timings)
+        with _timed(result.timings, "encode"):
+            segments = _segments(spec, len(arrays.transforms), options)
+            result.samples = [_encode(spec, arrays, seg, options) for seg in segments]
+        if not result.samples:
+            raise ClipError("no samples", "no word spans a whole frame")
+    except ClipError as e:
+        result.samples = []
+        result.rejection = Rejection(key=spec.key, split=spec.split, reason=e.reason, detail=e.detail)
+    return result

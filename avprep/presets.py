@@ -1,0 +1,156 @@
+"""Named, typed preprocessing presets: crop sizes and colour, registration mode, flow, spectrogram parameters.
+
+A preset's hash (of its canonical JSON) is recorded in every sample, so two shard sets made with different
+parameters can never be mixed up silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from avbridge.spectra import SpectrogramParams
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CropSpec(_Strict):
+    height: int = Field(gt=0)
+    width: int = Field(gt=0)
+    color: Literal["gray", "rgb"]
+    # Side of the square (mouth) or height of the box (face) in canonical pixels (mean-face mode: the mean face's
+    # outer eye corners are ``eye_distance`` apart) that is resized to height x width.
+    box: float = Field(gt=0)
+
+
+class FlowSpec(_Strict):
+    method: Literal["dis", "farneback"] = "farneback"
+    # DIS preset names as in OpenCV; Farneback parameters as cv2.calcOpticalFlowFarneback takes them.
+    dis_preset: Literal["ultrafast", "fast", "medium"] = "medium"
+    pyr_scale: float = 0.5
+    levels: int = 3
+    winsize: int = 15
+    iterations: int = 3
+    poly_n: int = 5
+    poly_sigma: float = 1.2
+    # Flow is stored as int8 * scale pixels/frame, clipped to +-127 * scale.
+    scale: float = 0.125
+
+
+class RegistrationSpec(_Strict):
+    # "mean-face": every frame's stable points fitted to a mean face computed from the data (or given);
+    # "per-clip": the two-tower paper's mode, every frame fitted to the clip's central frame by the eye points.
+    mode: Literal["mean-face", "per-clip"] = "mean-face"
+    # Centred moving average over this many frames, applied to the landmarks before the similarity fit.
+    smooth_frames: int = Field(default=5, ge=1)
+    eye_distance: float = Field(default=80.0, gt=0)  # canonical pixels between the outer eye corners
+
+
+class Preset(_Strict):
+    name: str
+    description: str
+    fps: float = 25.0
+    sample_rate: int = 16000
+    registration: RegistrationSpec = RegistrationSpec()
+    mouth: CropSpec | None = None
+    face: CropSpec | None = None
+    flow: FlowSpec | None = None
+    mel: SpectrogramParams | None = None
+    linear: bool = False  # also store the linear-magnitude spectrogram (same STFT as mel)
+    store_wave: bool = True
+    # "mp4": H.264 crops (small, ~4 ms to decode per clip); "npy": raw uint8 (large, fastest to decode).
+    crop_codec: Literal["mp4", "npy"] = "mp4"
+    # x264 settings of mp4 crops: CRF 18 is visually lossless on these crops; "veryfast" gives files ~40% smaller
+    # than "superfast" for ~1.7x the encode time (measured on s1 mouth crops, docs/benchmarks.md).
+    video_crf: int = Field(default=18, ge=0, le=51)
+    video_speed: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = "veryfast"
+    landmarks: Literal["subset", "full", "none"] = "subset"
+    min_valid_fraction: float = Field(default=0.5, gt=0, le=1)  # frames with a face, else the clip is rejected
+    samples_per_frame_range: tuple[int, int] = (560, 720)
+
+    @model_validator(mode="after")
+    def _check(self) -> "Preset":
+        if self.mel is not None:
+            self.mel.validate()
+            if self.mel.sample_rate != self.sample_rate:
+                raise ValueError(f"mel sample_rate {self.mel.sample_rate} != preset sample_rate {self.sample_rate}")
+            spf = self.samples_per_frame
+            if spf % self.mel.hop_length:
+                raise ValueError(f"hop {self.mel.hop_length} does not divide {spf} samples per frame")
+        if self.flow is not None and self.face is None:
+            raise ValueError("flow is computed on the face crop: a preset with flow needs a face crop")
+        if self.linear and self.mel is None:
+            raise ValueError("linear spectrogram needs mel STFT parameters")
+        return self
+
+    @property
+    def samples_per_frame(self) -> int:
+        spf = self.sample_rate / self.fps
+        if abs(spf - round(spf)) > 1e-6:
+            raise ValueError(f"{self.sample_rate} Hz / {self.fps} fps is not a whole number of samples per frame")
+        return int(round(spf))
+
+    @property
+    def spectrogram_frames_per_video_frame(self) -> int:
+        return self.samples_per_frame // self.mel.hop_length if self.mel else 0
+
+    def to_dict(self) -> dict:
+        return json.loads(self.model_dump_json())
+
+    @property
+    def hash(self) -> str:
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in [
+        Preset(
+            name="bridging-grid",
+            description="Associative bridging (Kim et al., ICCV 2021), GRID: 96x96 RGB face for speech "
+            "reconstruction, 112x112 gray mouth for lip reading (its LRW setting); mel window 800, hop 160, 80 mels.",
+            mouth=CropSpec(height=112, width=112, color="gray", box=72.0),
+            face=CropSpec(height=96, width=96, color="rgb", box=176.0),
+            mel=SpectrogramParams(n_fft=800, win_length=800, hop_length=160, n_mels=80, fmin=0, fmax=8000),
+        ),
+        Preset(
+            name="two-tower",
+            description="Two-tower pixels + optical flow (Ephrat et al., 2017): 160x128 (HxW) gray face registered "
+            "per clip to its central frame by the eyes, Farneback flow, 40 ms / 10 ms windows, mel + linear, "
+            "Tacotron-style peak normalisation to [0, 1].",
+            registration=RegistrationSpec(mode="per-clip"),
+            face=CropSpec(height=160, width=128, color="gray", box=200.0),
+            flow=FlowSpec(method="farneback"),
+            mel=SpectrogramParams(
+                n_fft=640, win_length=640, hop_length=160, n_mels=80, fmin=0, fmax=8000,
+                normalisation="tacotron", preemphasis=0.97,
+            ),
+            linear=True,
+        ),
+        Preset(
+            name="vca-grid",
+            description="VCA-GAN-style GRID speech reconstruction: 112x112 gray face aligned per clip to a reference "
+            "frame; mel n_fft 640 / hop 160 / win 640, 80 mels, 55-7500 Hz, 55 Hz high-pass, pre-emphasis 0.97, "
+            "log(clamp 1e-5) scaled to [-1, 1].",
+            registration=RegistrationSpec(mode="per-clip"),
+            face=CropSpec(height=112, width=112, color="gray", box=176.0),
+            mel=SpectrogramParams(
+                n_fft=640, win_length=640, hop_length=160, n_mels=80, fmin=55, fmax=7500,
+                normalisation="log-minmax", log_max=2.0, preemphasis=0.97, highpass_hz=55,
+            ),
+        ),
+    ]
+}
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise KeyError(f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}") from None

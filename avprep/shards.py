@@ -1,0 +1,226 @@
+"""Write samples to WebDataset shards that survive a killed run, and read them back.
+
+Guarantees, for an output folder:
+- a shard is written as ``NAME.tar.tmp`` and renamed to ``NAME.tar`` only when complete; then one line naming
+  its clips and samples is appended to ``ledger.jsonl``. The ledger is the truth: a shard not in it does not exist.
+- all samples of one source clip go to the same shard, so a clip is either wholly in a finished shard or not at all;
+- a rejected clip gets one line (key, reason, detail) in ``failures.jsonl`` as soon as it is rejected;
+- a re-run skips clips in the ledger or the failure log, deletes leftover ``.tmp`` files and numbers new shards after
+  the existing ones: a killed and resumed run ends with exactly the uninterrupted run's samples;
+- ``index.json`` (counts, durations, bytes per field, the preset) is rebuilt from the ledger at the end of each run.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from avprep.types import ClipResult, Rejection, Sample
+
+LEDGER, FAILURES, INDEX, RUN = "ledger.jsonl", "failures.jsonl", "index.json", "run.json"
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill; the clip it named is simply redone
+    return rows
+
+
+def _append_jsonl(path: Path, row: dict) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(row, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+@dataclass
+class _OpenShard:
+    name: str
+    split: str
+    index: int
+    tar: tarfile.TarFile
+    path: Path
+    clips: list[str] = field(default_factory=list)
+    samples: list[str] = field(default_factory=list)
+    bytes: int = 0
+    seconds: float = 0.0
+    field_bytes: Counter = field(default_factory=Counter)
+
+
+class ShardSink:
+    """Collects clip results into per-split shards of bounded size. End with close() (or abort() on error)."""
+
+    def __init__(self, out_dir: Path, run_config: dict, max_bytes: int = 100 * 2**20, max_clips: int = 250):
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.max_bytes, self.max_clips = max_bytes, max_clips
+        self._check_run_config(run_config)
+        for leftover in self.out.glob("*.tar.tmp"):
+            leftover.unlink()  # a killed run's unfinished shard: its clips are not in the ledger, so they are redone
+        ledger = _read_jsonl(self.out / LEDGER)
+        self.done_clips = {c for row in ledger for c in row["clips"]}
+        self.failed_clips = {row["key"] for row in _read_jsonl(self.out / FAILURES)}
+        self._next_index: dict[str, int] = defaultdict(int)
+        for row in ledger:
+            self._next_index[row["split"]] = max(self._next_index[row["split"]], row["index"] + 1)
+        self._open: dict[str, _OpenShard] = {}
+
+    def _check_run_config(self, config: dict) -> None:
+        path = self.out / RUN
+        if path.exists():
+            previous = json.loads(path.read_text())
+            for key in ("preset_hash", "unit", "corpus"):
+                if previous.get(key) != config.get(key):
+                    raise ValueError(
+                        f"{self.out} holds a run with {key}={previous.get(key)!r}, this run has {config.get(key)!r}: "
+                        "resume with the same settings or choose another --out"
+                    )
+        else:
+            path.write_text(json.dumps(config, indent=2, sort_keys=True))
+
+    def is_done(self, key: str) -> bool:
+        return key in self.done_clips or key in self.failed_clips
+
+    def add(self, result: ClipResult) -> None:
+        if result.rejection is not None:
+            self.reject(result.rejection)
+            return
+        if not result.samples:
+            return
+        shard = self._shard_for(result.samples[0].split)
+        for sample in result.samples:
+            self._write(shard, sample)
+        shard.clips.append(result.key)
+        if shard.bytes >= self.max_bytes or len(shard.clips) >= self.max_clips:
+            self._finish(shard)
+
+    def reject(self, rejection: Rejection) -> None:
+        row = {"key": rejection.key, "split": rejection.split, "reason": rejection.reason, "detail": rejection.detail}
+        _append_jsonl(self.out / FAILURES, row)
+        self.failed_clips.add(rejection.key)
+
+    def _shard_for(self, split: str) -> _OpenShard:
+        if split not in self._open:
+            index = self._next_index[split]
+            self._next_index[split] += 1
+            name = f"{split}-{index:06d}.tar"
+            path = self.out / (name + ".tmp")
+            self._open[split] = _OpenShard(name=name, split=split, index=index, tar=tarfile.open(path, "w"), path=path)
+        return self._open[split]
+
+    def _write(self, shard: _OpenShard, sample: Sample) -> None:
+        for name, data in sample.fields.items():
+            info = tarfile.TarInfo(f"{sample.key}.{name}")
+            info.size, info.mtime, info.mode = len(data), 0, 0o444  # fixed metadata: same input, same bytes
+            shard.tar.addfile(info, io.BytesIO(data))
+            shard.field_bytes[name] += len(data)
+            shard.bytes += len(data)
+        shard.samples.append(sample.key)
+        shard.seconds += sample.seconds
+
+    def _finish(self, shard: _OpenShard) -> None:
+        shard.tar.close()
+        with shard.path.open("rb") as f:
+            os.fsync(f.fileno())
+        shard.path.rename(self.out / shard.name)
+        row = {
+            "shard": shard.name, "split": shard.split, "index": shard.index,
+            "clips": shard.clips, "samples": shard.samples, "bytes": (self.out / shard.name).stat().st_size,
+            "seconds": round(shard.seconds, 3), "field_bytes": dict(shard.field_bytes),
+        }
+        _append_jsonl(self.out / LEDGER, row)
+        self.done_clips.update(shard.clips)
+        del self._open[shard.split]
+
+    def close(self) -> dict:
+        for shard in list(self._open.values()):
+            if shard.clips:
+                self._finish(shard)
+            else:
+                shard.tar.close()
+                shard.path.unlink()
+                del self._open[shard.split]
+        return write_index(self.out)
+
+    def abort(self) -> None:
+        """Interrupted: keep finished shards, drop the open ones (their clips are redone on the next run)."""
+        for shard in self._open.values():
+            shard.tar.close()
+            shard.path.unlink(missing_ok=True)
+        self._open.clear()
+
+
+def write_index(out_dir: Path) -> dict:
+    """Rebuild ``index.json`` from the ledger and failure log."""
+    out = Path(out_dir)
+    ledger, failures = _read_jsonl(out / LEDGER), _read_jsonl(out / FAILURES)
+    run = json.loads((out / RUN).read_text()) if (out / RUN).exists() else {}
+    splits: dict[str, dict] = {}
+    field_bytes: Counter = Counter()
+    for row in sorted(ledger, key=lambda r: r["shard"]):
+        s = splits.setdefault(row["split"], {"shards": [], "clips": 0, "samples": 0, "seconds": 0.0, "bytes": 0})
+        s["shards"].append(row["shard"])
+        s["clips"] += len(row["clips"])
+        s["samples"] += len(row["samples"])
+        s["seconds"] = round(s["seconds"] + row["seconds"], 3)
+        s["bytes"] += row["bytes"]
+        field_bytes.update(row["field_bytes"])
+    total_samples = sum(s["samples"] for s in splits.values())
+    index = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "run": run,
+        "splits": splits,
+        "samples": total_samples,
+        "clips": sum(s["clips"] for s in splits.values()),
+        "hours": round(sum(s["seconds"] for s in splits.values()) / 3600, 4),
+        "bytes": sum(s["bytes"] for s in splits.values()),
+        "rejected": len(failures),
+        "rejected_by_reason": dict(Counter(r["reason"] for r in failures)),
+        "field_bytes_total": dict(field_bytes),
+        "field_bytes_per_sample": {k: round(v / total_samples) for k, v in field_bytes.items()} if total_samples else {},
+    }
+    tmp = out / (INDEX + ".tmp")
+    tmp.write_text(json.dumps(index, indent=2, sort_keys=True))
+    tmp.rename(out / INDEX)
+    return index
+
+
+def shard_paths(target: Path) -> list[Path]:
+    """The finished shards of an output folder (from its ledger), or the given .tar files."""
+    target = Path(target)
+    if target.is_dir():
+        ledger = _read_jsonl(target / LEDGER)
+        if ledger:
+            return [target / row["shard"] for row in sorted(ledger, key=lambda r: r["shard"])]
+        return sorted(target.glob("*.tar"))
+    return [target]
+
+
+def iter_raw_samples(path: Path) -> Iterator[dict]:
+    """Raw samples of one shard, ``{"__key__": key, "<field>": bytes, ...}``, grouped by key as webdataset does."""
+    current: dict | None = None
+    with tarfile.open(path, "r") as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            key, _, field_name = member.name.partition(".")
+            if current is None or current["__key__"] != key:
+                if current is not None:
+                    yield current
+                current = {"__key__": key, "__shard__": path.name}
+            current[field_name] = tar.extractfile(member).read()
+    if current is not None:
+        yield current

@@ -1,0 +1,60 @@
+"""The values that flow through avprep: what a corpus module finds, and what the pipeline makes of it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Word:
+    word: str
+    start: float  # seconds from the start of the clip
+    end: float
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """One source clip, as a corpus module finds it. Everything the per-clip pipeline needs, nothing more."""
+
+    key: str  # webdataset-safe, unique within a corpus (no dots)
+    corpus: str
+    speaker: str
+    utterance: str
+    split: str
+    video: Path
+    audio: Path | None = None  # separate audio file; None = the video's own audio stream
+    text: str = ""
+    words: tuple[Word, ...] = ()
+    extra: tuple[tuple[str, Any], ...] = ()  # corpus-specific metadata, copied into the sample JSON
+
+
+@dataclass
+class Sample:
+    """One training sample: webdataset fields (already encoded to bytes) under one key."""
+
+    key: str
+    split: str
+    fields: dict[str, bytes]
+    seconds: float
+
+
+@dataclass
+class Rejection:
+    """A clip the pipeline could not turn into a sample, and why (one line a user can act on)."""
+
+    key: str
+    split: str
+    reason: str  # a short category, counted in the summary: "no face", "audio/video length", ...
+    detail: str = ""
+
+
+@dataclass
+class ClipResult:
+    """What processing one clip yields: its samples (several with unit=word) or a rejection; stage timings."""
+
+    key: str
+    samples: list[Sample] = field(default_factory=list)
+    rejection: Rejection | None = None
+    timings: dict[str, float] = field(default_factory=dict)

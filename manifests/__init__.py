@@ -1,0 +1,1 @@
+"""Split lists and vocabularies shipped with avbridge (data only)."""
