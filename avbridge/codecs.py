@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -30,9 +31,12 @@ def _plane(frame, index: int) -> np.ndarray:
 def encode_video(frames: np.ndarray, fps: float = 25.0, crf: int = VIDEO_CRF, speed: str = "veryfast") -> bytes:
     """Encode uint8 frames (T, H, W) gray or (T, H, W, 3) RGB as H.264 in mp4.
 
-    Gray uses x264's 4:0:0 ``gray`` format (FFmpeg decodes it as yuv420p with flat chroma, so the colour is
-    tagged in the stream's metadata). RGB is stored as full-range yuv444p: crops are small, and 4:2:0 would blur
-    lip edges for little gain in size.
+    Gray is stored as yuv420p with flat chroma and read back from the Y plane (the colour is tagged in the
+    stream's metadata): ~1% larger than x264's 4:0:0 ``gray``, which many decoders (NVDEC among them) reject.
+    RGB is stored as full-range yuv444p: crops are small, and 4:2:0 would blur lip edges for little gain.
+
+    Not byte-deterministic: measured here, the same frames occasionally encode to one of two slightly different
+    streams from call to call within a process (pixels differ by a few levels); see docs/format.md.
     """
     import av
 
@@ -43,21 +47,31 @@ def encode_video(frames: np.ndarray, fps: float = 25.0, crf: int = VIDEO_CRF, sp
     height, width = frames.shape[1:3]
     buf = io.BytesIO()
     with av.open(buf, mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=int(round(fps)) if float(fps).is_integer() else fps)
+        rate = Fraction(fps).limit_denominator(1001)
+        frame_rate_base = 1 / rate
+        stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height = width, height
-        stream.pix_fmt = "gray" if gray else "yuv444p"
+        stream.pix_fmt = "yuv420p" if gray else "yuv444p"
         # threads=1: clips are encoded in parallel jobs already; x264 frame threads only add latency on 75 frames.
         stream.options = {"crf": str(crf), "preset": speed, "tune": "fastdecode", "threads": "1"}
         stream.metadata["title"] = "gray" if gray else "rgb"
-        for frame in frames:
+        for index, frame in enumerate(frames):
             if gray:
-                vf = av.VideoFrame.from_ndarray(frame, format="gray")
+                if height % 2 or width % 2:
+                    raise ValueError(f"gray crops need even sides for 4:2:0, got {height}x{width}")
+                planes = np.full((height * 3 // 2, width), 128, np.uint8)
+                planes[:height] = frame
+                vf = av.VideoFrame.from_ndarray(planes, format="yuv420p")
             else:
                 yuv = frame.astype(np.float32) @ _RGB2YUV.T
                 yuv[..., 1:] += 128.0
                 planes = np.clip(np.round(yuv), 0, 255).astype(np.uint8).transpose(2, 0, 1)
                 vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(planes), format="yuv444p")
                 vf.color_range = 2
+            # Explicit timestamps: without them x264's rate control sees whatever the frame pool held last,
+            # and the same crops encode to different bytes from one call to the next.
+            vf.pts = index
+            vf.time_base = frame_rate_base
             for packet in stream.encode(vf):
                 container.mux(packet)
         for packet in stream.encode(None):
@@ -95,7 +109,8 @@ def encode_flac(wave: np.ndarray, sample_rate: int) -> bytes:
     import soundfile as sf
 
     if wave.dtype != np.int16:
-        wave = np.clip(np.round(np.asarray(wave, np.float64) * 32767.0), -32768, 32767).astype(np.int16)
+        # x 32768 mirrors soundfile's int16 -> float (/ 32768), so 16-bit sources round-trip bit-exactly.
+        wave = np.clip(np.round(np.asarray(wave, np.float64) * 32768.0), -32768, 32767).astype(np.int16)
     buf = io.BytesIO()
     sf.write(buf, wave, sample_rate, format="FLAC", subtype="PCM_16")
     return buf.getvalue()
@@ -129,6 +144,20 @@ def encode_npz(array: np.ndarray) -> bytes:
 def decode_npz(data: bytes) -> np.ndarray:
     with np.load(io.BytesIO(data), allow_pickle=False) as z:
         return z["a"]
+
+
+def encode_q8(array: np.ndarray, lo: float, hi: float) -> bytes:
+    """Float array quantised to 256 levels over [lo, hi] (clipped), deflated, with its range inside."""
+    q = np.clip(np.round((np.asarray(array, np.float32) - lo) / (hi - lo) * 255), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, q=q, range=np.array([lo, hi], np.float64))
+    return buf.getvalue()
+
+
+def decode_q8(data: bytes) -> np.ndarray:
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        lo, hi = z["range"]
+        return (z["q"].astype(np.float32) * np.float32((hi - lo) / 255) + np.float32(lo)).astype(np.float32)
 
 
 def encode_json(obj: Any) -> bytes:

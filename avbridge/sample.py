@@ -13,6 +13,8 @@ Keys never contain dots: webdataset splits the member name at the first dot.
 | ``wav.flac``    | 16-bit FLAC               | float32 (T * samples_per_frame,)                              |
 | ``mel.npy``     | float16 (n_mels, 4T)      | float32                                                       |
 | ``linear.npy``  | float16 (n_fft/2+1, 4T)   | float32                                                       |
+| ``mel.q8.npz``  | uint8 over the preset's value range, deflate (feature_dtype=uint8) | float32, returned as ``mel.npy`` |
+| ``linear.q8.npz`` | as mel.q8.npz           | float32, returned as ``linear.npy``                          |
 | ``landmarks.npy`` | float16 (T, K, 2)       | source-frame pixels of the mesh points in meta["landmark_ids"] |
 | ``transforms.npy`` | float32 (T, 2, 3)      | affine, source frame -> registered (canonical) frame          |
 | ``json``        | UTF-8 JSON                | metadata dict (see META_KEYS)                                 |
@@ -37,6 +39,8 @@ FIELDS = (
     "wav.flac",
     "mel.npy",
     "linear.npy",
+    "mel.q8.npz",
+    "linear.q8.npz",
     "landmarks.npy",
     "transforms.npy",
     "json",
@@ -72,7 +76,14 @@ def sample_key(*parts: str) -> str:
 
 
 def encode_field(
-    name: str, value: Any, *, fps: float = 25.0, sample_rate: int = 16000, crf: int = codecs.VIDEO_CRF, speed: str = "veryfast"
+    name: str,
+    value: Any,
+    *,
+    fps: float = 25.0,
+    sample_rate: int = 16000,
+    crf: int = codecs.VIDEO_CRF,
+    speed: str = "veryfast",
+    value_range: tuple[float, float] = (0.0, 1.0),
 ) -> bytes:
     """Encode one field value to the bytes stored in the shard."""
     if name.endswith(".mp4"):
@@ -81,6 +92,8 @@ def encode_field(
         return codecs.encode_flac(value, sample_rate)
     if name == "flow.npz":
         return codecs.encode_npz(value)
+    if name.endswith(".q8.npz"):
+        return codecs.encode_q8(value, *value_range)
     if name == "json":
         return codecs.encode_json(value)
     if name in ("mel.npy", "linear.npy", "landmarks.npy"):
@@ -100,6 +113,8 @@ def decode_field(name: str, data: bytes) -> Any:
         return codecs.decode_flac(data)[0]
     if name == "flow.npz":
         return codecs.decode_npz(data)
+    if name.endswith(".q8.npz"):
+        return codecs.decode_q8(data)
     if name == "json":
         return codecs.decode_json(data)
     if name.endswith(".npy"):
@@ -113,13 +128,14 @@ def decode_sample(raw: dict[str, Any], fields: tuple[str, ...] | None = None) ->
 
     ``fields`` limits decoding to the named fields (others are dropped, not decoded), so a loader pays only for
     what the model reads. Video fields come back under their bare names ("mouth", "face"), so a consumer need not
-    know whether crops were stored as mp4 or npy.
+    know whether crops were stored as mp4 or npy; 8-bit features come back as ``mel.npy`` / ``linear.npy``.
     """
     out: dict[str, Any] = {"__key__": raw["__key__"]}
     for name, data in raw.items():
         if name.startswith("__"):
             continue
-        bare = name.split(".")[0] if name.split(".")[0] in VIDEO_FIELDS else name
+        stem = name.split(".")[0]
+        bare = stem if stem in VIDEO_FIELDS else f"{stem}.npy" if name.endswith(".q8.npz") else name
         if fields is not None and name not in fields and bare not in fields:
             continue
         out[bare] = decode_field(name, data)

@@ -39,6 +39,12 @@ class SpectrogramParams:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def value_range(self) -> tuple[float, float]:
+        """Bounds of the normalised values (what 8-bit storage quantises over)."""
+        if self.normalisation == "log":
+            return float(np.log(1e-5)), self.log_max
+        return (-1.0, 1.0) if self.normalisation == "log-minmax" else (0.0, 1.0)
+
     def validate(self) -> None:
         if self.win_length > self.n_fft:
             raise ValueError(f"win_length {self.win_length} > n_fft {self.n_fft}")

@@ -30,19 +30,29 @@ def grid(
     jobs: int = typer.Option(1, min=1, help="parallel processes"),
     mean_face: Optional[Path] = typer.Option(None, help="reuse a mean_face.npy from another run"),
     limit: Optional[int] = typer.Option(None, min=1, help="only the first N clips (sorted by key), for a quick look"),
+    crf: Optional[int] = typer.Option(None, min=0, max=51, help="x264 CRF of the crops (preset: 18)"),
+    feature_dtype: Optional[str] = typer.Option(None, help="float16 | uint8: spectrogram storage (preset: float16)"),
+    wave: Optional[bool] = typer.Option(None, "--wave/--no-wave", help="store the waveform (preset: yes)"),
+    landmarks: Optional[str] = typer.Option(None, help="subset | full | none: landmarks stored (preset: subset)"),
     shard_mb: int = typer.Option(100, min=1, help="close a shard after this many MiB"),
     shard_clips: int = typer.Option(250, min=1, help="close a shard after this many source clips"),
     progress: bool = typer.Option(True, help="show the progress bar"),
+    retry_failed: bool = typer.Option(False, help="process clips an earlier run rejected again"),
 ) -> None:
     """GRID (Cooke et al. 2006) -> shards per split."""
     from avprep.corpora import grid as grid_corpus
     from avprep.prepare import prepare
-    from avprep.presets import get_preset
+    from pydantic import ValidationError
+
+    from avprep.presets import get_preset, with_overrides
 
     try:
-        chosen = get_preset(preset)
+        chosen = with_overrides(get_preset(preset), video_crf=crf, feature_dtype=feature_dtype, store_wave=wave,
+                                landmarks=landmarks)
         names = [s.strip() for s in speakers.split(",") if s.strip()] if speakers else None
         clips = grid_corpus.find_clips(root, names, split_scheme)
+    except ValidationError as e:
+        _fail("; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()))
     except (KeyError, ValueError, FileNotFoundError) as e:
         _fail(str(e.args[0] if e.args else e))
     if limit:
@@ -50,7 +60,8 @@ def grid(
     vocab = tuple(grid_corpus.vocabulary()) if unit == "word" else ()
     try:
         report = prepare(clips, "grid", out, chosen, unit=unit, vocabulary=vocab, jobs=jobs, mean_face=mean_face,
-                         shard_bytes=shard_mb * 2**20, shard_clips=shard_clips, console=console, progress=progress)
+                         shard_bytes=shard_mb * 2**20, shard_clips=shard_clips, console=console, progress=progress,
+                         retry_failed=retry_failed)
     except ValueError as e:
         _fail(str(e))
     Console().print(report.table())

@@ -46,7 +46,7 @@ def check_sample(raw: dict) -> tuple[dict, list[str]]:
     per_frame = {"mel.npy": None, "linear.npy": None}
     if meta.get("spectrogram"):
         k = spf // meta["spectrogram"]["hop_length"]
-        per_frame = {"mel.npy": k * t, "linear.npy": k * t}
+        per_frame = {n: k * t for n in ("mel.npy", "linear.npy", "mel.q8.npz", "linear.q8.npz")}
     for name, data in raw.items():
         if name.startswith("__") or name == "json":
             continue
@@ -134,8 +134,9 @@ def contact_sheet(target: Path, out_png: Path, count: int = 6, frames_per_row: i
         for ax in axes[-1]:
             ax.remove()
         mel_ax = sub.add_subplot(gs[-1, :])
-        if "mel.npy" in raw:
-            mel_ax.imshow(decode_field("mel.npy", raw["mel.npy"]), origin="lower", aspect="auto", cmap="magma")
+        mel_field = next((n for n in ("mel.npy", "mel.q8.npz") if n in raw), None)
+        if mel_field:
+            mel_ax.imshow(decode_field(mel_field, raw[mel_field]), origin="lower", aspect="auto", cmap="magma")
             mel_ax.set_ylabel("mel", fontsize=7)
         mel_ax.set_xlabel("spectrogram frame", fontsize=7)
         mel_ax.tick_params(labelsize=6)

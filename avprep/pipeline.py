@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -133,10 +134,10 @@ def _encode(spec: ClipSpec, arrays: _ClipArrays, seg, options: Options) -> Sampl
         fields["flow.npz"] = encode_field("flow.npz", arrays.flow[start : end - 1])
     if preset.store_wave:
         fields["wav.flac"] = encode_field("wav.flac", arrays.wave[start * spf : end * spf], sample_rate=preset.sample_rate)
-    if arrays.mel is not None:
-        fields["mel.npy"] = encode_field("mel.npy", arrays.mel[:, start * k : end * k])
-    if arrays.linear is not None:
-        fields["linear.npy"] = encode_field("linear.npy", arrays.linear[:, start * k : end * k])
+    for name, values in (("mel", arrays.mel), ("linear", arrays.linear)):
+        if values is not None:
+            field_name = f"{name}.q8.npz" if preset.feature_dtype == "uint8" else f"{name}.npy"
+            fields[field_name] = encode_field(field_name, values[:, start * k : end * k], value_range=preset.mel.value_range())
     if arrays.landmarks.shape[1]:
         fields["landmarks.npy"] = encode_field("landmarks.npy", arrays.landmarks[start:end])
     fields["transforms.npy"] = encode_field("transforms.npy", arrays.transforms[start:end])
@@ -181,4 +182,9 @@ def process_clip(spec: ClipSpec, options: Options, mean_face: np.ndarray | None 
     except ClipError as e:
         result.samples = []
         result.rejection = Rejection(key=spec.key, split=spec.split, reason=e.reason, detail=e.detail)
+    except Exception as e:  # noqa: BLE001 - one clip's surprise must not end a run of thousands
+        result.samples = []
+        result.rejection = Rejection(key=spec.key, split=spec.split, reason="internal error",
+                                     detail=f"{type(e).__name__}: {e}".splitlines()[0][:300],
+                                     trace=traceback.format_exc())
     return result

@@ -51,6 +51,7 @@ def prepare(
     shard_clips: int = 250,
     console: Console | None = None,
     progress: bool = True,
+    retry_failed: bool = False,
 ) -> RunReport:
     if unit not in ("sentence", "word"):
         raise ValueError(f"unit must be 'sentence' or 'word', got {unit!r}")
@@ -62,4 +63,4 @@ def prepare(
     }
     options = Options(preset=preset, unit=unit, vocabulary=vocabulary)
     return run_clips(clips, options, out_dir, run_config, mean_face=face, jobs=jobs, shard_bytes=shard_bytes,
-                     shard_clips=shard_clips, console=console, progress=progress)
+                     shard_clips=shard_clips, console=console, progress=progress, retry_failed=retry_failed)

@@ -63,6 +63,9 @@ class Preset(_Strict):
     mel: SpectrogramParams | None = None
     linear: bool = False  # also store the linear-magnitude spectrogram (same STFT as mel)
     store_wave: bool = True
+    # Spectrograms as float16 .npy, or as 8 bits over the normalisation's value range (max error 1/510 of it:
+    # 0.026 nats for "log"), deflated: ~2.3x smaller.
+    feature_dtype: Literal["float16", "uint8"] = "float16"
     # "mp4": H.264 crops (small, ~4 ms to decode per clip); "npy": raw uint8 (large, fastest to decode).
     crop_codec: Literal["mp4", "npy"] = "mp4"
     # x264 settings of mp4 crops: CRF 18 is visually lossless on these crops; "veryfast" gives files ~40% smaller
@@ -147,6 +150,12 @@ PRESETS: dict[str, Preset] = {
         ),
     ]
 }
+
+
+def with_overrides(preset: Preset, **changes) -> Preset:
+    """A validated copy of ``preset`` with top-level fields changed (None = keep); the hash follows the change."""
+    changes = {k: v for k, v in changes.items() if v is not None}
+    return Preset.model_validate({**preset.to_dict(), **changes}) if changes else preset
 
 
 def get_preset(name: str) -> Preset:

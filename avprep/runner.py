@@ -67,11 +67,12 @@ def run_clips(
     shard_clips: int = 250,
     console: Console | None = None,
     progress: bool = True,
+    retry_failed: bool = False,
 ) -> RunReport:
     """Process every clip not already done in ``out_dir`` and write its samples to shards."""
     console = console or Console(stderr=True)
     start = time.perf_counter()
-    sink = ShardSink(out_dir, run_config, max_bytes=shard_bytes, max_clips=shard_clips)
+    sink = ShardSink(out_dir, run_config, max_bytes=shard_bytes, max_clips=shard_clips, retry_failed=retry_failed)
     todo = [c for c in clips if not sink.is_done(c.key)]
     report = RunReport(out_dir=Path(out_dir), clips_total=len(clips), clips_skipped=len(clips) - len(todo))
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), _RateColumn(),
@@ -88,7 +89,8 @@ def run_clips(
                 report.stage_seconds.update(result.timings)
                 if result.rejection:
                     report.rejected[result.rejection.reason] += 1
-                    console.log(f"[yellow]skip[/] {result.key}: {result.rejection.reason} ({result.rejection.detail})")
+                    style = "red" if result.rejection.trace else "yellow"
+                    console.log(f"[{style}]skip[/] {result.key}: {result.rejection.reason} ({result.rejection.detail})")
                 else:
                     report.clips_written += 1
                     report.samples_written += len(result.samples)

@@ -63,13 +63,17 @@ class _OpenShard:
 class ShardSink:
     """Collects clip results into per-split shards of bounded size. End with close() (or abort() on error)."""
 
-    def __init__(self, out_dir: Path, run_config: dict, max_bytes: int = 100 * 2**20, max_clips: int = 250):
+    def __init__(self, out_dir: Path, run_config: dict, max_bytes: int = 100 * 2**20, max_clips: int = 250,
+                 retry_failed: bool = False):
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.max_bytes, self.max_clips = max_bytes, max_clips
         self._check_run_config(run_config)
         for leftover in self.out.glob("*.tar.tmp"):
             leftover.unlink()  # a killed run's unfinished shard: its clips are not in the ledger, so they are redone
+        if retry_failed and (self.out / FAILURES).exists():
+            # Earlier rejections are kept beside the log, not deleted; clips that fail again are logged again.
+            (self.out / FAILURES).rename(self.out / f"{FAILURES}.{time.strftime('%Y%m%d-%H%M%S')}")
         ledger = _read_jsonl(self.out / LEDGER)
         self.done_clips = {c for row in ledger for c in row["clips"]}
         self.failed_clips = {row["key"] for row in _read_jsonl(self.out / FAILURES)}
@@ -109,6 +113,8 @@ class ShardSink:
 
     def reject(self, rejection: Rejection) -> None:
         row = {"key": rejection.key, "split": rejection.split, "reason": rejection.reason, "detail": rejection.detail}
+        if rejection.trace:
+            row["trace"] = rejection.trace
         _append_jsonl(self.out / FAILURES, row)
         self.failed_clips.add(rejection.key)
 

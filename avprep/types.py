@@ -48,6 +48,7 @@ class Rejection:
     split: str
     reason: str  # a short category, counted in the summary: "no face", "audio/video length", ...
     detail: str = ""
+    trace: str = ""  # the traceback of an "internal error" (a bug to report), empty otherwise
 
 
 @dataclass

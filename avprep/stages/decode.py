@@ -48,6 +48,14 @@ def _video_frames(container, stream) -> tuple[list[np.ndarray], list[float]]:
     return frames, times
 
 
+def _declared_seconds(container, stream) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000  # av.time_base: microseconds
+    return None
+
+
 def _audio(path: Path, sample_rate: int) -> tuple[np.ndarray, float]:
     """Mono float32 audio resampled to ``sample_rate`` and the stream's start time in seconds."""
     import av
@@ -98,6 +106,7 @@ def decode_clip(
             vstream = container.streams.video[0]
             src_fps = float(vstream.average_rate) if vstream.average_rate else float(fps)
             vstart = float(vstream.start_time * vstream.time_base) if vstream.start_time is not None else 0.0
+            declared = _declared_seconds(container, vstream)
             frames, times = _video_frames(container, vstream)
         wave, astart = _audio(audio or video, sample_rate)
     except ClipError:
@@ -107,6 +116,10 @@ def decode_clip(
 
     if len(frames) < min_frames:
         raise ClipError("too few frames", f"{len(frames)} decoded frames")
+    decoded = len(frames) / src_fps
+    if declared and decoded < 0.9 * declared - 0.1:
+        # A cut-off file decodes cleanly up to the cut; its header still says how long it was meant to be.
+        raise ClipError("truncated video", f"decoded {decoded:.2f} s of the {declared:.2f} s the file declares")
     info["source_fps"] = round(src_fps, 4)
     if abs(src_fps - fps) > 1e-3:
         stacked, picks = _resample_frames(frames, times, src_fps, fps)

@@ -1,0 +1,101 @@
+"""Benchmark avprep on real GRID s1 clips: time per stage, and the full pipeline against the landmark model alone.
+
+    python scripts/bench_prep.py --grid ../shared/data/grid --clips 50
+
+The floor is the face mesh alone (tracking mode, one face, frames decoded beforehand, only ``process`` timed):
+no pipeline built on this detector can be faster. The obvious alternative is the same mesh detecting the face
+afresh on every frame (``static_image_mode=True``), as pipelines that call a detector per frame do.
+With 2 jobs the floor is the 1-job floor halved: perfect scaling, the best 2 processes could do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from avprep.corpora import grid
+from avprep.prepare import MEAN_FACE_FILE, prepare
+from avprep.presets import get_preset
+from avprep.reference import estimate_mean_face
+from avprep.stages.decode import decode_clip
+
+
+def mesh_seconds(clips, static: bool) -> float:
+    """Seconds spent inside face_mesh.process over all clips (a fresh mesh per clip, as the pipeline does)."""
+    import mediapipe as mp
+
+    total = 0.0
+    for clip in clips:
+        frames = decode_clip(clip.video, clip.audio, 25, 16000).frames
+        with mp.solutions.face_mesh.FaceMesh(static_image_mode=static, max_num_faces=1) as mesh:
+            for frame in frames:
+                start = time.perf_counter()
+                mesh.process(frame)
+                total += time.perf_counter() - start
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--grid", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "grid")
+    parser.add_argument("--clips", type=int, default=50)
+    parser.add_argument("--preset", default="bridging-grid")
+    parser.add_argument("--unit", default="sentence")
+    args = parser.parse_args()
+    console = Console()
+    if not (args.grid / "s1").is_dir():
+        raise SystemExit(f"GRID s1 not found under {args.grid}: pass --grid /path/to/grid")
+
+    clips = grid.find_clips(args.grid, ["s1"])[: args.clips]
+    preset = get_preset(args.preset)
+    frames = sum(len(decode_clip(c.video, None, 25, 16000).frames) for c in clips[:1]) * len(clips)  # 75 per clip
+    console.print(f"{len(clips)} s1 clips (~{frames} frames), preset {preset.name}, unit {args.unit}, "
+                  f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}")
+    mean_face = estimate_mean_face(clips, preset) if preset.registration.mode == "mean-face" else None
+
+    floor = mesh_seconds(clips, static=False)
+    per_frame = mesh_seconds(clips, static=True)
+
+    walls, stages = {}, Counter()
+    for jobs in (1, 2):
+        out = Path(tempfile.mkdtemp(prefix=f"bench-prep-{jobs}-"))
+        if mean_face is not None:
+            np.save(out / MEAN_FACE_FILE, mean_face)
+        start = time.perf_counter()
+        report = prepare(clips, "grid", out, preset, unit=args.unit,
+                         vocabulary=tuple(grid.vocabulary()) if args.unit == "word" else (), jobs=jobs,
+                         console=Console(file=open(os.devnull, "w")), progress=False)
+        walls[jobs] = time.perf_counter() - start
+        if jobs == 1:
+            stages = report.stage_seconds
+            bytes_per_clip = report.index["bytes"] / max(report.clips_written, 1)
+        shutil.rmtree(out)
+
+    table = Table(title=f"avprep bench: {len(clips)} GRID s1 clips, {preset.name}")
+    for col in ("what", "seconds", "ms / clip", "vs floor"):
+        table.add_column(col, justify="right" if col != "what" else "left")
+    table.add_row("floor: face mesh alone (tracking)", f"{floor:.2f}", f"{floor / len(clips) * 1000:.0f}", "1.00")
+    table.add_row("alternative: face mesh per frame (no tracking)", f"{per_frame:.2f}",
+                  f"{per_frame / len(clips) * 1000:.0f}", f"{per_frame / floor:.2f}")
+    for stage, secs in sorted(stages.items(), key=lambda kv: -kv[1]):
+        table.add_row(f"  stage {stage} (1 job)", f"{secs:.2f}", f"{secs / len(clips) * 1000:.0f}", f"{secs / floor:.2f}")
+    table.add_row("full pipeline, 1 job (wall)", f"{walls[1]:.2f}", f"{walls[1] / len(clips) * 1000:.0f}",
+                  f"{walls[1] / floor:.2f}")
+    table.add_row("full pipeline, 2 jobs (wall) vs floor / 2", f"{walls[2]:.2f}",
+                  f"{walls[2] / len(clips) * 1000:.0f}", f"{walls[2] / (floor / 2):.2f}")
+    console.print(table)
+    console.print(f"clips/s: 1 job {len(clips) / walls[1]:.2f}, 2 jobs {len(clips) / walls[2]:.2f}; "
+                  f"shard bytes per clip {bytes_per_clip / 1024:.1f} KiB")
+
+
+if __name__ == "__main__":
+    main()

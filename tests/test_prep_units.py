@@ -1,0 +1,180 @@
+"""Fast checks of avprep's pure pieces: GRID grammar and layouts, registration maths, spectrograms, codecs, shards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from avbridge import codecs, spectra
+from avbridge.sample import decode_field, encode_field, sample_key
+from avprep.corpora import grid
+from avprep.presets import PRESETS, CropSpec, Preset, get_preset
+from avprep.shards import ShardSink, iter_raw_samples, shard_paths
+from avprep.stages import crops, register
+from avprep.stages.errors import ClipError
+from avprep.types import ClipResult, Rejection, Sample
+
+
+def test_grid_grammar_gives_the_sentence():
+    assert grid.text_from_utterance("bbaf2n") == "bin blue at f two now"
+    assert grid.text_from_utterance("swwp2s") == "set white with p two soon"
+    assert grid.text_from_utterance("priazn") == "place red in a zero now"
+    with pytest.raises(ValueError, match="not a GRID utterance"):
+        grid.text_from_utterance("xxaf2n")
+
+
+def test_vocabulary_has_the_51_grid_words():
+    vocab = grid.vocabulary()
+    assert len(vocab) == len(set(vocab)) == 51
+    assert vocab[:4] == ["bin", "lay", "place", "set"] and "w" not in vocab
+
+
+def test_alignment_units_are_1_25000_s(grid_root):
+    words = grid.read_alignment(grid_root / "s1" / "align" / "bbaf2n.align")
+    assert [w.word for w in words] == "bin blue at f two now".split()
+    assert words[0].start == pytest.approx(23750 / 25000) and words[-1].end == pytest.approx(53000 / 25000)
+
+
+def test_grid_layouts_are_found(grid_root, tmp_path):
+    clips = grid.find_clips(grid_root, ["s1", "s2", "s23"])
+    s1 = [c for c in clips if c.speaker == "s1"]
+    assert len(s1) == 1000
+    counts = {split: sum(c.split == split for c in s1) for split in ("train", "val", "test")}
+    assert counts == {"train": 890, "val": 49, "test": 50}  # the published speaker-dependent s1 split
+    assert all(c.split == "unlisted" for c in clips if c.speaker == "s23")
+    # The official archive layout: sN/video/mpg_6000/*.mpg with alignments/sN/*.align.
+    (tmp_path / "s2" / "video" / "mpg_6000").mkdir(parents=True)
+    (tmp_path / "alignments" / "s2").mkdir(parents=True)
+    (tmp_path / "s2" / "video" / "mpg_6000" / "swwp2s.mpg").symlink_to(grid_root / "s2" / "video" / "swwp2s.mpg")
+    (tmp_path / "alignments" / "s2" / "swwp2s.align").write_text((grid_root / "s2" / "align" / "swwp2s.align").read_text())
+    [clip] = grid.find_clips(tmp_path)
+    assert clip.key == "s2_swwp2s" and clip.split == "train" and len(clip.words) == 6
+
+
+def test_missing_speaker_is_a_clear_error(grid_root):
+    with pytest.raises(FileNotFoundError, match="speaker folder .*s99"):
+        grid.find_clips(grid_root, ["s99"])
+
+
+def test_similarity_recovers_a_known_transform():
+    rng = np.random.default_rng(0)
+    src = rng.uniform(0, 300, (8, 2))
+    angle, scale, shift = 0.3, 1.7, np.array([12.0, -40.0])
+    rot = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    m = register.similarity(src, src @ rot.T + shift)
+    np.testing.assert_allclose(m[:, :2], rot, atol=1e-5)
+    np.testing.assert_allclose(m[:, 2], shift, atol=1e-3)
+
+
+def test_fill_missing_interpolates_and_rejects():
+    pts = np.full((10, 468, 2), np.nan, np.float32)
+    pts[0], pts[9] = 0.0, 9.0
+    pts[5] = 5.0
+    with pytest.raises(ClipError, match="too few face frames"):
+        register.fill_missing(pts, 0.5)
+    filled, missing = register.fill_missing(pts, 0.3)
+    assert missing == [1, 2, 3, 4, 6, 7, 8]
+    np.testing.assert_allclose(filled[:, 0, 0], np.arange(10))
+    with pytest.raises(ClipError, match="no face"):
+        register.fill_missing(np.full((4, 468, 2), np.nan, np.float32), 0.5)
+
+
+def test_smoothing_keeps_a_linear_track_and_damps_noise():
+    t = np.arange(50, dtype=np.float32)
+    track = np.stack([t, 2 * t], -1)[:, None, :]
+    np.testing.assert_allclose(register.smooth(track, 5)[2:-2], track[2:-2], atol=1e-4)
+    noise = np.random.default_rng(1).normal(0, 1, (500, 1, 2)).astype(np.float32)
+    assert register.smooth(noise, 5).std() < 0.6 * noise.std()
+
+
+def test_crop_matrix_maps_the_box_onto_the_crop():
+    spec = CropSpec(height=112, width=112, color="gray", box=72)
+    m = crops.crop_matrix(spec, np.array([10.0, 70.0]))
+    corners = np.array([[10 - 36, 70 - 36, 1], [10 + 36, 70 + 36, 1]]) @ m.T
+    np.testing.assert_allclose(corners, [[0, 0], [112, 112]])
+
+
+def test_mel_filterbank_has_slaney_unit_area():
+    fb = spectra.mel_filterbank(16000, 800, 80, 0.0, 8000.0)
+    assert fb.shape == (80, 401) and (fb >= 0).all()
+    # Slaney normalisation gives every triangle unit area in Hz; bins are 20 Hz apart. Filters spanning many bins
+    # integrate accurately (the narrow low ones are sampled too coarsely for this check).
+    area = fb.sum(1) * 20.0
+    np.testing.assert_allclose(area[30:], 1.0, atol=0.03)
+    centres = np.argmax(fb, axis=1)
+    assert (np.diff(centres) >= 0).all() and centres[-1] > 350
+
+
+def test_spectrogram_has_exactly_four_frames_per_video_frame():
+    p = get_preset("bridging-grid").mel
+    wave = np.random.default_rng(0).normal(0, 0.1, 75 * 640).astype(np.float32)
+    mel = spectra.mel_spectrogram(wave, p, num_frames=300)
+    assert mel.shape == (80, 300)
+    # Frame k is centred on sample 160 k: a click at sample 160*100 peaks in frame 100.
+    click = np.zeros(48000, np.float32)
+    click[16000] = 1.0
+    energy = spectra.magnitude(click, p, 300).sum(0)
+    assert int(np.argmax(energy)) == 100
+
+
+def test_presets_are_valid_and_hashed():
+    assert {"bridging-grid", "two-tower", "vca-grid"} <= set(PRESETS)
+    hashes = {p.hash for p in PRESETS.values()}
+    assert len(hashes) == len(PRESETS)
+    with pytest.raises(ValueError, match="hop"):
+        Preset(name="x", description="", mel=spectra.SpectrogramParams(hop_length=150))
+    with pytest.raises(KeyError, match="known presets"):
+        get_preset("nope")
+
+
+def test_video_codec_round_trip_is_close_and_keeps_colour_layout():
+    rng = np.random.default_rng(0)
+    base = rng.integers(60, 200, (1, 48, 64, 3)).astype(np.uint8)
+    rgb = np.repeat(base, 10, 0)  # a static clip: H.264 at CRF 18 should reproduce it closely
+    back = codecs.decode_video(codecs.encode_video(rgb))
+    assert back.shape == rgb.shape and np.abs(back.astype(int) - rgb).mean() < 6
+    gray = rgb[..., 0].copy()
+    back = codecs.decode_video(codecs.encode_video(gray))
+    assert back.shape == gray.shape and np.abs(back.astype(int) - gray).mean() < 6
+
+
+def test_flac_and_npy_fields_round_trip():
+    wave = np.sin(np.linspace(0, 100, 4800)).astype(np.float32) * 0.5
+    back = decode_field("wav.flac", encode_field("wav.flac", wave, sample_rate=16000))
+    assert np.abs(back - wave).max() < 1e-4
+    mel = np.random.default_rng(0).normal(size=(80, 12)).astype(np.float32)
+    np.testing.assert_allclose(decode_field("mel.npy", encode_field("mel.npy", mel)), mel, atol=1e-2)
+    assert sample_key("s1", "a.b/c") == "s1_a_b_c"
+
+
+def _result(key: str, split: str, n: int = 1) -> ClipResult:
+    samples = [Sample(key=f"{key}_{i}", split=split, fields={"json": json.dumps({"k": i}).encode(),
+                      "mel.npy": encode_field("mel.npy", np.zeros((2, 4)))}, seconds=1.0) for i in range(n)]
+    return ClipResult(key=key, samples=samples)
+
+
+def test_shard_sink_resumes_without_loss_or_duplicates(tmp_path: Path):
+    config = {"corpus": "t", "unit": "word", "preset_hash": "abc"}
+    sink = ShardSink(tmp_path, config, max_clips=2)
+    for i in range(5):
+        sink.add(_result(f"c{i}", "train", n=3))
+    sink.add(ClipResult(key="bad", rejection=Rejection(key="bad", split="train", reason="no face", detail="x")))
+    sink.abort()  # killed: c4 sits in an unfinished shard
+    assert not list(tmp_path.glob("*.tmp"))
+    sink = ShardSink(tmp_path, config, max_clips=2)
+    assert sink.done_clips == {"c0", "c1", "c2", "c3"} and sink.is_done("bad") and not sink.is_done("c4")
+    sink.add(_result("c4", "train", n=3))
+    index = sink.close()
+    keys = [raw["__key__"] for p in shard_paths(tmp_path) for raw in iter_raw_samples(p)]
+    assert sorted(keys) == sorted(f"c{i}_{j}" for i in range(5) for j in range(3))
+    assert index["samples"] == 15 and index["rejected_by_reason"] == {"no face": 1}
+    assert [p.name for p in shard_paths(tmp_path)] == ["train-000000.tar", "train-000001.tar", "train-000002.tar"]
+
+
+def test_shard_sink_refuses_another_preset(tmp_path: Path):
+    ShardSink(tmp_path, {"corpus": "t", "unit": "word", "preset_hash": "abc"}).close()
+    with pytest.raises(ValueError, match="preset_hash"):
+        ShardSink(tmp_path, {"corpus": "t", "unit": "word", "preset_hash": "def"})
