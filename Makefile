@@ -1,0 +1,43 @@
+# avbridge: `make demo` runs the main job on the real GRID sample, `make test` runs the tests.
+# Both create the virtual environment first (Python 3.11 or 3.12; torch pinned to the local CPU wheel).
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+GRID   ?= ../shared/data/grid
+JOBS   ?= 2
+
+.PHONY: venv demo test test-fast bench bench-prep clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch exactly: any range pulls the CUDA build (GBs). jax pinned: mediapipe needs it, and a pin cuts pip's
+	# resolution time by ~50 s (docs/development.md).
+	$(PY) -m pip install -q torch==2.13.0 jax==0.7.1 jaxlib==0.7.1
+	$(PY) -m pip install -q -e ".[prep,train,dev]"
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	@test -d "$(GRID)/s1" || { echo "GRID not found at $(GRID)/s1. Get the corpus (doi:10.5281/zenodo.3625687),"; \
+	  echo "unpack it so that speaker folders s1, s2, ... sit in one folder, then: make demo GRID=/that/folder"; exit 2; }
+	$(VENV)/bin/avprep grid --root $(GRID) --speakers s1 --unit word --out out/grid-s1-words --jobs $(JOBS)
+	$(VENV)/bin/avprep inspect out/grid-s1-words --preview out/grid-s1-words/preview.png
+	$(VENV)/bin/avtrain run recipes/grid-words-bridging.yaml --set trainer.epochs=2 --set output_dir=runs/demo
+	$(VENV)/bin/avtrain eval recipes/grid-words-bridging.yaml --set output_dir=runs/demo
+
+test: venv
+	$(PY) -m pytest -q
+
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow"
+
+bench-prep: venv
+	$(PY) scripts/bench_prep.py --grid $(GRID) --clips 50
+
+bench: bench-prep
+
+clean:
+	rm -rf out runs .pytest_cache
