@@ -131,11 +131,12 @@ def test_presets_are_valid_and_hashed():
 
 
 def test_video_codec_round_trip_is_close_and_keeps_colour_layout():
-    rng = np.random.default_rng(0)
-    base = rng.integers(60, 200, (1, 48, 64, 3)).astype(np.uint8)
+    # A smooth colour field (like skin and background; per-pixel random colour has no place in 4:2:0 video).
+    yy, xx = np.mgrid[0:48, 0:64].astype(np.float32)
+    base = np.stack([60 + 2 * xx, 80 + 2 * yy, 200 - xx - yy], -1).clip(0, 255).astype(np.uint8)[None]
     rgb = np.repeat(base, 10, 0)  # a static clip: H.264 at CRF 18 should reproduce it closely
     back = codecs.decode_video(codecs.encode_video(rgb))
-    assert back.shape == rgb.shape and np.abs(back.astype(int) - rgb).mean() < 6
+    assert back.shape == rgb.shape and np.abs(back.astype(int) - rgb).mean() < 3
     gray = rgb[..., 0].copy()
     back = codecs.decode_video(codecs.encode_video(gray))
     assert back.shape == gray.shape and np.abs(back.astype(int) - gray).mean() < 6
