@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from avprep.pipeline import Options
 from avprep.presets import Preset
 from avprep.reference import estimate_mean_face, load_mean_face
 from avprep.runner import RunReport, run_clips
+from avprep.shards import Partition
 from avprep.types import ClipSpec
 
 MEAN_FACE_FILE = "mean_face.npy"
@@ -34,7 +36,11 @@ def resolve_mean_face(clips: list[ClipSpec], preset: Preset, out_dir: Path, give
         console.log(f"mean face: estimating from up to 64 of {len(clips)} clips")
         face = estimate_mean_face(clips, preset, jobs=jobs)
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    np.save(saved, face)
+    # Partitions sharing the folder may all get here: each writes the same array (the estimate is deterministic
+    # and uses the full clip list), atomically, so none reads a half-written file.
+    tmp = saved.with_suffix(f".{os.getpid()}.tmp.npy")
+    np.save(tmp, face)
+    tmp.rename(saved)
     return face
 
 
@@ -52,15 +58,18 @@ def prepare(
     console: Console | None = None,
     progress: bool = True,
     retry_failed: bool = False,
+    partition: Partition = Partition(),
 ) -> RunReport:
+    """Write the shards of ``clips`` (those of ``partition``) to ``out_dir``; resumes what is there."""
     if unit not in ("sentence", "word"):
         raise ValueError(f"unit must be 'sentence' or 'word', got {unit!r}")
     console = console or Console(stderr=True)
     face = resolve_mean_face(clips, preset, out_dir, mean_face, jobs, console)
     run_config = {
         "corpus": corpus, "unit": unit, "preset": preset.to_dict(), "preset_hash": preset.hash,
-        "tool_version": __version__, "vocabulary": list(vocabulary),
+        "tool_version": __version__, "vocabulary": list(vocabulary), "partitions": partition.count,
     }
     options = Options(preset=preset, unit=unit, vocabulary=vocabulary)
     return run_clips(clips, options, out_dir, run_config, mean_face=face, jobs=jobs, shard_bytes=shard_bytes,
-                     shard_clips=shard_clips, console=console, progress=progress, retry_failed=retry_failed)
+                     shard_clips=shard_clips, console=console, progress=progress, retry_failed=retry_failed,
+                     partition=partition)

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from avprep.pipeline import Options, process_clip
-from avprep.shards import ShardSink
+from avprep.shards import Partition, ShardSink
 from avprep.types import ClipSpec
 
 
@@ -68,11 +68,14 @@ def run_clips(
     console: Console | None = None,
     progress: bool = True,
     retry_failed: bool = False,
+    partition: Partition = Partition(),
 ) -> RunReport:
-    """Process every clip not already done in ``out_dir`` and write its samples to shards."""
+    """Process every clip of ``partition`` not already done in ``out_dir`` and write its samples to shards."""
     console = console or Console(stderr=True)
     start = time.perf_counter()
-    sink = ShardSink(out_dir, run_config, max_bytes=shard_bytes, max_clips=shard_clips, retry_failed=retry_failed)
+    sink = ShardSink(out_dir, run_config, max_bytes=shard_bytes, max_clips=shard_clips, retry_failed=retry_failed,
+                     partition=partition)
+    clips = [c for c in clips if partition.owns(c.key)]
     todo = [c for c in clips if not sink.is_done(c.key)]
     report = RunReport(out_dir=Path(out_dir), clips_total=len(clips), clips_skipped=len(clips) - len(todo))
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), _RateColumn(),

@@ -12,6 +12,7 @@ Guarantees, for an output folder:
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -24,7 +25,41 @@ from typing import Iterator
 
 from avprep.types import ClipResult, Rejection, Sample
 
-LEDGER, FAILURES, INDEX, RUN = "ledger.jsonl", "failures.jsonl", "index.json", "run.json"
+INDEX, RUN = "index.json", "run.json"
+
+
+@dataclass(frozen=True)
+class Partition:
+    """Which slice of a corpus this run writes: clips are assigned by a hash of their key, so the assignment is the
+    same on every machine, whatever order or subset of clips each one lists. Partition files carry its index, so
+    all partitions can write into one shared folder."""
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.index < self.count:
+            raise ValueError(f"partition {self.index} does not exist among {self.count} (0 .. {self.count - 1})")
+
+    def owns(self, key: str) -> bool:
+        return self.count == 1 or int(hashlib.sha1(key.encode()).hexdigest(), 16) % self.count == self.index
+
+    @property
+    def tag(self) -> str:
+        return "" if self.count == 1 else f"-p{self.index:03d}of{self.count:03d}"
+
+    @property
+    def ledger(self) -> str:
+        return f"ledger{self.tag}.jsonl"
+
+    @property
+    def failures(self) -> str:
+        return f"failures{self.tag}.jsonl"
+
+
+def _all_rows(out: Path, stem: str) -> list[dict]:
+    """Rows of every partition's ledger (stem 'ledger') or failure log (stem 'failures') in a folder."""
+    return [row for path in sorted(out.glob(f"{stem}*.jsonl")) for row in _read_jsonl(path)]
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -64,19 +99,21 @@ class ShardSink:
     """Collects clip results into per-split shards of bounded size. End with close() (or abort() on error)."""
 
     def __init__(self, out_dir: Path, run_config: dict, max_bytes: int = 100 * 2**20, max_clips: int = 250,
-                 retry_failed: bool = False):
+                 retry_failed: bool = False, partition: Partition = Partition()):
         self.out = Path(out_dir)
+        self.partition = partition
+        self.ledger_path, self.failures_path = self.out / partition.ledger, self.out / partition.failures
         self.out.mkdir(parents=True, exist_ok=True)
         self.max_bytes, self.max_clips = max_bytes, max_clips
         self._check_run_config(run_config)
-        for leftover in self.out.glob("*.tar.tmp"):
+        for leftover in self.out.glob(f"*{partition.tag}-*.tar.tmp" if partition.tag else "*.tar.tmp"):
             leftover.unlink()  # a killed run's unfinished shard: its clips are not in the ledger, so they are redone
-        if retry_failed and (self.out / FAILURES).exists():
-            # Earlier rejections are kept beside the log, not deleted; clips that fail again are logged again.
-            (self.out / FAILURES).rename(self.out / f"{FAILURES}.{time.strftime('%Y%m%d-%H%M%S')}")
-        ledger = _read_jsonl(self.out / LEDGER)
+        if retry_failed and self.failures_path.exists():
+            # Earlier rejections are kept beside the log (not read again), and clips that fail again are logged again.
+            self.failures_path.rename(self.out / f"{self.failures_path.name}.{time.strftime('%Y%m%d-%H%M%S')}.old")
+        ledger = _read_jsonl(self.ledger_path)
         self.done_clips = {c for row in ledger for c in row["clips"]}
-        self.failed_clips = {row["key"] for row in _read_jsonl(self.out / FAILURES)}
+        self.failed_clips = {row["key"] for row in _read_jsonl(self.failures_path)}
         self._next_index: dict[str, int] = defaultdict(int)
         for row in ledger:
             self._next_index[row["split"]] = max(self._next_index[row["split"]], row["index"] + 1)
@@ -86,8 +123,9 @@ class ShardSink:
         path = self.out / RUN
         if path.exists():
             previous = json.loads(path.read_text())
-            for key in ("preset_hash", "unit", "corpus"):
-                if previous.get(key) != config.get(key):
+            defaults = {"partitions": 1}  # run.json files from before partitioning existed
+            for key in ("preset_hash", "unit", "corpus", "partitions"):
+                if previous.get(key, defaults.get(key)) != config.get(key, defaults.get(key)):
                     raise ValueError(
                         f"{self.out} holds a run with {key}={previous.get(key)!r}, this run has {config.get(key)!r}: "
                         "resume with the same settings or choose another --out"
@@ -115,14 +153,14 @@ class ShardSink:
         row = {"key": rejection.key, "split": rejection.split, "reason": rejection.reason, "detail": rejection.detail}
         if rejection.trace:
             row["trace"] = rejection.trace
-        _append_jsonl(self.out / FAILURES, row)
+        _append_jsonl(self.failures_path, row)
         self.failed_clips.add(rejection.key)
 
     def _shard_for(self, split: str) -> _OpenShard:
         if split not in self._open:
             index = self._next_index[split]
             self._next_index[split] += 1
-            name = f"{split}-{index:06d}.tar"
+            name = f"{split}{self.partition.tag}-{index:06d}.tar"
             path = self.out / (name + ".tmp")
             self._open[split] = _OpenShard(name=name, split=split, index=index, tar=tarfile.open(path, "w"), path=path)
         return self._open[split]
@@ -147,7 +185,7 @@ class ShardSink:
             "clips": shard.clips, "samples": shard.samples, "bytes": (self.out / shard.name).stat().st_size,
             "seconds": round(shard.seconds, 3), "field_bytes": dict(shard.field_bytes),
         }
-        _append_jsonl(self.out / LEDGER, row)
+        _append_jsonl(self.ledger_path, row)
         self.done_clips.update(shard.clips)
         del self._open[shard.split]
 
@@ -170,9 +208,9 @@ class ShardSink:
 
 
 def write_index(out_dir: Path) -> dict:
-    """Rebuild ``index.json`` from the ledger and failure log."""
+    """Rebuild ``index.json`` from the ledgers and failure logs of every partition in the folder."""
     out = Path(out_dir)
-    ledger, failures = _read_jsonl(out / LEDGER), _read_jsonl(out / FAILURES)
+    ledger, failures = _all_rows(out, "ledger"), _all_rows(out, "failures")
     run = json.loads((out / RUN).read_text()) if (out / RUN).exists() else {}
     splits: dict[str, dict] = {}
     field_bytes: Counter = Counter()
@@ -208,7 +246,7 @@ def shard_paths(target: Path) -> list[Path]:
     """The finished shards of an output folder (from its ledger), or the given .tar files."""
     target = Path(target)
     if target.is_dir():
-        ledger = _read_jsonl(target / LEDGER)
+        ledger = _all_rows(target, "ledger")
         if ledger:
             return [target / row["shard"] for row in sorted(ledger, key=lambda r: r["shard"])]
         return sorted(target.glob("*.tar"))

@@ -122,15 +122,16 @@ def _mouth_centres(raw: dict) -> np.ndarray:
 
 
 def test_registered_mouth_crop_is_stable(sentence_run):
-    # Jitter = frame-to-frame movement of the mouth centre inside the 112 px mouth crop. Speech moves the lips'
-    # centre by about 1 px per frame (jaw opening); head motion, left unregistered, would add several. We require
-    # the median step under 1.5 px (1.3% of the crop) and the worst step under 6 px (a fast jaw drop), which a
-    # crop that follows raw detections of a moving head does not meet (see the next test).
+    # Jitter = frame-to-frame movement of the mouth centre inside the 112 px mouth crop. Measured over all 5830 s1
+    # word samples of 3+ frames (docs/preprocessing.md): per-sample median step 0.64 px (95th percentile 1.28 px),
+    # largest single step 5.87 px -- lip motion itself, since GRID speakers hardly move their heads. A crop that
+    # drifted or jumped (a failed fit, a face switch) moves by the face's size, tens of pixels. Thresholds: the
+    # median step under 1.5 px (1.3% of the crop), every step under 8 px. Head motion is tested on its own below.
     out, _ = sentence_run
     for key, raw in _samples(out).items():
         steps = np.linalg.norm(np.diff(_mouth_centres(raw), axis=0), axis=1)
         assert np.median(steps) < 1.5, (key, np.median(steps))
-        assert steps.max() < 6.0, (key, steps.max())
+        assert steps.max() < 8.0, (key, steps.max())
 
 
 def test_registration_cancels_head_motion(s1_clips, mean_face, tmp_path):

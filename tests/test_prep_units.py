@@ -179,3 +179,28 @@ def test_shard_sink_refuses_another_preset(tmp_path: Path):
     ShardSink(tmp_path, {"corpus": "t", "unit": "word", "preset_hash": "abc"}).close()
     with pytest.raises(ValueError, match="preset_hash"):
         ShardSink(tmp_path, {"corpus": "t", "unit": "word", "preset_hash": "def"})
+
+
+def test_partitions_split_clips_disjointly_and_merge_into_one_index(tmp_path: Path):
+    from avprep.shards import Partition, write_index
+
+    keys = [f"s{i % 7}_utt{i:04d}" for i in range(400)]
+    parts = [Partition(i, 4) for i in range(4)]
+    owned = [{k for k in keys if p.owns(k)} for p in parts]
+    assert set().union(*owned) == set(keys) and sum(map(len, owned)) == len(keys)  # disjoint, complete
+    assert all(60 < len(o) < 140 for o in owned)  # roughly balanced
+    assert {k for k in reversed(keys) if parts[1].owns(k)} == owned[1]  # order does not matter
+    with pytest.raises(ValueError, match="does not exist"):
+        Partition(4, 4)
+    config = {"corpus": "t", "unit": "sentence", "preset_hash": "abc", "partitions": 2}
+    for p in (Partition(0, 2), Partition(1, 2)):  # two machines writing into one shared folder
+        sink = ShardSink(tmp_path, config, partition=p)
+        for key in keys[:20]:
+            if p.owns(key):
+                sink.add(_result(key, "train"))
+        sink.close()
+    index = write_index(tmp_path)
+    assert index["samples"] == 20 and index["splits"]["train"]["clips"] == 20
+    assert {p.name for p in shard_paths(tmp_path)} == {"train-p000of002-000000.tar", "train-p001of002-000000.tar"}
+    with pytest.raises(ValueError, match="partitions"):
+        ShardSink(tmp_path, {**config, "partitions": 3})
