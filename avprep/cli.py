@@ -15,7 +15,7 @@ console = Console(stderr=True)
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/] {message}")
+    console.print(f"[red]error:[/] {message}", soft_wrap=True)  # one line, however long
     raise typer.Exit(2)
 
 
@@ -94,12 +94,173 @@ def presets(as_json: bool = typer.Option(False, "--json", help="print the full p
         print(json.dumps({n: {"hash": p.hash, **p.to_dict()} for n, p in PRESETS.items()}, indent=2))
         return
     table = Table(title="avprep presets")
-    for col in ("name", "hash", "mouth", "face", "flow", "spectrogram", "registration"):
+    for col in ("name", "hash", "fps / Hz", "mouth", "face", "flow", "spectrogram", "registration"):
         table.add_column(col)
     for p in PRESETS.values():
         crop = lambda c: f"{c.height}x{c.width} {c.color}" if c else "-"  # noqa: E731
         mel = p.mel
         spec = (f"win {mel.win_length} hop {mel.hop_length} n_fft {mel.n_fft} {mel.n_mels} mels {mel.fmin:g}-{mel.fmax:g} Hz"
                 f" {mel.normalisation}{' +linear' if p.linear else ''}") if mel else "-"
-        table.add_row(p.name, p.hash, crop(p.mouth), crop(p.face), p.flow.method if p.flow else "-", spec, p.registration.mode)
+        reg = p.registration.mode + (f" rows {p.registration.box[0]}-{p.registration.box[1]} cols "
+                                     f"{p.registration.box[2]}-{p.registration.box[3]}" if p.registration.box else "")
+        table.add_row(p.name, p.hash, f"{p.fps:g} / {p.sample_rate}", crop(p.mouth), crop(p.face),
+                      p.flow.method if p.flow else "-", spec, reg)
     Console().print(table)
+
+
+def _prepare(find, corpus: str, out: Path, preset: str, vocabulary, jobs: int, mean_face: Optional[Path],
+             limit: Optional[int], crf: Optional[int], feature_dtype: Optional[str], wave: Optional[bool],
+             landmarks: Optional[str], shard_mb: int, shard_clips: int, progress: bool, retry_failed: bool) -> None:
+    """What every corpus command does once it knows how to find its clips: validate, discover, prepare, report."""
+    from pydantic import ValidationError
+
+    from avprep.prepare import prepare
+    from avprep.presets import get_preset, with_overrides
+
+    try:
+        chosen = with_overrides(get_preset(preset), video_crf=crf, feature_dtype=feature_dtype, store_wave=wave,
+                                landmarks=landmarks)
+        clips = find()
+        vocab = tuple(vocabulary()) if vocabulary else ()
+    except ValidationError as e:
+        _fail("; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()))
+    except (KeyError, ValueError, FileNotFoundError) as e:
+        _fail(str(e.args[0] if e.args else e))
+    if limit:
+        clips = clips[:limit]
+    try:
+        report = prepare(clips, corpus, out, chosen, vocabulary=vocab, jobs=jobs, mean_face=mean_face,
+                         shard_bytes=shard_mb * 2**20, shard_clips=shard_clips, console=console, progress=progress,
+                         retry_failed=retry_failed)
+    except ValueError as e:
+        _fail(str(e))
+    Console().print(report.table())
+
+
+# Options every corpus command shares (typer reads them from the signature, so each command lists them).
+_OUT = typer.Option(..., help="output folder for shards, ledger, failure log and index")
+_JOBS = typer.Option(1, min=1, help="parallel processes")
+_MEAN_FACE = typer.Option(None, help="reuse a mean_face.npy from another run (mean-face presets)")
+_LIMIT = typer.Option(None, min=1, help="only the first N clips (sorted by key), for a quick look")
+_CRF = typer.Option(None, min=0, max=51, help="x264 CRF of the crops (preset: 18)")
+_DTYPE = typer.Option(None, help="float16 | uint8: spectrogram storage (preset: float16)")
+_WAVE = typer.Option(None, "--wave/--no-wave", help="store the waveform (preset: yes)")
+_LANDMARKS = typer.Option(None, help="subset | full | none: landmarks stored (preset's choice)")
+_SHARD_MB = typer.Option(100, min=1, help="close a shard after this many MiB")
+_SHARD_CLIPS = typer.Option(250, min=1, help="close a shard after this many source clips")
+_PROGRESS = typer.Option(True, help="show the progress bar")
+_RETRY = typer.Option(False, help="process clips an earlier run rejected again")
+
+
+def _split_list(value: Optional[str]) -> Optional[list[str]]:
+    return [s.strip() for s in value.split(",") if s.strip()] if value else None
+
+
+@app.command()
+def lrw(
+    root: Path = typer.Option(..., help="LRW's lipread_mp4 folder (WORD/{train,val,test}/WORD_NNNNN.mp4 + .txt)"),
+    out: Path = _OUT,
+    preset: str = typer.Option("bridging-lrw", help="bridging-lrw (fixed box) | bridging-lrw-registered (landmarks)"),
+    words: Optional[str] = typer.Option(None, help="comma-separated word folders (default: all 500)"),
+    splits: str = typer.Option("train,val,test", help="comma-separated splits to prepare"),
+    jobs: int = _JOBS, mean_face: Optional[Path] = _MEAN_FACE, limit: Optional[int] = _LIMIT,
+    crf: Optional[int] = _CRF, feature_dtype: Optional[str] = _DTYPE, wave: Optional[bool] = _WAVE,
+    landmarks: Optional[str] = _LANDMARKS, shard_mb: int = _SHARD_MB, shard_clips: int = _SHARD_CLIPS,
+    progress: bool = _PROGRESS, retry_failed: bool = _RETRY,
+) -> None:
+    """LRW (Chung & Zisserman 2016) word clips -> shards per split, labelled with their word class."""
+    from avprep.corpora import lrw as corpus
+
+    _prepare(lambda: corpus.find_clips(root, _split_list(words), tuple(_split_list(splits) or ())), "lrw", out,
+             preset, lambda: corpus.vocabulary(root), jobs, mean_face, limit, crf, feature_dtype, wave, landmarks,
+             shard_mb, shard_clips, progress, retry_failed)
+
+
+@app.command()
+def lrw1000(
+    root: Path = typer.Option(..., help="LRW1000_Public (images/, audio/, info/)"),
+    out: Path = _OUT,
+    preset: str = typer.Option("bridging-lrw1000", help="see `avprep presets`"),
+    splits: str = typer.Option("train,val,test", help="comma-separated splits to prepare"),
+    audio_lead: float = typer.Option(0.0, min=0.0, help="seconds the audio files start before the word"),
+    jobs: int = _JOBS, limit: Optional[int] = _LIMIT,
+    crf: Optional[int] = _CRF, feature_dtype: Optional[str] = _DTYPE, wave: Optional[bool] = _WAVE,
+    shard_mb: int = _SHARD_MB, shard_clips: int = _SHARD_CLIPS,
+    progress: bool = _PROGRESS, retry_failed: bool = _RETRY,
+) -> None:
+    """LRW-1000 (pre-cropped lip images + audio) -> shards per split, the video span matched to the audio."""
+    from avprep.corpora import lrw1000 as corpus
+
+    _prepare(lambda: corpus.find_clips(root, tuple(_split_list(splits) or ()), audio_lead), "lrw1000", out, preset,
+             lambda: corpus.vocabulary(root), jobs, None, limit, crf, feature_dtype, wave, None, shard_mb,
+             shard_clips, progress, retry_failed)
+
+
+@app.command("tcd-timit")
+def tcd_timit(
+    root: Path = typer.Option(..., help="TCD-TIMIT folder holding volunteers/ and/or lipspeakers/"),
+    out: Path = _OUT,
+    speakers: str = typer.Option("lipspeakers", help="lipspeakers | volunteers | all | comma-separated ids "
+                                 "(e.g. Lipspkr1,01M)"),
+    preset: str = typer.Option("two-tower-tcd-timit", help="see `avprep presets`"),
+    camera: str = typer.Option("straightcam", help="straightcam | 30degcam"),
+    test_fraction: float = typer.Option(0.1, help="per speaker, the share of clips in the test split"),
+    seed: int = typer.Option(0, help="seed of the reproducible random split"),
+    jobs: int = _JOBS, mean_face: Optional[Path] = _MEAN_FACE, limit: Optional[int] = _LIMIT,
+    crf: Optional[int] = _CRF, feature_dtype: Optional[str] = _DTYPE, wave: Optional[bool] = _WAVE,
+    landmarks: Optional[str] = _LANDMARKS, shard_mb: int = _SHARD_MB, shard_clips: int = _SHARD_CLIPS,
+    progress: bool = _PROGRESS, retry_failed: bool = _RETRY,
+) -> None:
+    """TCD-TIMIT (Harte & Gillen 2015) -> shards, 29.97 fps kept by the two-tower preset, 90/10 split per speaker."""
+    from avprep.corpora import tcd_timit as corpus
+
+    _prepare(lambda: corpus.find_clips(root, speakers, camera, test_fraction, seed), "tcd-timit", out, preset, None,
+             jobs, mean_face, limit, crf, feature_dtype, wave, landmarks, shard_mb, shard_clips, progress,
+             retry_failed)
+
+
+@app.command()
+def folder(
+    root: Path = typer.Option(..., help="a folder of talking-face videos (searched recursively)"),
+    out: Path = _OUT,
+    manifest: Optional[Path] = typer.Option(None, help="CSV with columns path[,text,speaker,split,audio]"),
+    split: str = typer.Option("train", help="split of clips the manifest gives none for"),
+    preset: str = typer.Option("bridging-grid", help="see `avprep presets`"),
+    jobs: int = _JOBS, mean_face: Optional[Path] = _MEAN_FACE, limit: Optional[int] = _LIMIT,
+    crf: Optional[int] = _CRF, feature_dtype: Optional[str] = _DTYPE, wave: Optional[bool] = _WAVE,
+    landmarks: Optional[str] = _LANDMARKS, shard_mb: int = _SHARD_MB, shard_clips: int = _SHARD_CLIPS,
+    progress: bool = _PROGRESS, retry_failed: bool = _RETRY,
+) -> None:
+    """Any folder of talking-face videos (transcripts from NAME.txt sidecars or a CSV manifest) -> shards."""
+    from avprep.corpora import folder as corpus
+
+    _prepare(lambda: corpus.find_clips(root, manifest, split), "folder", out, preset, None, jobs, mean_face, limit,
+             crf, feature_dtype, wave, landmarks, shard_mb, shard_clips, progress, retry_failed)
+
+
+download_app = typer.Typer(no_args_is_help=True, help="Download a corpus from its official archive.")
+app.add_typer(download_app, name="download")
+
+
+@download_app.command("grid")
+def download_grid(
+    out: Path = typer.Option(..., help="folder to unpack into (then: avprep grid --root OUT)"),
+    speakers: str = typer.Option(..., help="comma-separated, e.g. s1,s2,s4,s29"),
+    base_url: Optional[str] = typer.Option(None, help="where sN/video/sN.mpg_vcd.zip and sN/align/sN.tar are "
+                                           "served (default: the corpus's site)"),
+    checksums: Optional[Path] = typer.Option(None, help="sha256sum-format file (default: SHA256SUMS on the server "
+                                             "if there is one, else sizes are checked)"),
+    alignments: bool = typer.Option(True, help="also fetch the word alignments"),
+    retries: int = typer.Option(3, min=0, help="resume attempts after a dropped connection"),
+    progress: bool = _PROGRESS,
+) -> None:
+    """GRID videos (and alignments) per speaker: resumable, checksummed, unpacked into the layout `avprep grid` reads."""
+    from avprep import download as dl
+
+    try:
+        archives = dl.grid_archives(_split_list(speakers) or [], alignments)
+        sums = dl.read_checksums(checksums.read_text()) if checksums else None
+        folders = dl.download(archives, out, base_url or dl.GRID_BASE_URL, sums, retries, progress, console)
+    except (ValueError, OSError, dl.DownloadError) as e:
+        _fail(str(e))
+    console.print(f"unpacked {len(folders)} archive(s) into {out}; next: avprep grid --root {out} --out SHARDS")

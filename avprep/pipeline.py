@@ -16,10 +16,11 @@ import numpy as np
 
 from avbridge import __version__, spectra
 from avbridge.sample import encode_field
-from avprep.presets import Preset
+from avprep.presets import LANDMARK_MODES, Preset
 from avprep.stages import crops, flow, register
-from avprep.stages.decode import decode_clip
+from avprep.stages.decode import DecodedClip, decode_clip
 from avprep.stages.errors import ClipError
+from avprep.stages.images import decode_images
 from avprep.stages.landmarks import NUM_POINTS, SUBSET, detect_landmarks
 from avprep.types import ClipResult, ClipSpec, Rejection, Sample
 
@@ -53,21 +54,44 @@ class _ClipArrays:
     meta: dict
 
 
+def _decode(spec: ClipSpec, preset: Preset) -> DecodedClip:
+    """A video file, or numbered images plus an audio file (pre-cropped corpora), as the spec says."""
+    if spec.first_image is not None:
+        if spec.audio is None:
+            raise ClipError("no audio stream", "an image-sequence clip needs an audio file")
+        return decode_images(spec.video, spec.first_image, spec.image_suffix, spec.audio, preset.fps,
+                             preset.sample_rate, preset.samples_per_frame_range)
+    return decode_clip(spec.video, spec.audio, preset.fps, preset.sample_rate, preset.samples_per_frame_range)
+
+
 def _compute(spec: ClipSpec, preset: Preset, mean_face: np.ndarray | None, timings: dict) -> _ClipArrays:
     with _timed(timings, "decode"):
-        clip = decode_clip(spec.video, spec.audio, preset.fps, preset.sample_rate, preset.samples_per_frame_range)
-    with _timed(timings, "landmarks"):
-        marks = detect_landmarks(clip.frames)
-    with _timed(timings, "register"):
-        points, missing = register.fill_missing(marks.points, preset.min_valid_fraction)
-        smoothed = register.smooth(points, preset.registration.smooth_frames)
-        reg = register.register(smoothed, preset.registration.mode, mean_face, preset.registration.eye_distance)
+        clip = _decode(spec, preset)
+    mode = preset.registration.mode
+    box = None
+    if mode in LANDMARK_MODES:
+        with _timed(timings, "landmarks"):
+            marks = detect_landmarks(clip.frames)
+        with _timed(timings, "register"):
+            points, missing = register.fill_missing(marks.points, preset.min_valid_fraction)
+            smoothed = register.smooth(points, preset.registration.smooth_frames)
+            reg = register.register(smoothed, mode, mean_face, preset.registration.eye_distance)
+        max_faces: int | None = marks.max_faces
+    else:  # fixed box or pre-cropped: no detector, nothing to register
+        box = register.frame_box(mode, preset.registration.box, *clip.frames.shape[1:3])
+        reg = register.identity(clip.num_frames, box)
+        points, missing, max_faces = np.zeros((clip.num_frames, 0, 2), np.float32), [], None
     arrays: dict = {}
     with _timed(timings, "crops"):
         for name in ("mouth", "face"):
             crop_spec = getattr(preset, name)
             centre = reg.mouth_centre if name == "mouth" else reg.face_centre
-            arrays[name] = crops.cut(clip.frames, reg.transforms, crop_spec, centre) if crop_spec else None
+            if crop_spec is None:
+                arrays[name] = None
+            elif box is not None:
+                arrays[name] = crops.cut_box(clip.frames, box, crop_spec)
+            else:
+                arrays[name] = crops.cut(clip.frames, reg.transforms, crop_spec, centre)
     with _timed(timings, "flow"):
         arrays["flow"] = flow.dense_flow(arrays["face"], preset.flow) if preset.flow else None
     with _timed(timings, "spectra"):
@@ -78,10 +102,12 @@ def _compute(spec: ClipSpec, preset: Preset, mean_face: np.ndarray | None, timin
     meta = {
         **clip.info,
         "missing_face_frames": missing,
-        "max_faces": marks.max_faces,
+        "max_faces": max_faces,
         "landmark_ids": ids,
-        "registration": preset.registration.mode,
+        "registration": mode,
     }
+    if box is not None:
+        meta["crop_box"] = list(box)
     return _ClipArrays(
         mouth=arrays["mouth"], face=arrays["face"], flow=arrays["flow"], wave=clip.audio, mel=mel, linear=linear,
         landmarks=points[:, ids] if ids else points[:, :0], transforms=reg.transforms, meta=meta,
@@ -91,7 +117,7 @@ def _compute(spec: ClipSpec, preset: Preset, mean_face: np.ndarray | None, timin
 def _segments(spec: ClipSpec, num_frames: int, options: Options) -> list[tuple[str, int, int, str, int | None]]:
     """(key, first frame, end frame, text, label) of each sample the clip yields."""
     if options.unit == "sentence":
-        return [(spec.key, 0, num_frames, spec.text, None)]
+        return [(spec.key, 0, num_frames, spec.text, spec.label)]
     if not spec.words:
         raise ClipError("no alignment", "unit=word needs word alignments")
     fps = options.preset.fps

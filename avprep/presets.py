@@ -10,7 +10,7 @@ import hashlib
 import json
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 from avbridge.spectra import SpectrogramParams
 
@@ -42,13 +42,37 @@ class FlowSpec(_Strict):
     scale: float = 0.125
 
 
+# Registration modes that need face landmarks; the others run no detector at all.
+LANDMARK_MODES = ("mean-face", "per-clip")
+
+
 class RegistrationSpec(_Strict):
     # "mean-face": every frame's stable points fitted to a mean face computed from the data (or given);
-    # "per-clip": the two-tower paper's mode, every frame fitted to the clip's central frame by the eye points.
-    mode: Literal["mean-face", "per-clip"] = "mean-face"
+    # "per-clip": the two-tower paper's mode, every frame fitted to the clip's central frame by the eye points;
+    # "fixed-box": no landmarks, the same source-pixel box in every frame (the official bridging LRW loader);
+    # "none": no landmarks, the whole frame (pre-cropped corpora such as LRW-1000).
+    mode: Literal["mean-face", "per-clip", "fixed-box", "none"] = "mean-face"
     # Centred moving average over this many frames, applied to the landmarks before the similarity fit.
     smooth_frames: int = Field(default=5, ge=1)
     eye_distance: float = Field(default=80.0, gt=0)  # canonical pixels between the outer eye corners
+    # fixed-box: (top, bottom, left, right) source rows and columns, end-exclusive.
+    box: tuple[int, int, int, int] | None = None
+
+    @model_validator(mode="after")
+    def _check_box(self) -> "RegistrationSpec":
+        if (self.mode == "fixed-box") != (self.box is not None):
+            raise ValueError("registration mode fixed-box needs a box (top, bottom, left, right); other modes take none")
+        if self.box is not None and not (0 <= self.box[0] < self.box[1] and 0 <= self.box[2] < self.box[3]):
+            raise ValueError(f"box {self.box} is not (top, bottom, left, right) with top < bottom, left < right")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_box(self, handler):
+        # Presets made before fixed-box existed must keep their hashes: an unset box is left out of the JSON.
+        data = handler(self)
+        if data.get("box") is None:
+            data.pop("box", None)
+        return data
 
 
 class Preset(_Strict):
@@ -89,11 +113,13 @@ class Preset(_Strict):
             raise ValueError("flow is computed on the face crop: a preset with flow needs a face crop")
         if self.linear and self.mel is None:
             raise ValueError("linear spectrogram needs mel STFT parameters")
+        if self.registration.mode not in LANDMARK_MODES and self.landmarks != "none":
+            raise ValueError(f"registration mode {self.registration.mode} runs no detector: landmarks must be 'none'")
         return self
 
     @property
     def samples_per_frame(self) -> int:
-        spf = self.sample_rate / self.fps
+        spf = self.sample_rate / self.fps  # 14985 / 29.97 = 500.00000000000006 in floats: hence the tolerance
         if abs(spf - round(spf)) > 1e-6:
             raise ValueError(f"{self.sample_rate} Hz / {self.fps} fps is not a whole number of samples per frame")
         return int(round(spf))
@@ -147,6 +173,53 @@ PRESETS: dict[str, Preset] = {
                 n_fft=640, win_length=640, hop_length=160, n_mels=80, fmin=55, fmax=7500,
                 normalisation="log-minmax", log_max=2.0, preemphasis=0.97, highpass_hz=55,
             ),
+        ),
+        Preset(
+            name="bridging-lrw",
+            description="Associative bridging (Kim et al., ICCV 2021), LRW lip reading as its official loader does it: "
+            "fixed box rows 59-195, columns 95-231 (136x136) resized to 112x112 gray, no detector; mel window 400, "
+            "hop 160, 80 mels.",
+            registration=RegistrationSpec(mode="fixed-box", box=(59, 195, 95, 231)),
+            mouth=CropSpec(height=112, width=112, color="gray", box=136.0),
+            mel=SpectrogramParams(n_fft=400, win_length=400, hop_length=160, n_mels=80, fmin=0, fmax=8000),
+            landmarks="none",
+        ),
+        Preset(
+            name="bridging-lrw-registered",
+            description="Associative bridging, LRW, with the canonical lip-reading recipe's registration: stable points "
+            "fitted to a mean face, landmarks averaged over a centred 13-frame (+-6) window, 96x96 gray mouth; "
+            "mel window 400, hop 160, 80 mels.",
+            registration=RegistrationSpec(mode="mean-face", smooth_frames=13),
+            mouth=CropSpec(height=96, width=96, color="gray", box=72.0),
+            mel=SpectrogramParams(n_fft=400, win_length=400, hop_length=160, n_mels=80, fmin=0, fmax=8000),
+        ),
+        Preset(
+            name="bridging-lrw1000",
+            description="Associative bridging, LRW-1000: the corpus's pre-cropped lip images resized to 112x112 gray "
+            "(no detector), the video span matched to the audio (which runs 0.4 s past the word); mel window 400, "
+            "hop 160, 80 mels.",
+            registration=RegistrationSpec(mode="none"),
+            mouth=CropSpec(height=112, width=112, color="gray", box=112.0),
+            mel=SpectrogramParams(n_fft=400, win_length=400, hop_length=160, n_mels=80, fmin=0, fmax=8000),
+            landmarks="none",
+        ),
+        Preset(
+            name="two-tower-tcd-timit",
+            description="Two-tower pixels + optical flow (Ephrat et al., 2017), TCD-TIMIT at 29.97 fps kept as is: "
+            "14985 Hz audio (500 samples per frame), window 500 / hop 125 samples (33.4 ms / 8.34 ms, 4 spectrogram "
+            "frames per video frame), mel + linear, Tacotron-style peak normalisation; 160x128 gray face + flow.",
+            fps=29.97,
+            sample_rate=14985,
+            registration=RegistrationSpec(mode="per-clip"),
+            face=CropSpec(height=160, width=128, color="gray", box=200.0),
+            flow=FlowSpec(method="farneback"),
+            mel=SpectrogramParams(
+                sample_rate=14985, n_fft=500, win_length=500, hop_length=125, n_mels=80, fmin=0, fmax=7492.5,
+                normalisation="tacotron", preemphasis=0.97,
+            ),
+            linear=True,
+            # The 560-720 band of 640 at 25 fps (-12.5% / +12.5%), scaled to 500 samples per frame.
+            samples_per_frame_range=(437, 563),
         ),
     ]
 }

@@ -23,10 +23,15 @@ class ClipSpec:
     speaker: str
     utterance: str
     split: str
-    video: Path
+    video: Path  # the video file; for an image-sequence clip, the folder of its images
     audio: Path | None = None  # separate audio file; None = the video's own audio stream
     text: str = ""
     words: tuple[Word, ...] = ()
+    label: int | None = None  # class index of a whole-clip sample (word corpora: LRW, LRW-1000)
+    # Image-sequence source (pre-cropped corpora): frames are ``video/<n><image_suffix>`` numbered from
+    # ``first_image``; how many are read follows from the audio's length (the stage matches the span to it).
+    first_image: int | None = None
+    image_suffix: str = ".jpg"
     extra: tuple[tuple[str, Any], ...] = ()  # corpus-specific metadata, copied into the sample JSON
 
 

@@ -42,3 +42,16 @@ def crop_points(points: np.ndarray, transforms: np.ndarray, spec: CropSpec, cent
     """Where source-pixel landmarks (T, K, 2) land in the crop's pixels."""
     box = crop_matrix(spec, centre)
     return np.stack([p @ compose(box, m)[:, :2].T + compose(box, m)[:, 2] for p, m in zip(points, transforms)])
+
+
+def cut_box(frames: np.ndarray, box: tuple[int, int, int, int], spec: CropSpec) -> np.ndarray:
+    """A fixed source-pixel box (top, bottom, left, right) of every frame resized to the crop: exactly
+    ``cv2.resize(frame[top:bottom, left:right])`` (bilinear), as a loader that crops a fixed box does it."""
+    import cv2
+
+    top, bottom, left, right = box
+    out = np.empty((len(frames), spec.height, spec.width) + (() if spec.color == "gray" else (3,)), np.uint8)
+    for t, frame in enumerate(frames):
+        resized = cv2.resize(frame[top:bottom, left:right], (spec.width, spec.height), interpolation=cv2.INTER_LINEAR)
+        out[t] = cv2.cvtColor(resized, cv2.COLOR_RGB2GRAY) if spec.color == "gray" else resized
+    return out

@@ -56,7 +56,7 @@ def _declared_seconds(container, stream) -> float | None:
     return None
 
 
-def _audio(path: Path, sample_rate: int) -> tuple[np.ndarray, float]:
+def read_audio(path: Path, sample_rate: int) -> tuple[np.ndarray, float]:
     """Mono float32 audio resampled to ``sample_rate`` and the stream's start time in seconds."""
     import av
 
@@ -108,7 +108,7 @@ def decode_clip(
             vstart = float(vstream.start_time * vstream.time_base) if vstream.start_time is not None else 0.0
             declared = _declared_seconds(container, vstream)
             frames, times = _video_frames(container, vstream)
-        wave, astart = _audio(audio or video, sample_rate)
+        wave, astart = read_audio(audio or video, sample_rate)
     except ClipError:
         raise
     except (av.error.FFmpegError, OSError, ValueError) as e:
@@ -138,6 +138,13 @@ def decode_clip(
         wave = wave[-offset:]
     info["audio_offset_samples"] = offset
 
+    wave = fit_audio(wave, num_frames, spf, spf_range, info)
+    return DecodedClip(frames=stacked, audio=wave, fps=fps, sample_rate=sample_rate, info=info)
+
+
+def fit_audio(wave: np.ndarray, num_frames: int, spf: int, spf_range: tuple[int, int], info: dict) -> np.ndarray:
+    """Exactly ``num_frames * spf`` samples: trimmed or zero-padded at the end (recorded in ``info``).
+    Raises ClipError when the audio is implausibly long or short for the video (outside ``spf_range`` per frame)."""
     ratio = len(wave) / num_frames
     if not spf_range[0] <= ratio <= spf_range[1]:
         raise ClipError(
@@ -146,5 +153,4 @@ def decode_clip(
         )
     target = num_frames * spf
     info["audio_trim_samples"] = len(wave) - target  # > 0: samples cut at the end, < 0: zeros padded
-    wave = wave[:target] if len(wave) >= target else np.pad(wave, (0, target - len(wave)))
-    return DecodedClip(frames=stacked, audio=wave, fps=fps, sample_rate=sample_rate, info=info)
+    return wave[:target] if len(wave) >= target else np.pad(wave, (0, target - len(wave)))

@@ -123,3 +123,25 @@ def register(points: np.ndarray, mode: str, reference: np.ndarray | None, eye_di
     mouth = ref_shape[list(LIPS)].mean(0)
     eyes_mid = ref_shape[[LEFT_EYE_OUTER, RIGHT_EYE_OUTER]].mean(0)
     return Registration(transforms=transforms.astype(np.float32), mouth_centre=mouth, face_centre=(mouth + eyes_mid) / 2)
+
+
+def frame_box(mode: str, box: tuple[int, int, int, int] | None, height: int, width: int) -> tuple[int, int, int, int]:
+    """The source-pixel box (top, bottom, left, right) a landmark-free mode crops: the preset's fixed box, or the
+    whole frame (mode "none", pre-cropped images). Raises ClipError when the frame is smaller than the box."""
+    if mode == "none":
+        return 0, height, 0, width
+    if mode != "fixed-box" or box is None:
+        raise ValueError(f"registration mode {mode!r} has no fixed box")
+    top, bottom, left, right = box
+    if bottom > height or right > width:
+        raise ClipError("frame too small", f"{height}x{width} frames cannot hold the fixed box rows {top}-{bottom}, "
+                        f"columns {left}-{right}")
+    return box
+
+
+def identity(num_frames: int, box: tuple[int, int, int, int]) -> Registration:
+    """A landmark-free registration: canonical coordinates are source pixels, crops sit on the box's centre."""
+    top, bottom, left, right = box
+    centre = np.array([(left + right) / 2, (top + bottom) / 2], np.float32)
+    transforms = np.tile(np.array([[1, 0, 0], [0, 1, 0]], np.float32), (num_frames, 1, 1))
+    return Registration(transforms=transforms, mouth_centre=centre, face_centre=centre)
