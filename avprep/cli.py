@@ -38,33 +38,16 @@ def grid(
     shard_clips: int = typer.Option(250, min=1, help="close a shard after this many source clips"),
     progress: bool = typer.Option(True, help="show the progress bar"),
     retry_failed: bool = typer.Option(False, help="process clips an earlier run rejected again"),
+    num_partitions: int = typer.Option(1, min=1, help="the corpus is split into this many partitions (machines)"),
+    partition: int = typer.Option(0, min=0, help="the partition this run writes, 0 .. num-partitions - 1"),
 ) -> None:
     """GRID (Cooke et al. 2006) -> shards per split."""
     from avprep.corpora import grid as grid_corpus
-    from avprep.prepare import prepare
-    from pydantic import ValidationError
 
-    from avprep.presets import get_preset, with_overrides
-
-    try:
-        chosen = with_overrides(get_preset(preset), video_crf=crf, feature_dtype=feature_dtype, store_wave=wave,
-                                landmarks=landmarks)
-        names = [s.strip() for s in speakers.split(",") if s.strip()] if speakers else None
-        clips = grid_corpus.find_clips(root, names, split_scheme)
-    except ValidationError as e:
-        _fail("; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()))
-    except (KeyError, ValueError, FileNotFoundError) as e:
-        _fail(str(e.args[0] if e.args else e))
-    if limit:
-        clips = clips[:limit]
-    vocab = tuple(grid_corpus.vocabulary()) if unit == "word" else ()
-    try:
-        report = prepare(clips, "grid", out, chosen, unit=unit, vocabulary=vocab, jobs=jobs, mean_face=mean_face,
-                         shard_bytes=shard_mb * 2**20, shard_clips=shard_clips, console=console, progress=progress,
-                         retry_failed=retry_failed)
-    except ValueError as e:
-        _fail(str(e))
-    Console().print(report.table())
+    names = [s.strip() for s in speakers.split(",") if s.strip()] if speakers else None
+    _prepare(lambda: grid_corpus.find_clips(root, names, split_scheme), "grid", out, preset,
+             grid_corpus.vocabulary if unit == "word" else None, jobs, mean_face, limit, crf, feature_dtype, wave,
+             landmarks, shard_mb, shard_clips, progress, retry_failed, num_partitions, partition, unit=unit)
 
 
 @app.command()
@@ -83,6 +66,22 @@ def inspect(
         console.print(f"contact sheet: {preview}")
     if report.errors:
         raise typer.Exit(1)
+
+
+@app.command()
+def index(out: Path = typer.Argument(..., help="an avprep output folder, possibly written by several partitions")) -> None:
+    """Rebuild index.json from every partition's ledger and failure log (run once all partitions are done)."""
+    from avprep.shards import write_index
+
+    if not out.is_dir():
+        _fail(f"{out} is not a folder")
+    summary = write_index(out)
+    table = Table(title=f"{out / 'index.json'}", show_header=False)
+    for split, info in sorted(summary["splits"].items()):
+        table.add_row(split, f"{info['samples']} samples, {info['clips']} clips, {len(info['shards'])} shards, "
+                             f"{info['seconds'] / 3600:.3f} h")
+    table.add_row("rejected", str(summary["rejected"]))
+    Console().print(table)
 
 
 @app.command()
@@ -110,14 +109,17 @@ def presets(as_json: bool = typer.Option(False, "--json", help="print the full p
 
 def _prepare(find, corpus: str, out: Path, preset: str, vocabulary, jobs: int, mean_face: Optional[Path],
              limit: Optional[int], crf: Optional[int], feature_dtype: Optional[str], wave: Optional[bool],
-             landmarks: Optional[str], shard_mb: int, shard_clips: int, progress: bool, retry_failed: bool) -> None:
+             landmarks: Optional[str], shard_mb: int, shard_clips: int, progress: bool, retry_failed: bool,
+             num_partitions: int = 1, partition: int = 0, unit: str = "sentence") -> None:
     """What every corpus command does once it knows how to find its clips: validate, discover, prepare, report."""
     from pydantic import ValidationError
 
     from avprep.prepare import prepare
     from avprep.presets import get_preset, with_overrides
+    from avprep.shards import Partition
 
     try:
+        part = Partition(partition, num_partitions)
         chosen = with_overrides(get_preset(preset), video_crf=crf, feature_dtype=feature_dtype, store_wave=wave,
                                 landmarks=landmarks)
         clips = find()
@@ -129,9 +131,9 @@ def _prepare(find, corpus: str, out: Path, preset: str, vocabulary, jobs: int, m
     if limit:
         clips = clips[:limit]
     try:
-        report = prepare(clips, corpus, out, chosen, vocabulary=vocab, jobs=jobs, mean_face=mean_face,
+        report = prepare(clips, corpus, out, chosen, unit=unit, vocabulary=vocab, jobs=jobs, mean_face=mean_face,
                          shard_bytes=shard_mb * 2**20, shard_clips=shard_clips, console=console, progress=progress,
-                         retry_failed=retry_failed)
+                         retry_failed=retry_failed, partition=part)
     except ValueError as e:
         _fail(str(e))
     Console().print(report.table())
@@ -150,6 +152,8 @@ _SHARD_MB = typer.Option(100, min=1, help="close a shard after this many MiB")
 _SHARD_CLIPS = typer.Option(250, min=1, help="close a shard after this many source clips")
 _PROGRESS = typer.Option(True, help="show the progress bar")
 _RETRY = typer.Option(False, help="process clips an earlier run rejected again")
+_PARTITIONS = typer.Option(1, min=1, help="the corpus is split into this many partitions (machines)")
+_PARTITION = typer.Option(0, min=0, help="the partition this run writes, 0 .. num-partitions - 1")
 
 
 def _split_list(value: Optional[str]) -> Optional[list[str]]:
@@ -166,14 +170,15 @@ def lrw(
     jobs: int = _JOBS, mean_face: Optional[Path] = _MEAN_FACE, limit: Optional[int] = _LIMIT,
     crf: Optional[int] = _CRF, feature_dtype: Optional[str] = _DTYPE, wave: Optional[bool] = _WAVE,
     landmarks: Optional[str] = _LANDMARKS, shard_mb: int = _SHARD_MB, shard_clips: int = _SHARD_CLIPS,
-    progress: bool = _PROGRESS, retry_failed: bool = _RETRY,
+    progress: bool = _PROGRESS, retry_failed: bool = _RETRY, num_partitions: int = _PARTITIONS,
+    partition: int = _PARTITION,
 ) -> None:
     """LRW (Chung & Zisserman 2016) word clips -> shards per split, labelled with their word class."""
     from avprep.corpora import lrw as corpus
 
     _prepare(lambda: corpus.find_clips(root, _split_list(words), tuple(_split_list(splits) or ())), "lrw", out,
              preset, lambda: corpus.vocabulary(root), jobs, mean_face, limit, crf, feature_dtype, wave, landmarks,
-             shard_mb, shard_clips, progress, retry_failed)
+             shard_mb, shard_clips, progress, retry_failed, num_partitions, partition)
 
 
 @app.command()
@@ -186,14 +191,15 @@ def lrw1000(
     jobs: int = _JOBS, limit: Optional[int] = _LIMIT,
     crf: Optional[int] = _CRF, feature_dtype: Optional[str] = _DTYPE, wave: Optional[bool] = _WAVE,
     shard_mb: int = _SHARD_MB, shard_clips: int = _SHARD_CLIPS,
-    progress: bool = _PROGRESS, retry_failed: bool = _RETRY,
+    progress: bool = _PROGRESS, retry_failed: bool = _RETRY, num_partitions: int = _PARTITIONS,
+    partition: int = _PARTITION,
 ) -> None:
     """LRW-1000 (pre-cropped lip images + audio) -> shards per split, the video span matched to the audio."""
     from avprep.corpora import lrw1000 as corpus
 
     _prepare(lambda: corpus.find_clips(root, tuple(_split_list(splits) or ()), audio_lead), "lrw1000", out, preset,
              lambda: corpus.vocabulary(root), jobs, None, limit, crf, feature_dtype, wave, None, shard_mb,
-             shard_clips, progress, retry_failed)
+             shard_clips, progress, retry_failed, num_partitions, partition)
 
 
 @app.command("tcd-timit")
@@ -209,14 +215,15 @@ def tcd_timit(
     jobs: int = _JOBS, mean_face: Optional[Path] = _MEAN_FACE, limit: Optional[int] = _LIMIT,
     crf: Optional[int] = _CRF, feature_dtype: Optional[str] = _DTYPE, wave: Optional[bool] = _WAVE,
     landmarks: Optional[str] = _LANDMARKS, shard_mb: int = _SHARD_MB, shard_clips: int = _SHARD_CLIPS,
-    progress: bool = _PROGRESS, retry_failed: bool = _RETRY,
+    progress: bool = _PROGRESS, retry_failed: bool = _RETRY, num_partitions: int = _PARTITIONS,
+    partition: int = _PARTITION,
 ) -> None:
     """TCD-TIMIT (Harte & Gillen 2015) -> shards, 29.97 fps kept by the two-tower preset, 90/10 split per speaker."""
     from avprep.corpora import tcd_timit as corpus
 
     _prepare(lambda: corpus.find_clips(root, speakers, camera, test_fraction, seed), "tcd-timit", out, preset, None,
              jobs, mean_face, limit, crf, feature_dtype, wave, landmarks, shard_mb, shard_clips, progress,
-             retry_failed)
+             retry_failed, num_partitions, partition)
 
 
 @app.command()
@@ -229,13 +236,14 @@ def folder(
     jobs: int = _JOBS, mean_face: Optional[Path] = _MEAN_FACE, limit: Optional[int] = _LIMIT,
     crf: Optional[int] = _CRF, feature_dtype: Optional[str] = _DTYPE, wave: Optional[bool] = _WAVE,
     landmarks: Optional[str] = _LANDMARKS, shard_mb: int = _SHARD_MB, shard_clips: int = _SHARD_CLIPS,
-    progress: bool = _PROGRESS, retry_failed: bool = _RETRY,
+    progress: bool = _PROGRESS, retry_failed: bool = _RETRY, num_partitions: int = _PARTITIONS,
+    partition: int = _PARTITION,
 ) -> None:
     """Any folder of talking-face videos (transcripts from NAME.txt sidecars or a CSV manifest) -> shards."""
     from avprep.corpora import folder as corpus
 
     _prepare(lambda: corpus.find_clips(root, manifest, split), "folder", out, preset, None, jobs, mean_face, limit,
-             crf, feature_dtype, wave, landmarks, shard_mb, shard_clips, progress, retry_failed)
+             crf, feature_dtype, wave, landmarks, shard_mb, shard_clips, progress, retry_failed, num_partitions, partition)
 
 
 download_app = typer.Typer(no_args_is_help=True, help="Download a corpus from its official archive.")

@@ -237,3 +237,18 @@ def test_killed_run_resumes_to_the_uninterrupted_sample_set(grid_root, mean_face
                 assert mse == 0 or 10 * np.log10(255**2 / mse) > 35, (key, name, mse)
             else:
                 assert a[key][name] == b[key][name], (key, name)
+
+
+def test_two_partitions_write_one_folder_and_merge(s1_clips, mean_face, tmp_path):
+    from avprep.shards import Partition, write_index
+
+    clips = [s1_clips[u] for u in HANDFUL + ["bbaf3s", "bbaf4p", "bbaf5a"]]
+    np.save(tmp_path / "mean_face.npy", mean_face)
+    parts = [Partition(i, 2) for i in range(2)]
+    reports = [prepare(clips, "grid", tmp_path, PRESET, console=QUIET, progress=False, partition=p)
+               for p in parts]  # on two machines these run at the same time against a shared folder
+    owned = [sum(p.owns(c.key) for c in clips) for p in parts]
+    assert all(owned) and [r.clips_written for r in reports] == owned
+    index = write_index(tmp_path)
+    assert index["clips"] == len(clips) and check_shards(tmp_path).errors == []
+    assert sorted(_samples(tmp_path)) == sorted(c.key for c in clips)
