@@ -40,6 +40,8 @@ def grid(
     retry_failed: bool = typer.Option(False, help="process clips an earlier run rejected again"),
     num_partitions: int = typer.Option(1, min=1, help="the corpus is split into this many partitions (machines)"),
     partition: int = typer.Option(0, min=0, help="the partition this run writes, 0 .. num-partitions - 1"),
+    backend: str = typer.Option("loky", help="loky (local processes) | dask | ray (--jobs clips in flight)"),
+    address: Optional[str] = typer.Option(None, help="scheduler of a running dask/ray cluster (default: local)"),
 ) -> None:
     """GRID (Cooke et al. 2006) -> shards per split."""
     from avprep.corpora import grid as grid_corpus
@@ -47,7 +49,8 @@ def grid(
     names = [s.strip() for s in speakers.split(",") if s.strip()] if speakers else None
     _prepare(lambda: grid_corpus.find_clips(root, names, split_scheme), "grid", out, preset,
              grid_corpus.vocabulary if unit == "word" else None, jobs, mean_face, limit, crf, feature_dtype, wave,
-             landmarks, shard_mb, shard_clips, progress, retry_failed, num_partitions, partition, unit=unit)
+             landmarks, shard_mb, shard_clips, progress, retry_failed, num_partitions, partition, unit=unit,
+             backend=backend, address=address)
 
 
 @app.command()
@@ -110,7 +113,8 @@ def presets(as_json: bool = typer.Option(False, "--json", help="print the full p
 def _prepare(find, corpus: str, out: Path, preset: str, vocabulary, jobs: int, mean_face: Optional[Path],
              limit: Optional[int], crf: Optional[int], feature_dtype: Optional[str], wave: Optional[bool],
              landmarks: Optional[str], shard_mb: int, shard_clips: int, progress: bool, retry_failed: bool,
-             num_partitions: int = 1, partition: int = 0, unit: str = "sentence") -> None:
+             num_partitions: int = 1, partition: int = 0, unit: str = "sentence", backend: str = "loky",
+             address: Optional[str] = None) -> None:
     """What every corpus command does once it knows how to find its clips: validate, discover, prepare, report."""
     from pydantic import ValidationError
 
@@ -133,7 +137,7 @@ def _prepare(find, corpus: str, out: Path, preset: str, vocabulary, jobs: int, m
     try:
         report = prepare(clips, corpus, out, chosen, unit=unit, vocabulary=vocab, jobs=jobs, mean_face=mean_face,
                          shard_bytes=shard_mb * 2**20, shard_clips=shard_clips, console=console, progress=progress,
-                         retry_failed=retry_failed, partition=part)
+                         retry_failed=retry_failed, partition=part, backend=backend, address=address)
     except ValueError as e:
         _fail(str(e))
     Console().print(report.table())
@@ -154,6 +158,8 @@ _PROGRESS = typer.Option(True, help="show the progress bar")
 _RETRY = typer.Option(False, help="process clips an earlier run rejected again")
 _PARTITIONS = typer.Option(1, min=1, help="the corpus is split into this many partitions (machines)")
 _PARTITION = typer.Option(0, min=0, help="the partition this run writes, 0 .. num-partitions - 1")
+_BACKEND = typer.Option("loky", help="loky (local processes) | dask | ray (--jobs clips in flight on the cluster)")
+_ADDRESS = typer.Option(None, help="scheduler of a running dask/ray cluster (default: start a local one)")
 
 
 def _split_list(value: Optional[str]) -> Optional[list[str]]:
@@ -171,14 +177,15 @@ def lrw(
     crf: Optional[int] = _CRF, feature_dtype: Optional[str] = _DTYPE, wave: Optional[bool] = _WAVE,
     landmarks: Optional[str] = _LANDMARKS, shard_mb: int = _SHARD_MB, shard_clips: int = _SHARD_CLIPS,
     progress: bool = _PROGRESS, retry_failed: bool = _RETRY, num_partitions: int = _PARTITIONS,
-    partition: int = _PARTITION,
+    partition: int = _PARTITION, backend: str = _BACKEND, address: Optional[str] = _ADDRESS,
 ) -> None:
     """LRW (Chung & Zisserman 2016) word clips -> shards per split, labelled with their word class."""
     from avprep.corpora import lrw as corpus
 
     _prepare(lambda: corpus.find_clips(root, _split_list(words), tuple(_split_list(splits) or ())), "lrw", out,
              preset, lambda: corpus.vocabulary(root), jobs, mean_face, limit, crf, feature_dtype, wave, landmarks,
-             shard_mb, shard_clips, progress, retry_failed, num_partitions, partition)
+             shard_mb, shard_clips, progress, retry_failed, num_partitions, partition,
+             backend=backend, address=address)
 
 
 @app.command()
@@ -192,14 +199,15 @@ def lrw1000(
     crf: Optional[int] = _CRF, feature_dtype: Optional[str] = _DTYPE, wave: Optional[bool] = _WAVE,
     shard_mb: int = _SHARD_MB, shard_clips: int = _SHARD_CLIPS,
     progress: bool = _PROGRESS, retry_failed: bool = _RETRY, num_partitions: int = _PARTITIONS,
-    partition: int = _PARTITION,
+    partition: int = _PARTITION, backend: str = _BACKEND, address: Optional[str] = _ADDRESS,
 ) -> None:
     """LRW-1000 (pre-cropped lip images + audio) -> shards per split, the video span matched to the audio."""
     from avprep.corpora import lrw1000 as corpus
 
     _prepare(lambda: corpus.find_clips(root, tuple(_split_list(splits) or ()), audio_lead), "lrw1000", out, preset,
              lambda: corpus.vocabulary(root), jobs, None, limit, crf, feature_dtype, wave, None, shard_mb,
-             shard_clips, progress, retry_failed, num_partitions, partition)
+             shard_clips, progress, retry_failed, num_partitions, partition,
+             backend=backend, address=address)
 
 
 @app.command("tcd-timit")
@@ -216,14 +224,15 @@ def tcd_timit(
     crf: Optional[int] = _CRF, feature_dtype: Optional[str] = _DTYPE, wave: Optional[bool] = _WAVE,
     landmarks: Optional[str] = _LANDMARKS, shard_mb: int = _SHARD_MB, shard_clips: int = _SHARD_CLIPS,
     progress: bool = _PROGRESS, retry_failed: bool = _RETRY, num_partitions: int = _PARTITIONS,
-    partition: int = _PARTITION,
+    partition: int = _PARTITION, backend: str = _BACKEND, address: Optional[str] = _ADDRESS,
 ) -> None:
     """TCD-TIMIT (Harte & Gillen 2015) -> shards, 29.97 fps kept by the two-tower preset, 90/10 split per speaker."""
     from avprep.corpora import tcd_timit as corpus
 
     _prepare(lambda: corpus.find_clips(root, speakers, camera, test_fraction, seed), "tcd-timit", out, preset, None,
              jobs, mean_face, limit, crf, feature_dtype, wave, landmarks, shard_mb, shard_clips, progress,
-             retry_failed, num_partitions, partition)
+             retry_failed, num_partitions, partition,
+             backend=backend, address=address)
 
 
 @app.command()
@@ -237,13 +246,14 @@ def folder(
     crf: Optional[int] = _CRF, feature_dtype: Optional[str] = _DTYPE, wave: Optional[bool] = _WAVE,
     landmarks: Optional[str] = _LANDMARKS, shard_mb: int = _SHARD_MB, shard_clips: int = _SHARD_CLIPS,
     progress: bool = _PROGRESS, retry_failed: bool = _RETRY, num_partitions: int = _PARTITIONS,
-    partition: int = _PARTITION,
+    partition: int = _PARTITION, backend: str = _BACKEND, address: Optional[str] = _ADDRESS,
 ) -> None:
     """Any folder of talking-face videos (transcripts from NAME.txt sidecars or a CSV manifest) -> shards."""
     from avprep.corpora import folder as corpus
 
     _prepare(lambda: corpus.find_clips(root, manifest, split), "folder", out, preset, None, jobs, mean_face, limit,
-             crf, feature_dtype, wave, landmarks, shard_mb, shard_clips, progress, retry_failed, num_partitions, partition)
+             crf, feature_dtype, wave, landmarks, shard_mb, shard_clips, progress, retry_failed, num_partitions, partition,
+             backend=backend, address=address)
 
 
 download_app = typer.Typer(no_args_is_help=True, help="Download a corpus from its official archive.")

@@ -59,6 +59,8 @@ def prepare(
     progress: bool = True,
     retry_failed: bool = False,
     partition: Partition = Partition(),
+    backend: str = "loky",
+    address: str | None = None,
 ) -> RunReport:
     """Write the shards of ``clips`` (those of ``partition``) to ``out_dir``; resumes what is there."""
     if unit not in ("sentence", "word"):
@@ -72,4 +74,4 @@ def prepare(
     options = Options(preset=preset, unit=unit, vocabulary=vocabulary)
     return run_clips(clips, options, out_dir, run_config, mean_face=face, jobs=jobs, shard_bytes=shard_bytes,
                      shard_clips=shard_clips, console=console, progress=progress, retry_failed=retry_failed,
-                     partition=partition)
+                     partition=partition, backend=backend, address=address)

@@ -8,15 +8,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from joblib import Parallel, delayed
+from joblib import Parallel, delayed, parallel_config
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
+from avprep.cluster import joblib_backend
 from avprep.pipeline import Options, process_clip
 from avprep.shards import Partition, ShardSink
 from avprep.types import ClipSpec
+
+
+def _results(todo: list[ClipSpec], options: Options, mean_face, return_as: str, chunk: int):
+    """Clip results as they come. Unordered where the backend allows (results are written as they finish, so one
+    slow clip never holds the others in memory); in chunks where it returns only whole lists."""
+    if return_as != "list":
+        yield from Parallel(return_as=return_as, batch_size=1)(delayed(process_clip)(c, options, mean_face) for c in todo)
+        return
+    for start in range(0, len(todo), chunk):
+        yield from Parallel(batch_size=1)(delayed(process_clip)(c, options, mean_face) for c in todo[start : start + chunk])
 
 
 class _RateColumn(ProgressColumn):
@@ -69,8 +80,13 @@ def run_clips(
     progress: bool = True,
     retry_failed: bool = False,
     partition: Partition = Partition(),
+    backend: str = "loky",
+    address: str | None = None,
 ) -> RunReport:
-    """Process every clip of ``partition`` not already done in ``out_dir`` and write its samples to shards."""
+    """Process every clip of ``partition`` not already done in ``out_dir`` and write its samples to shards.
+
+    ``backend``: loky (local processes), dask or ray (an existing cluster at ``address``, else a local one).
+    """
     console = console or Console(stderr=True)
     start = time.perf_counter()
     sink = ShardSink(out_dir, run_config, max_bytes=shard_bytes, max_clips=shard_clips, retry_failed=retry_failed,
@@ -81,13 +97,11 @@ def run_clips(
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), _RateColumn(),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
     try:
-        with Progress(*columns, console=console, disable=not progress) as bar:
+        with joblib_backend(backend, address, jobs) as (backend_name, return_as), \
+                parallel_config(backend=backend_name, n_jobs=jobs), \
+                Progress(*columns, console=console, disable=not progress) as bar:
             task = bar.add_task("clips", total=len(todo))
-            # Unordered: results are written as they finish, so one slow clip never holds the others in memory.
-            results = Parallel(n_jobs=jobs, return_as="generator_unordered", batch_size=1)(
-                delayed(process_clip)(c, options, mean_face) for c in todo
-            )
-            for result in results:
+            for result in _results(todo, options, mean_face, return_as, chunk=4 * jobs):
                 sink.add(result)
                 report.stage_seconds.update(result.timings)
                 if result.rejection:
