@@ -21,8 +21,9 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 demo: venv
-	@test -d "$(GRID)/s1" || { echo "GRID not found at $(GRID)/s1. Get the corpus (doi:10.5281/zenodo.3625687),"; \
-	  echo "unpack it so that speaker folders s1, s2, ... sit in one folder, then: make demo GRID=/that/folder"; exit 2; }
+	@test -d "$(GRID)/s1" || { echo "GRID not found at $(GRID)/s1. Get the corpus (doi:10.5281/zenodo.3625687):"; \
+	  echo "  $(VENV)/bin/avprep download grid --speakers s1 --out /data/grid   (or unpack it by hand so that"; \
+	  echo "  speaker folders s1, s2, ... sit in one folder), then: make demo GRID=/data/grid"; exit 2; }
 	$(VENV)/bin/avprep grid --root $(GRID) --speakers s1 --unit word --out out/grid-s1-words --jobs $(JOBS)
 	$(VENV)/bin/avprep inspect out/grid-s1-words --preview out/grid-s1-words/preview.png
 	$(VENV)/bin/avtrain run recipes/grid-words-bridging.yaml --set trainer.epochs=2 --set output_dir=runs/demo
