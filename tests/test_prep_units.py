@@ -204,3 +204,39 @@ def test_partitions_split_clips_disjointly_and_merge_into_one_index(tmp_path: Pa
     assert {p.name for p in shard_paths(tmp_path)} == {"train-p000of002-000000.tar", "train-p001of002-000000.tar"}
     with pytest.raises(ValueError, match="partitions"):
         ShardSink(tmp_path, {**config, "partitions": 3})
+
+
+def _meta_sample(key: str, frames: int, wav_frames: int) -> ClipResult:
+    meta = {"key": key, "split": "train", "num_frames": frames, "fps": 25, "samples_per_frame": 640,
+            "spectrogram": {"hop_length": 160}, "text": ""}
+    fields = {"json": encode_field("json", meta),
+              "wav.flac": encode_field("wav.flac", np.zeros(640 * wav_frames, np.float32)),
+              "mel.npy": encode_field("mel.npy", np.zeros((80, 4 * frames), np.float32))}
+    return ClipResult(key=key, samples=[Sample(key=key, split="train", fields=fields, seconds=frames / 25)])
+
+
+def test_inspect_finds_length_mismatches_truncated_shards_and_duplicates(tmp_path: Path):
+    from avprep.inspect import check_shards
+
+    sink = ShardSink(tmp_path / "good", {"corpus": "t", "unit": "sentence", "preset_hash": "x"})
+    sink.add(_meta_sample("a", 3, 3))
+    sink.add(_meta_sample("b", 3, 2))  # audio one frame short
+    sink.close()
+    report = check_shards(tmp_path / "good")
+    assert sum(report.samples.values()) == 2
+    assert report.errors == ["b.wav.flac: length 1280, expected 1920 for 3 frames"]
+
+    [shard] = shard_paths(tmp_path / "good")
+    broken = tmp_path / "broken.tar"
+    broken.write_bytes(shard.read_bytes()[:700])  # cut inside the first member
+    assert any("cannot be read" in e or "does not decode" in e for e in check_shards(broken).errors)
+
+    twice = tmp_path / "twice"
+    for name in ("p", "q"):
+        sink = ShardSink(twice / name, {"corpus": "t", "unit": "sentence", "preset_hash": "x"})
+        sink.add(_meta_sample("a", 3, 3))
+        sink.close()
+    (twice / "q" / "train-000000.tar").rename(twice / "p" / "train-000001.tar")
+    (twice / "p" / "ledger.jsonl").unlink()  # without a ledger, every .tar in the folder is read
+    report = check_shards(twice / "p")
+    assert report.duplicates == 1 and "a: duplicate key" in report.errors[0]
