@@ -240,3 +240,22 @@ def test_inspect_finds_length_mismatches_truncated_shards_and_duplicates(tmp_pat
     (twice / "p" / "ledger.jsonl").unlink()  # without a ledger, every .tar in the folder is read
     report = check_shards(twice / "p")
     assert report.duplicates == 1 and "a: duplicate key" in report.errors[0]
+
+
+def test_landmark_parsing_matches_the_protobuf_fields_and_falls_back():
+    from mediapipe.framework.formats import landmark_pb2
+
+    from avprep.stages.landmarks import NUM_POINTS, _parse_xy, _to_pixels
+
+    rng = np.random.default_rng(0)
+    values = rng.uniform(0.05, 0.95, (NUM_POINTS, 3)).astype(np.float32)
+    face = landmark_pb2.NormalizedLandmarkList()
+    for x, y, z in values:
+        face.landmark.add(x=float(x), y=float(y), z=float(z))
+    expected = values[:, :2] * np.array([360, 288], np.float32)
+    np.testing.assert_array_equal(_parse_xy(face.SerializeToString()), values[:, :2])  # the numpy fast path
+    np.testing.assert_array_equal(_to_pixels(face, 360, 288), expected)
+    face.landmark[7].z = 0.0  # proto3 drops a zero float: the record layout changes...
+    face.landmark[9].visibility = 0.5
+    assert _parse_xy(face.SerializeToString()) is None
+    np.testing.assert_allclose(_to_pixels(face, 360, 288), expected, rtol=1e-6)  # ...and the loop takes over

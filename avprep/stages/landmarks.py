@@ -44,8 +44,29 @@ def _count_faces(frames: np.ndarray, mp) -> int:
         return max(len(detector.process(frames[i]).detections or []) for i in picks)
 
 
+# A NormalizedLandmarkList serialises each landmark as 17 bytes: tag 0x0a, length 15, then x, y, z as tagged
+# little-endian float32s. Reading those with numpy costs ~0.02 ms a frame against ~0.37 ms for 468 Python
+# attribute reads (27 ms of a 75-frame clip). proto3 omits a float that is exactly 0 and could add visibility or
+# presence, so any other layout falls back to the attribute loop.
+_RECORD = 17
+_LAYOUT = {0: 0x0A, 1: 15, 2: 0x0D, 7: 0x15, 12: 0x1D}
+
+
+def _parse_xy(data: bytes) -> np.ndarray | None:
+    """Normalised (x, y) of the first 468 landmarks of a serialised list, or None if the layout is not the plain one."""
+    if len(data) < NUM_POINTS * _RECORD or len(data) % _RECORD:
+        return None
+    rec = np.frombuffer(data, np.uint8).reshape(-1, _RECORD)[:NUM_POINTS]
+    if not all((rec[:, col] == value).all() for col, value in _LAYOUT.items()):
+        return None
+    return np.ascontiguousarray(rec[:, [3, 4, 5, 6, 8, 9, 10, 11]]).view("<f4")
+
+
 def _to_pixels(face, width: int, height: int) -> np.ndarray:
-    return np.array([(p.x * width, p.y * height) for p in face.landmark[:NUM_POINTS]], np.float32)
+    xy = _parse_xy(face.SerializeToString())
+    if xy is None:
+        xy = np.array([(p.x, p.y) for p in face.landmark[:NUM_POINTS]], np.float32)
+    return (xy * np.array([width, height], np.float32)).astype(np.float32)
 
 
 def detect_landmarks(frames: np.ndarray, min_confidence: float = 0.5) -> Landmarks:
