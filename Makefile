@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 GRID   ?= ../shared/data/grid
 JOBS   ?= 2
 
-.PHONY: venv demo test test-fast bench bench-prep clean
+.PHONY: venv demo test test-fast bench bench-prep bench-train clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,7 +38,12 @@ test-fast: venv
 bench-prep: venv
 	$(PY) scripts/bench_prep.py --grid $(GRID) --clips 50
 
-bench: bench-prep
+bench-train: venv
+	@mkdir -p out
+	OMP_NUM_THREADS=1 $(PY) scripts/bench_train.py --batch 8 --threads 1 --steps 3 --warmup 1 --json out/bench-train.json
+	OMP_NUM_THREADS=2 $(PY) scripts/bench_train.py --batch 8 --threads 2 --steps 3 --warmup 1 --json out/bench-train-2threads.json
+
+bench: bench-prep bench-train
 
 clean:
 	rm -rf out runs .pytest_cache

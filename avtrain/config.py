@@ -1,0 +1,296 @@
+"""Recipe schema: YAML -> typed, validated config. Each component is paired with its conf (ESPnet style).
+
+A wrong key or type becomes one line naming the file and the dotted key, e.g.
+``recipes/x.yaml: memory_conf.num_slot: unknown key (did you mean 'num_slots'?)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class RecipeError(ValueError):
+    """A recipe problem, already phrased as one readable line."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ---------------------------------------------------------------- component confs
+class ResNetFrontendConf(_Strict):
+    in_channels: int = 1
+    stem_channels: int = 64  # Conv3d(1, 64, (5,7,7)) in Table 1
+    widths: list[int] = Field(default_factory=lambda: [64, 128, 256, 512])
+    blocks: list[int] = Field(default_factory=lambda: [2, 2, 2, 2])  # ResNet-18
+    out_dim: int = 512  # a Linear is added only when widths[-1] != out_dim
+    activation: Literal["relu", "prelu"] = "prelu"
+
+
+class ConvAudioFrontendConf(_Strict):
+    n_mels: int = 80
+    channels: list[int] = Field(default_factory=lambda: [128, 256])  # two stride-2 convs, Table 1
+    residual_blocks: int = 1
+    out_dim: int = 512
+
+
+class MemoryConf(_Strict):
+    num_slots: int = 88  # N; 0 = baseline without memory
+    scale: float = 16.0  # r
+    variant: Literal["paper", "official"] = "paper"
+    init_std: float = 0.5
+    save_weight: float = 1.0
+    bridge_weight: float = 1.0
+
+
+class BiGRUBackendConf(_Strict):
+    hidden: int = 512
+    layers: int = 2
+    dropout: float = 0.0
+
+
+class LipReadingConf(_Strict):
+    num_classes: int = 500
+    embed_dim: int = 512  # C = D
+    fusion_dropout: float = 0.5
+    audio_task_weight: float = 1.0  # weight of g(h(f_src ⊕ f_tgt); y) in Eq. 7
+
+
+class SGDConf(_Strict):
+    lr: float = 0.03
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 0.0
+
+
+class AdamConf(_Strict):
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+
+
+class ConstantSchedConf(_Strict):
+    warmup_epochs: int = 0
+
+
+class CosineSchedConf(_Strict):
+    warmup_epochs: int = 0
+    min_lr_ratio: float = 0.0
+
+
+class StepSchedConf(_Strict):
+    milestones: list[int] = Field(default_factory=list)
+    gamma: float = 0.1
+
+
+class PlateauSchedConf(_Strict):
+    factor: float = 0.5
+    patience: int = 5
+    min_lr: float = 0.0
+
+
+class PaperAugmentConf(_Strict):
+    crop: int | None = None  # random crop size (centre crop at test); None = no crop
+    flip: bool = True
+    erase_prob: float = 0.5
+    erase_area: tuple[float, float] = (0.02, 0.33)
+    erase_ratio: tuple[float, float] = (0.3, 3.3)
+
+
+class NoAugmentConf(_Strict):
+    crop: int | None = None
+
+
+COMPONENTS: dict[str, dict[str, type[BaseModel]]] = {
+    "visual_frontend": {"resnet18": ResNetFrontendConf},
+    "audio_frontend": {"conv2d": ConvAudioFrontendConf},
+    "memory": {"bridge": MemoryConf},
+    "backend": {"bigru": BiGRUBackendConf},
+    "model": {"lipreading": LipReadingConf},
+    "optim": {"sgd": SGDConf, "adam": AdamConf, "adamw": AdamConf},
+    "scheduler": {
+        "constant": ConstantSchedConf,
+        "cosine": CosineSchedConf,
+        "step": StepSchedConf,
+        "plateau": PlateauSchedConf,
+    },
+    "augment": {"paper": PaperAugmentConf, "none": NoAugmentConf},
+}
+
+
+# ---------------------------------------------------------------- sections
+class DataConf(_Strict):
+    shards: str  # folder with index.json and {split}-NNNNNN.tar (relative paths: to the current directory)
+    train_split: str = "train"
+    valid_split: str | None = "val"
+    test_split: str = "test"
+    video_field: Literal["mouth", "face"] = "mouth"
+    video_size: int | None = None  # resize frames to this square size before augmentation; None = as stored
+    mean: float = 0.421
+    std: float = 0.165
+    mel_mean: float = -5.0
+    mel_std: float = 2.5
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    num_workers: int = 0
+    shuffle_buffer: int = 1000
+    max_frames: int | None = None  # longer clips are cut (train: random window; eval: centre)
+
+
+class TrainerConf(_Strict):
+    epochs: int = 1
+    max_steps: int | None = None  # stop (with a checkpoint) after this many optimizer steps in total
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    grad_clip: float | None = 5.0
+    log_every: int = 20
+    save_every_steps: int | None = None  # mid-epoch checkpoints; the end of each epoch always saves
+    val_each_epoch: bool = True
+    progress: bool = True
+    threads: int | None = None  # torch.set_num_threads on CPU; None = torch's default
+    deterministic: bool = False
+
+
+class EvalConf(_Strict):
+    checkpoint: Literal["best", "last"] = "best"
+    flip_tta: bool = True
+    top_confusions: int = 10
+    plot_clips: int = 4
+
+
+class Recipe(_Strict):
+    seed: int = 1
+    output_dir: str
+    data: DataConf
+    visual_frontend: str = "resnet18"
+    visual_frontend_conf: dict[str, Any] = Field(default_factory=dict)
+    audio_frontend: str = "conv2d"
+    audio_frontend_conf: dict[str, Any] = Field(default_factory=dict)
+    memory: str = "bridge"
+    memory_conf: dict[str, Any] = Field(default_factory=dict)
+    backend: str = "bigru"
+    backend_conf: dict[str, Any] = Field(default_factory=dict)
+    model: str = "lipreading"
+    model_conf: dict[str, Any] = Field(default_factory=dict)
+    optim: str = "sgd"
+    optim_conf: dict[str, Any] = Field(default_factory=dict)
+    scheduler: str = "constant"
+    scheduler_conf: dict[str, Any] = Field(default_factory=dict)
+    augment: str = "paper"
+    augment_conf: dict[str, Any] = Field(default_factory=dict)
+    trainer: TrainerConf = Field(default_factory=TrainerConf)
+    eval: EvalConf = Field(default_factory=EvalConf)
+
+    @model_validator(mode="after")
+    def _check_components(self) -> "Recipe":
+        for component, choices in COMPONENTS.items():
+            name = getattr(self, component)
+            if name not in choices:
+                raise ValueError(f"{component}: unknown choice {name!r}; known: {', '.join(choices)}")
+            conf = choices[name].model_validate(getattr(self, f"{component}_conf"))
+            # store the validated conf back as a plain dict with defaults filled in
+            object.__setattr__(self, f"{component}_conf", conf.model_dump())
+        return self
+
+    def conf(self, component: str) -> BaseModel:
+        """The typed conf of a component (``recipe.conf("memory").num_slots``)."""
+        return COMPONENTS[component][getattr(self, component)].model_validate(getattr(self, f"{component}_conf"))
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# ---------------------------------------------------------------- loading
+def _suggest(name: str, allowed: list[str]) -> str:
+    close = difflib.get_close_matches(name, allowed, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _first_error(err: ValidationError) -> str:
+    e = err.errors()[0]
+    loc = [str(p) for p in e["loc"]]
+    msg = e["msg"]
+    if e["type"] == "value_error":
+        msg = msg.removeprefix("Value error, ")
+    key = ".".join(loc)
+    if e["type"] == "extra_forbidden":
+        return f"{key}: unknown key{_suggest(loc[-1], _known_keys(loc[:-1]))}"
+    if e["type"] == "missing":
+        return f"{key}: required key is missing"
+    got = e.get("input")
+    shown = repr(got) if not isinstance(got, dict) else "a mapping"
+    return f"{key}: {msg} (got {shown})" if key else msg
+
+
+def _known_keys(path: list[str]) -> list[str]:
+    model: Any = Recipe
+    for p in path:
+        field = getattr(model, "model_fields", {}).get(p)
+        if field is None:
+            return []
+        model = field.annotation
+    return list(getattr(model, "model_fields", {}))
+
+
+def validate_recipe(data: Any, source: str = "<recipe>") -> Recipe:
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source}: a recipe is a YAML mapping, got {type(data).__name__}")
+    # component confs are checked separately so the error names e.g. "memory_conf.num_slot"
+    for component, choices in COMPONENTS.items():
+        name = data.get(component, Recipe.model_fields[component].default)
+        conf = data.get(f"{component}_conf", {}) or {}
+        if name not in choices:
+            raise RecipeError(f"{source}: {component}: unknown choice {name!r}; known: {', '.join(choices)}")
+        if not isinstance(conf, dict):
+            raise RecipeError(f"{source}: {component}_conf: expected a mapping (got {conf!r})")
+        try:
+            choices[name].model_validate(conf)
+        except ValidationError as err:
+            e = err.errors()[0]
+            key = ".".join([f"{component}_conf", *[str(p) for p in e["loc"]]])
+            if e["type"] == "extra_forbidden":
+                allowed = list(choices[name].model_fields)
+                raise RecipeError(f"{source}: {key}: unknown key for {component} {name!r}"
+                                  f"{_suggest(str(e['loc'][-1]), allowed)}") from None
+            raise RecipeError(f"{source}: {key}: {e['msg']} (got {e.get('input')!r})") from None
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as err:
+        raise RecipeError(f"{source}: {_first_error(err)}") from None
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str], source: str = "--set") -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides; values are parsed as YAML (``3``, ``true``, ``[1, 2]``, ``null``)."""
+    for item in overrides:
+        if "=" not in item:
+            raise RecipeError(f"{source} {item!r}: expected key=value")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = data
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                node[p] = {} if node.get(p) is None else node[p]
+                if not isinstance(node[p], dict):
+                    raise RecipeError(f"{source} {item!r}: {p} is not a mapping")
+            node = node[p]
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise RecipeError(f"{path}: no such recipe file") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise RecipeError(f"{path}:{where} not valid YAML: {getattr(err, 'problem', err)}") from None
+    data = apply_overrides(data or {}, overrides or [])
+    return validate_recipe(data, str(path) + (" (with --set)" if overrides else ""))

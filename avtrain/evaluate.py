@@ -1,0 +1,146 @@
+"""Evaluation of a trained run: top-1 accuracy (with and without flip TTA), most confused word pairs, and the
+addressing-vector figure. Writes ``metrics.json``, ``confusions.json`` and ``addressing.png`` under
+``<run>/eval/<split>/``."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from avtrain import checkpoint as ckpt
+from avtrain.config import Recipe
+from avtrain.data import build_loader, vocabulary
+from avtrain.engine import autocast_dtype, select_device, to_device
+from avtrain.models import build_model
+from avtrain.plots import plot_addressing
+
+
+def load_weights(recipe: Recipe, which: str | None, device: torch.device) -> tuple[torch.nn.Module, Path]:
+    path = Path(which) if which and which not in ("best", "last") else \
+        Path(recipe.output_dir) / "checkpoints" / f"{which or recipe.eval.checkpoint}.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}; train first (avtrain run) or pass --checkpoint")
+    model = build_model(recipe)
+    model.load_state_dict(ckpt.load(path, "cpu")["model"])
+    return model.to(device).eval(), path
+
+
+def top_confusions(labels: np.ndarray, preds: np.ndarray, words: dict[int, str], k: int) -> list[dict]:
+    pairs = Counter((int(a), int(b)) for a, b in zip(labels, preds) if a != b)
+    support = Counter(int(a) for a in labels)
+    return [{"true": words.get(a, str(a)), "predicted": words.get(b, str(b)), "count": n,
+             "rate": n / support[a]} for (a, b), n in pairs.most_common(k)]
+
+
+class MemoryStats:
+    """How the memory is addressed over a split: sharpness, slot use, agreement of A_src with A_tgt, and the
+    accuracy of the real-audio path (an upper bound for what recall could bring)."""
+
+    def __init__(self, num_slots: int):
+        self.n = num_slots
+        self.frames = 0
+        self.sums = {"src_max_prob": 0.0, "tgt_max_prob": 0.0, "src_entropy": 0.0, "tgt_entropy": 0.0,
+                     "address_cosine": 0.0}
+        self.used_src: set[int] = set()
+        self.used_tgt: set[int] = set()
+        self.audio_correct = self.clips = 0
+
+    def add(self, out: dict, mask: torch.Tensor, labels: torch.Tensor) -> None:
+        src, tgt = out["bridge"].src_address[mask].float(), out["bridge"].tgt_address[mask].float()
+        self.frames += len(src)
+        for name, a in (("src", src), ("tgt", tgt)):
+            self.sums[f"{name}_max_prob"] += float(a.max(-1).values.sum())
+            self.sums[f"{name}_entropy"] += float(-(a * a.clamp_min(1e-12).log()).sum())
+        self.sums["address_cosine"] += float(torch.nn.functional.cosine_similarity(src, tgt, dim=-1).sum())
+        self.used_src.update(src.argmax(-1).tolist())
+        self.used_tgt.update(tgt.argmax(-1).tolist())
+        self.audio_correct += int((out["logits_audio"].argmax(-1).cpu() == labels.cpu()).sum())
+        self.clips += len(labels)
+
+    def summary(self) -> dict:
+        s = {k: v / max(self.frames, 1) for k, v in self.sums.items()}
+        s.update(num_slots=self.n, uniform_max_prob=1 / self.n, uniform_entropy=float(np.log(self.n)),
+                 slots_used_as_argmax_src=len(self.used_src), slots_used_as_argmax_tgt=len(self.used_tgt),
+                 audio_path_top1=self.audio_correct / max(self.clips, 1), frames=self.frames)
+        return s
+
+
+@torch.no_grad()
+def evaluate(recipe: Recipe, *, split: str | None = None, checkpoint: str | None = None,
+             flip_tta: bool | None = None, console: Console | None = None) -> dict:
+    console = console or Console()
+    split = split or recipe.data.test_split
+    flip_tta = recipe.eval.flip_tta if flip_tta is None else flip_tta
+    device = select_device(recipe.trainer.device)
+    amp = autocast_dtype(recipe.trainer.precision, device)
+    model, path = load_weights(recipe, checkpoint, device)
+    # names of classes that never occur as a true label in the split come from the shards' vocabulary
+    words = dict(enumerate(vocabulary(recipe.data.shards)))
+    labels, preds, preds_flip, clips = [], [], [], []
+    has_memory = model.memory is not None
+    want_clips = recipe.eval.plot_clips if has_memory else 0
+    stats = MemoryStats(model.memory.num_slots) if has_memory else None
+    for batch in build_loader(recipe, split, train=False):
+        b = to_device(batch, device)
+        ctx = torch.autocast(device.type, dtype=amp) if amp is not None else torch.autocast(device.type, enabled=False)
+        with ctx:
+            # audio is given only to describe the memory (target addressing, audio path); predictions use video
+            need_audio = has_memory
+            out = model(b["video"], b["lengths"], b["mask"], b["mel"] if need_audio else None)
+            logits = out["logits"].float()
+            if flip_tta:
+                logits_flip = logits + model(b["video"].flip(-1), b["lengths"], b["mask"])["logits"].float()
+        labels.append(batch["labels"])
+        preds.append(logits.argmax(-1).cpu())
+        if flip_tta:
+            preds_flip.append(logits_flip.argmax(-1).cpu())
+        for lab, text in zip(batch["labels"].tolist(), batch["texts"]):
+            words[lab] = text
+        if stats is not None:
+            stats.add(out, b["mask"], b["labels"])
+        if len(clips) < want_clips:
+            d = recipe.data
+            for i in range(min(len(batch["keys"]), want_clips - len(clips))):
+                t = int(batch["lengths"][i])
+                frames = (batch["video"][i, :t, 0].numpy() * d.std + d.mean).clip(0, 1)
+                clips.append({"key": batch["keys"][i], "frames": frames, "word": batch["texts"][i],
+                              "label": int(batch["labels"][i]), "pred_id": int(preds[-1][i]),
+                              "src": out["bridge"].src_address[i, :t].float().cpu().numpy(),
+                              "tgt": out["bridge"].tgt_address[i, :t].float().cpu().numpy()})
+    y = torch.cat(labels).numpy()
+    p = torch.cat(preds).numpy()
+    out_dir = Path(recipe.output_dir) / "eval" / split
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metrics = {"split": split, "checkpoint": str(path), "samples": int(len(y)), "top1": float((p == y).mean())}
+    if flip_tta:
+        metrics["top1_flip_tta"] = float((torch.cat(preds_flip).numpy() == y).mean())
+    if stats is not None:
+        metrics["memory"] = stats.summary()
+    confusions = top_confusions(y, p, words, recipe.eval.top_confusions)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    (out_dir / "confusions.json").write_text(json.dumps(confusions, indent=1))
+    if clips:
+        for c in clips:
+            c["pred"] = words.get(c["pred_id"], str(c["pred_id"]))
+        metrics["addressing_png"] = str(plot_addressing(clips, out_dir / "addressing.png"))
+    table = Table(title=f"Most confused word pairs ({split}, {len(y)} clips)")
+    for col in ("true", "predicted", "count", "rate"):
+        table.add_column(col, justify="right" if col in ("count", "rate") else "left")
+    for c in confusions:
+        table.add_row(c["true"], c["predicted"], str(c["count"]), f"{c['rate']:.1%}")
+    console.print(table)
+    line = f"top-1 {metrics['top1']:.4f}"
+    if flip_tta:
+        line += f", with flip TTA {metrics['top1_flip_tta']:.4f}"
+    if stats is not None:
+        m = metrics["memory"]
+        line += (f"; memory: max slot prob {m['src_max_prob']:.3f} (uniform {m['uniform_max_prob']:.3f}), "
+                 f"cos(A_src, A_tgt) {m['address_cosine']:.2f}, audio path top-1 {m['audio_path_top1']:.4f}")
+    console.print(f"[bold]{split}[/bold]: {line} ({path.name}); written to {out_dir}")
+    return metrics

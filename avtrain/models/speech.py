@@ -1,0 +1,199 @@
+"""Speech reconstruction from silent video with the associative bridge (Kim et al. 2021, Sec. 4.2, supp. Table 2).
+
+f_src = visual(video): 16 Conv3d layers (Table 2's kernels, widths and strides) -> BiLSTM -> (B, T, 512).
+f_tgt = audio(mel): the lip-reading audio module with one extra 5x5 conv before its residual block -> (B, T, 512).
+v_tgt = memory recall from f_src (AssociativeBridge, N slots), fused by one Linear h(f_src ⊕ v_tgt) (B, T, 512),
+decoded by Tacotron 2's decoder into 4T mel frames (4 frames per video-frame step) and its post-net.
+
+Training (N > 0, Eq. 7-8 with g = L1): L = L1(recall path) + L1(audio path) + L_save + L_bridge, each path's L1
+being |mel - y| + |mel_post - y| over real frames, the audio path decoding h(f_src ⊕ f_tgt) through the same fusion
+and decoder. N = 0 is the baseline (Lip2Wav-like): the decoder reads f_src directly, loss = that path's L1.
+Teacher forcing whenever a target mel is given; :meth:`SpeechModel.infer` runs free from video alone.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from avtrain.models.frontends import AudioFrontend
+from avtrain.models.memory import AssociativeBridge
+from avtrain.models.tacotron import TacotronDecoder
+
+# Table 2, visual module: (temporal-spatial kernel, channels, spatial stride) per Conv3d; temporal stride is 1.
+TABLE2_VISUAL: tuple[tuple[int, int, int], ...] = (
+    (5, 32, 2), (3, 32, 1), (3, 32, 1),
+    (3, 64, 2), (3, 64, 1), (3, 64, 1),
+    (3, 128, 2), (3, 128, 1), (3, 128, 1),
+    (3, 256, 2), (3, 256, 1), (3, 256, 1),
+    (3, 512, 2), (3, 512, 1), (3, 512, 1),
+    (3, 512, 1),  # no spatial padding: H/32 - 2 (1 x 1 for a 96 x 96 face)
+)
+
+
+class Conv3dStack(nn.Module):
+    """Table 2's 3D-conv stack, each conv followed by BN3d + ReLU.
+
+    ``residual`` adds the input to the shape-preserving layers, as Lip2Wav's encoder (the paper's baseline [39])
+    does; Table 2 does not show skips, so it is off by default. ``width`` scales every channel count (tests).
+    """
+
+    def __init__(self, in_channels: int = 3, layers: tuple[tuple[int, int, int], ...] = TABLE2_VISUAL,
+                 width: float = 1.0, residual: bool = False):
+        super().__init__()
+        self.convs, self.norms, self.skips = nn.ModuleList(), nn.ModuleList(), []
+        cin = in_channels
+        for i, (k, c, s) in enumerate(layers):
+            cout = max(1, int(round(c * width)))
+            last = i == len(layers) - 1
+            pad = (k // 2, 0 if last else k // 2, 0 if last else k // 2)
+            self.convs.append(nn.Conv3d(cin, cout, k, (1, s, s), pad, bias=False))
+            self.norms.append(nn.BatchNorm3d(cout))
+            self.skips.append(residual and s == 1 and cin == cout and not last)
+            cin = cout
+        self.out_channels = cin
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        """video (B, T, C, H, W) -> (B, T, C', H', W')."""
+        x = video.transpose(1, 2)
+        for conv, norm, skip in zip(self.convs, self.norms, self.skips):
+            y = F.relu(norm(conv(x)))
+            x = x + y if skip else y
+        return x.transpose(1, 2)
+
+
+class SpeechVisualEncoder(nn.Module):
+    """Conv3d stack -> spatial mean (a no-op at 1 x 1, i.e. for 96 x 96 input) -> BiLSTM over the real frames."""
+
+    def __init__(self, in_channels: int = 3, out_dim: int = 512, width: float = 1.0, residual: bool = False,
+                 lstm_layers: int = 1):
+        super().__init__()
+        self.stack = Conv3dStack(in_channels, TABLE2_VISUAL, width, residual)
+        self.lstm = nn.LSTM(self.stack.out_channels, out_dim // 2, lstm_layers, batch_first=True, bidirectional=True)
+        self.out_dim = out_dim
+
+    def forward(self, video: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """video (B, T, C, H, W) -> (B, T, out_dim), zeros past each length."""
+        x = self.stack(video).mean(dim=(3, 4))
+        packed = pack_padded_sequence(x.float(), lengths.cpu(), batch_first=True, enforce_sorted=False)
+        with torch.autocast(x.device.type, enabled=False):
+            y, _ = self.lstm(packed)
+        y, _ = pad_packed_sequence(y, batch_first=True, total_length=x.shape[1])
+        return y
+
+
+class SpeechAudioFrontend(AudioFrontend):
+    """The lip-reading audio module with Table 2's extra Conv2d 5x5 / 256 / stride 1 before the residual block."""
+
+    def __init__(self, n_mels: int = 80, channels: list[int] | None = None, residual_blocks: int = 1,
+                 out_dim: int = 512):
+        super().__init__(n_mels, channels, residual_blocks, out_dim)
+        layers = list(self.convs)
+        c2 = layers[3].out_channels  # conv, BN, ReLU, conv (c1 -> c2), BN, ReLU, residual blocks...
+        extra = [nn.Conv2d(c2, c2, 5, 1, 2, bias=False), nn.BatchNorm2d(c2), nn.ReLU()]
+        self.convs = nn.Sequential(*layers[:6], *extra, *layers[6:])
+
+
+def masked_l1(pred: torch.Tensor, target: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+    """Mean |pred - target| over real spectrogram frames; pred/target (B, M, L), frame_mask (B, L)."""
+    m = frame_mask[:, None, :].to(pred.dtype)
+    return ((pred.float() - target.float()).abs() * m).sum() / (m.sum() * pred.shape[1]).clamp_min(1.0)
+
+
+class SpeechModel(nn.Module):
+    def __init__(self, visual: SpeechVisualEncoder, decoder: TacotronDecoder, audio: SpeechAudioFrontend | None = None,
+                 memory: AssociativeBridge | None = None, fusion_dropout: float = 0.0, audio_path: bool = True,
+                 save_weight: float = 1.0, bridge_weight: float = 1.0):
+        super().__init__()
+        if (memory is None) != (audio is None):
+            raise ValueError("the audio module and the memory come together (N > 0) or not at all (N = 0)")
+        self.visual, self.decoder, self.audio, self.memory = visual, decoder, audio, memory
+        dim = visual.out_dim
+        self.fusion = None
+        if memory is not None:
+            self.fusion = nn.Sequential(nn.Dropout(fusion_dropout), nn.Linear(2 * dim, dim))  # h(.), one Linear
+        self.audio_path, self.save_weight, self.bridge_weight = audio_path, save_weight, bridge_weight
+        self.frames_per_step = decoder.r
+
+    @classmethod
+    def build(cls, num_slots: int = 150, in_channels: int = 3, n_mels: int = 80, embed_dim: int = 512,
+              width: float = 1.0, residual: bool = False, audio_channels: list[int] | None = None,
+              scale: float = 16.0, variant: str = "paper", init_std: float = 0.5, decoder: dict | None = None,
+              **kwargs) -> "SpeechModel":
+        """The paper's sizes by default; N = ``num_slots`` (150 speaker-dependent, 360 speaker-independent, 0 =
+        baseline). ``decoder`` holds :class:`TacotronDecoder` keyword overrides."""
+        visual = SpeechVisualEncoder(in_channels, embed_dim, width, residual)
+        dec = TacotronDecoder(embed_dim, n_mels, **(decoder or {}))
+        audio = memory = None
+        if num_slots > 0:
+            audio = SpeechAudioFrontend(n_mels, audio_channels, 1, embed_dim)
+            memory = AssociativeBridge(num_slots, embed_dim, embed_dim, scale, variant, init_std)
+        return cls(visual, dec, audio, memory, **kwargs)
+
+    @classmethod
+    def from_recipe(cls, recipe) -> "SpeechModel":
+        """``model_conf`` holds :meth:`build`'s keywords (all but the memory's); N, the addressing and the memory
+        loss weights come from ``memory_conf``, as for the lip-reading model."""
+        mem = recipe.conf("memory")
+        return cls.build(**dict(recipe.model_conf), num_slots=mem.num_slots, scale=mem.scale, variant=mem.variant,
+                         init_std=mem.init_std, save_weight=mem.save_weight, bridge_weight=mem.bridge_weight)
+
+    @staticmethod
+    def _lengths_mask(video: torch.Tensor, lengths: torch.Tensor | None, mask: torch.Tensor | None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        b, t = video.shape[:2]
+        if lengths is None:
+            lengths = mask.sum(1) if mask is not None else torch.full((b,), t, dtype=torch.long)
+        if mask is None:
+            mask = torch.arange(t, device=video.device)[None] < lengths.to(video.device)[:, None]
+        return lengths, mask
+
+    def forward(self, batch: dict) -> dict:
+        """batch: ``video`` (B, T, C, H, W), ``mel`` (B, M, 4T), optional ``lengths`` (B,) / ``mask`` (B, T).
+
+        Returns ``loss``, ``losses`` (detached named parts), ``mel``/``mel_post``/``alignments`` of the recall path
+        (the only path at inference), ``mel_audio``/``mel_post_audio`` of the real-audio path, and with a memory
+        ``src_address``/``tgt_address`` (B, T, N).
+        """
+        video, target = batch["video"], batch["mel"]
+        lengths, mask = self._lengths_mask(video, batch.get("lengths"), batch.get("mask"))
+        frame_mask = mask.repeat_interleave(self.frames_per_step, dim=1)[:, : target.shape[-1]]
+        f_src = self.visual(video, lengths)
+        out: dict = {}
+        losses: dict[str, torch.Tensor] = {}
+        if self.memory is None:
+            dec = self.decoder(f_src, mask, target)
+        else:
+            f_tgt = self.audio(target, mask)
+            bridge = self.memory(f_src, f_tgt, mask)
+            dec = self.decoder(self.fusion(torch.cat([f_src, bridge.recalled], -1)), mask, target)
+            out.update(bridge=bridge, src_address=bridge.src_address, tgt_address=bridge.tgt_address)
+            losses["save"], losses["bridge"] = bridge.losses["save"], bridge.losses["bridge"]
+            if self.audio_path:
+                dec_a = self.decoder(self.fusion(torch.cat([f_src, f_tgt], -1)), mask, target)
+                losses["mel_l1_audio"] = masked_l1(dec_a["mel"], target, frame_mask)
+                losses["post_l1_audio"] = masked_l1(dec_a["mel_post"], target, frame_mask)
+                out.update(mel_audio=dec_a["mel"], mel_post_audio=dec_a["mel_post"])
+        losses["mel_l1"] = masked_l1(dec["mel"], target, frame_mask)
+        losses["post_l1"] = masked_l1(dec["mel_post"], target, frame_mask)
+        task = sum(v for k, v in losses.items() if "_l1" in k)
+        total = task + self.save_weight * losses.get("save", 0.0) + self.bridge_weight * losses.get("bridge", 0.0)
+        losses["task"], losses["total"] = task, total
+        out.update(mel=dec["mel"], mel_post=dec["mel_post"], alignments=dec["alignments"], loss=total,
+                   losses={k: v.detach() for k, v in losses.items()})
+        return out
+
+    @torch.no_grad()
+    def infer(self, video: torch.Tensor, lengths: torch.Tensor | None = None) -> dict:
+        """Video only, free-running decoder: ``mel``, ``mel_post`` (B, M, 4T), ``alignments``, ``src_address``."""
+        lengths, mask = self._lengths_mask(video, lengths, None)
+        f_src = self.visual(video, lengths)
+        out: dict = {}
+        if self.memory is not None:
+            bridge = self.memory(f_src, None, mask)
+            f_src = self.fusion(torch.cat([f_src, bridge.recalled], -1))
+            out["src_address"] = bridge.src_address
+        out.update(self.decoder(f_src, mask, None))
+        return out

@@ -1,0 +1,84 @@
+"""Recipes validate into typed configs; mistakes become one line naming the file and the key."""
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from avtrain.cli import app
+from avtrain.config import RecipeError, load_recipe
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+@pytest.mark.parametrize("name", ["lrw-bridging", "lrw1000-bridging", "grid-words-bridging", "grid-words-baseline"])
+def test_shipped_recipes_validate(name):
+    r = load_recipe(RECIPES / f"{name}.yaml")
+    assert r.conf("memory").scale == 16
+
+
+def test_lrw_recipes_follow_the_paper():
+    lrw = load_recipe(RECIPES / "lrw-bridging.yaml")
+    assert (lrw.conf("memory").num_slots, lrw.optim, lrw.conf("optim").lr, lrw.data.batch_size) == (88, "sgd", 0.03, 320)
+    assert lrw.data.video_size == 112 and lrw.conf("model").num_classes == 500 and lrw.conf("model").embed_dim == 512
+    assert lrw.conf("visual_frontend").widths == [64, 128, 256, 512]
+    cn = load_recipe(RECIPES / "lrw1000-bridging.yaml")
+    assert (cn.conf("memory").num_slots, cn.optim, cn.conf("optim").lr, cn.data.batch_size) == (112, "adam", 1e-4, 60)
+    base = load_recipe(RECIPES / "grid-words-baseline.yaml")
+    bridge = load_recipe(RECIPES / "grid-words-bridging.yaml")
+    assert base.conf("memory").num_slots == 0 and bridge.conf("memory").num_slots == 88
+    # the two GRID recipes differ only in the memory and the output folder
+    a, b = base.model_dump(), bridge.model_dump()
+    for d in (a, b):
+        d.pop("output_dir"), d.pop("memory_conf")
+    assert a == b
+
+
+def write(tmp_path, text):
+    p = tmp_path / "r.yaml"
+    p.write_text(text)
+    return p
+
+
+BASE = "output_dir: x\ndata: {shards: s}\n"
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        ("memory_conf: {num_slot: 3}\n", "memory_conf.num_slot: unknown key for memory 'bridge' (did you mean 'num_slots'?)"),
+        ("trainer: {epoch: 3}\n", "trainer.epoch: unknown key (did you mean 'epochs'?)"),
+        ("trainer: {epochs: many}\n", "trainer.epochs: Input should be a valid integer"),
+        ("optim: sgdd\n", "optim: unknown choice 'sgdd'"),
+        ("optim: adam\noptim_conf: {momentum: 0.9}\n", "optim_conf.momentum: unknown key for optim 'adam'"),
+        ("memory_conf: {variant: offical}\n", "memory_conf.variant: Input should be 'paper' or 'official'"),
+    ],
+)
+def test_errors_name_file_and_key(tmp_path, extra, expected):
+    path = write(tmp_path, BASE + extra)
+    with pytest.raises(RecipeError) as e:
+        load_recipe(path)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(str(path)) and expected in msg
+
+
+def test_missing_required_and_bad_yaml(tmp_path):
+    with pytest.raises(RecipeError, match=r"r.yaml: data: required key is missing"):
+        load_recipe(write(tmp_path, "output_dir: x\n"))
+    with pytest.raises(RecipeError, match=r"r.yaml: line \d+ not valid YAML"):
+        load_recipe(write(tmp_path, "output_dir: x\ndata: {shards: [\n"))
+
+
+def test_set_overrides_are_typed(tmp_path):
+    r = load_recipe(write(tmp_path, BASE), ["trainer.epochs=3", "memory_conf.num_slots=0", "data.max_frames=null"])
+    assert r.trainer.epochs == 3 and r.conf("memory").num_slots == 0 and r.data.max_frames is None
+    with pytest.raises(RecipeError, match=r"\(with --set\): data.batch_size"):
+        load_recipe(write(tmp_path, BASE), ["data.batch_size=abc"])
+
+
+def test_cli_reports_one_line_and_exit_code(tmp_path):
+    path = write(tmp_path, BASE + "trainer: {epoch: 3}\n")
+    res = CliRunner().invoke(app, ["check", str(path)])
+    assert res.exit_code == 2
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "trainer.epoch: unknown key" in lines[0]

@@ -1,0 +1,108 @@
+"""Engine: exact resume on CPU, atomic checkpoints with full state, the CLI's run and eval artefacts."""
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from avtrain.checkpoint import load, save_atomic
+from avtrain.cli import app
+from avtrain.config import load_recipe
+from avtrain.engine import train
+from avtrain.synthetic import write_shards
+
+RECIPE = """
+seed: 3
+output_dir: {out}
+data: {{shards: {shards}, batch_size: 4, eval_batch_size: 8, shuffle_buffer: 8}}
+visual_frontend_conf: {{stem_channels: 8, widths: [8, 8, 16, 16], blocks: [1, 1, 1, 1]}}
+audio_frontend_conf: {{channels: [8, 16]}}
+memory_conf: {{num_slots: 6, variant: {variant}}}
+backend_conf: {{hidden: 16}}
+model_conf: {{num_classes: 4, embed_dim: 16}}
+optim: sgd
+optim_conf: {{lr: 0.05}}
+scheduler: cosine
+augment_conf: {{crop: 28}}
+trainer: {{epochs: 2, progress: false, threads: 1, save_every_steps: 4}}
+eval: {{plot_clips: 2, checkpoint: last}}
+"""
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    return write_shards(tmp_path_factory.mktemp("syn"), splits={"train": (2, 12), "val": (1, 8), "test": (1, 8)})
+
+
+def make(tmp_path, shards, name, variant="paper"):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(RECIPE.format(out=tmp_path / name, shards=shards, variant=variant))
+    return path
+
+
+@pytest.mark.parametrize("variant, workers", [("paper", 0), ("official", 2)])
+def test_resume_reproduces_the_uninterrupted_losses(tmp_path, shards, variant, workers):
+    whole = train(load_recipe(make(tmp_path, shards, "whole", variant), [f"data.num_workers={workers}"]))
+    assert len(whole.losses) == 12  # 2 epochs x 6 batches
+    # stop mid-epoch 1 (step 9 of 12), then resume to the end
+    part = make(tmp_path, shards, "part", variant)
+    first = train(load_recipe(part, ["trainer.max_steps=9", f"data.num_workers={workers}"]))
+    assert first.step == 9 and len(first.losses) == 9
+    second = train(load_recipe(part, [f"data.num_workers={workers}"]))
+    assert second.step == 12
+    assert first.losses + second.losses == whole.losses  # exact equality, not approximate
+    assert first.seen_keys + second.seen_keys == whole.seen_keys
+    a = load(tmp_path / "whole" / "checkpoints" / "last.pt")["model"]
+    b = load(tmp_path / "part" / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_checkpoint_holds_the_full_state(tmp_path, shards):
+    train(load_recipe(make(tmp_path, shards, "ck"), ["trainer.max_steps=5"]))
+    ck = load(tmp_path / "ck" / "checkpoints" / "last.pt")
+    assert {"model", "optimizer", "scheduler", "scaler", "rng", "epoch", "epoch_step", "step", "recipe"} <= set(ck)
+    assert (ck["epoch"], ck["epoch_step"], ck["step"]) == (0, 5, 5)
+    assert {"python", "numpy", "torch"} <= set(ck["rng"]) and ck["optimizer"]["state"]
+    assert not list((tmp_path / "ck" / "checkpoints").glob("*.tmp"))
+
+
+def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "c.pt"
+    save_atomic({"a": 1}, path)
+    with pytest.raises(Exception):
+        save_atomic({"bad": lambda: 0}, path)  # lambdas cannot be pickled: the write fails midway
+    assert load(path) == {"a": 1} and [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_cli_run_then_eval_writes_metrics_confusions_and_figure(tmp_path, shards):
+    recipe = make(tmp_path, shards, "cli")
+    runner = CliRunner()
+    res = runner.invoke(app, ["run", str(recipe), "--set", "trainer.epochs=1"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["eval", str(recipe)])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "cli" / "eval" / "test"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["samples"] == 8 and 0 <= metrics["top1"] <= 1 and "top1_flip_tta" in metrics
+    mem = metrics["memory"]
+    assert mem["num_slots"] == 6 and 1 / 6 <= mem["src_max_prob"] <= 1 and 1 <= mem["slots_used_as_argmax_src"] <= 6
+    assert 0 <= mem["src_entropy"] <= mem["uniform_entropy"] + 1e-6 and 0 <= mem["audio_path_top1"] <= 1
+    conf = json.loads((out / "confusions.json").read_text())
+    assert all(c["true"] != c["predicted"] and c["count"] >= 1 for c in conf)
+    # class names come from the shards' vocabulary, also for classes absent from the split
+    assert all(c["true"].startswith("w") and c["predicted"].startswith("w") for c in conf)
+    assert sum(c["count"] for c in conf) == round(8 * (1 - metrics["top1"]))
+    png = (out / "addressing.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert (tmp_path / "cli" / "tb").is_dir() and list((tmp_path / "cli" / "tb").glob("events.*"))
+    # an evaluation without a trained run fails with a clear message
+    res = runner.invoke(app, ["eval", str(recipe), "--set", f"output_dir={tmp_path / 'nothing'}"])
+    assert res.exit_code == 1 and "no checkpoint" in res.output
+
+
+def test_training_learns_the_synthetic_task(tmp_path, shards):
+    r = load_recipe(make(tmp_path, shards, "learn"), ["trainer.epochs=6", "optim=adam", "optim_conf={lr: 0.01}",
+                                                      "memory_conf.num_slots=0"])
+    res = train(r)
+    assert sum(res.losses[-6:]) / 6 < 0.6 * sum(res.losses[:6]) / 6

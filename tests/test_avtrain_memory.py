@@ -1,0 +1,94 @@
+"""The associative bridge: Eq. 1-6, both variants' gradient paths, masks, and the N = 0 baseline."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from avtrain.models.memory import AssociativeBridge
+
+
+def make(variant, n=5, c=6, d=4, seed=0):
+    torch.manual_seed(seed)
+    return AssociativeBridge(n, c, d, scale=16.0, variant=variant)
+
+
+def test_paper_equations_by_hand():
+    m = make("paper")
+    src, tgt = torch.randn(2, 3, 6), torch.randn(2, 3, 4)
+    out = m(src, tgt)
+    # Eq. 1-2 by hand for one (batch, frame)
+    s = torch.stack([F.cosine_similarity(m.key_memory[i], src[1, 2], dim=0) for i in range(5)])
+    assert torch.allclose(out.src_address[1, 2], torch.softmax(16 * s, 0), atol=1e-6)
+    assert torch.allclose(out.src_address.sum(-1), torch.ones(2, 3), atol=1e-6)
+    # Eq. 3, 6
+    assert torch.allclose(out.reconstructed, out.tgt_address @ m.value_memory, atol=1e-6)
+    assert torch.allclose(out.recalled, out.src_address @ m.value_memory, atol=1e-6)
+    # Eq. 4 and 5, averaged over frames (Alg. 1 line 16)
+    save = ((tgt - out.reconstructed) ** 2).sum(-1).mean()
+    kl = (out.tgt_address * (out.tgt_address.log() - out.src_address.log())).sum(-1).mean()
+    assert torch.allclose(out.losses["save"], save, atol=1e-5)
+    assert torch.allclose(out.losses["bridge"], kl, atol=1e-5)
+
+
+def grads(m, src, tgt, which):
+    for p in [*m.parameters(), src, tgt]:
+        p.grad = None
+    out = m(src, tgt)
+    loss = {"recall": out.recalled.sum(), "save": out.losses["save"], "bridge": out.losses["bridge"]}[which]
+    loss.backward()
+    return {"value": m.value_memory.grad, "key": m.key_memory.grad, "tgt": tgt.grad, "src": src.grad}
+
+
+def nonzero(g):
+    return g is not None and float(g.abs().sum()) > 0
+
+
+def test_paper_variant_gradients_flow_everywhere():
+    m = make("paper")
+    src, tgt = torch.randn(2, 3, 6, requires_grad=True), torch.randn(2, 3, 4, requires_grad=True)
+    g = grads(m, src, tgt, "recall")
+    assert nonzero(g["value"]) and nonzero(g["key"]) and nonzero(g["src"])
+    g = grads(m, src, tgt, "save")
+    assert nonzero(g["value"]) and nonzero(g["tgt"])
+    g = grads(m, src, tgt, "bridge")
+    assert nonzero(g["key"]) and nonzero(g["tgt"]) and nonzero(g["value"])  # A_tgt is not detached
+
+
+def test_official_variant_detaches_as_the_public_code():
+    m = make("official")
+    assert isinstance(m.src_embed, torch.nn.Linear) and isinstance(m.tgt_embed, torch.nn.Linear)
+    src, tgt = torch.randn(2, 3, 6, requires_grad=True), torch.randn(2, 3, 4, requires_grad=True)
+    g = grads(m, src, tgt, "recall")
+    assert g["value"] is None and nonzero(g["key"])  # recall reads a detached value memory
+    g = grads(m, src, tgt, "save")
+    assert nonzero(g["value"]) and g["tgt"] is None  # the audio feature is detached
+    g = grads(m, src, tgt, "bridge")
+    # A_tgt detached: neither the value memory nor the audio side learns from the bridge
+    assert nonzero(g["key"]) and g["value"] is None and g["tgt"] is None
+    assert m.tgt_embed.weight.grad is None or float(m.tgt_embed.weight.grad.abs().sum()) == 0
+    out = m(src, tgt)
+    assert torch.allclose(out.losses["save"], F.mse_loss(out.reconstructed, tgt), atol=1e-6)
+
+
+@pytest.mark.parametrize("variant", ["paper", "official"])
+def test_mask_ignores_padded_frames(variant):
+    m = make(variant)
+    src, tgt = torch.randn(1, 4, 6), torch.randn(1, 4, 4)
+    mask = torch.tensor([[True, True, False, False]])
+    padded = src.clone(), tgt.clone()
+    padded[0][:, 2:] = 100.0
+    padded[1][:, 2:] = -50.0
+    a = m(src[:, :2], tgt[:, :2])
+    b = m(*padded, mask=mask)
+    for k in ("save", "bridge"):
+        assert torch.allclose(a.losses[k], b.losses[k], atol=1e-5)
+
+
+def test_no_target_gives_recall_only():
+    out = make("paper")(torch.randn(2, 3, 6))
+    assert out.recalled.shape == (2, 3, 4) and out.tgt_address is None and out.losses == {}
+
+
+def test_zero_slots_is_refused():
+    with pytest.raises(ValueError, match="N = 0"):
+        AssociativeBridge(0, 4, 4)

@@ -1,0 +1,78 @@
+"""Lip-reading model per supplementary Table 1: shapes, masks, the N = 0 baseline, Eq. 7-8."""
+
+from pathlib import Path
+
+import torch
+
+from avtrain.config import load_recipe
+from avtrain.losses import lipreading_loss
+from avtrain.models import build_model
+from avtrain.models.frontends import AudioFrontend, VisualFrontend
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def test_resnet18_trunk_matches_table_1():
+    front = VisualFrontend()
+    # ResNet-18's four stages hold 11,166,976 parameters (torchvision resnet18 minus stem and fc)
+    assert sum(p.numel() for p in front.trunk.parameters()) == 11_166_976
+    assert front.stem.weight.shape == (64, 1, 5, 7, 7) and front.stem.stride == (1, 2, 2)
+    front.eval()
+    out = front(torch.randn(1, 5, 1, 112, 112), torch.ones(1, 5, dtype=torch.bool))
+    assert out.shape == (1, 5, 512)
+
+
+def test_audio_frontend_aligns_with_video():
+    audio = AudioFrontend()
+    assert audio.fc.in_features == 256 * 20  # M/4 * 256 for 80 mels
+    out = audio(torch.randn(2, 80, 4 * 7), torch.ones(2, 7, dtype=torch.bool))
+    assert out.shape == (2, 7, 512)
+
+
+def tiny(num_slots=4):
+    r = load_recipe(RECIPES / "grid-words-bridging.yaml", [
+        "visual_frontend_conf.widths=[8, 8, 8, 8]", "visual_frontend_conf.stem_channels=8",
+        "audio_frontend_conf.channels=[8, 8]", "model_conf.embed_dim=16", "backend_conf.hidden=8",
+        f"memory_conf.num_slots={num_slots}", "model_conf.num_classes=5"])
+    torch.manual_seed(0)
+    return build_model(r).eval()
+
+
+def test_padding_does_not_change_a_clip_prediction():
+    model = tiny()
+    torch.manual_seed(1)
+    clip, mel = torch.randn(1, 4, 1, 40, 40), torch.randn(1, 80, 16)
+    other, other_mel = torch.randn(1, 7, 1, 40, 40), torch.randn(1, 80, 28)
+    alone = model(clip, torch.tensor([4]), torch.ones(1, 4, dtype=torch.bool), mel)
+    video = torch.zeros(2, 7, 1, 40, 40)
+    video[0, :4], video[1] = clip[0], other[0]
+    mels = torch.zeros(2, 80, 28)
+    mels[0, :, :16], mels[1] = mel[0], other_mel[0]
+    mask = torch.tensor([[True] * 4 + [False] * 3, [True] * 7])
+    batch = model(video, torch.tensor([4, 7]), mask, mels)
+    assert torch.allclose(alone["logits"][0], batch["logits"][0], atol=1e-4)
+    assert torch.allclose(alone["bridge"].src_address[0], batch["bridge"].src_address[0, :4], atol=1e-5)
+
+
+def test_total_loss_is_eq_8_and_baseline_is_visual_only():
+    model = tiny().train()
+    video, mel = torch.randn(2, 5, 1, 40, 40), torch.randn(2, 80, 20)
+    lengths, mask, y = torch.tensor([5, 3]), torch.tensor([[True] * 5, [True] * 3 + [False] * 2]), torch.tensor([1, 2])
+    out = model(video, lengths, mask, mel)
+    total, parts = lipreading_loss(out, y)
+    ce = torch.nn.functional.cross_entropy
+    expected = ce(out["logits"], y) + ce(out["logits_audio"], y) + out["bridge"].losses["save"] + \
+        out["bridge"].losses["bridge"]
+    assert torch.allclose(total, expected) and set(parts) >= {"ce_recall", "ce_audio", "save", "bridge"}
+
+    base = tiny(num_slots=0).train()
+    assert base.memory is None and base.audio is None and base.fusion is None
+    out = base(video, lengths, mask, mel)
+    total, parts = lipreading_loss(out, y)
+    assert set(out) == {"logits"} and torch.allclose(total, ce(out["logits"], y))
+
+
+def test_inference_needs_no_audio():
+    model = tiny()
+    out = model(torch.randn(1, 3, 1, 40, 40), torch.tensor([3]), torch.ones(1, 3, dtype=torch.bool))
+    assert out["logits"].shape == (1, 5) and "logits_audio" not in out and out["bridge"].tgt_address is None
