@@ -21,16 +21,16 @@ def read_clip(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
 
 
 def write_clip(path: Path, frames: np.ndarray, fps: float | Fraction, audio: np.ndarray | None = None,
-               rate: int = 16000) -> Path:
-    """H.264 video (+ FLAC audio) in mkv."""
-    rate_q = Fraction(fps).limit_denominator(1001)
+               rate: int = 16000, audio_codec: str = "flac") -> Path:
+    """H.264 video (+ int16 ``audio`` as FLAC, or AAC as LRW and TCD-TIMIT ship it); the container follows the suffix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as c:
-        v = c.add_stream("libx264", rate=rate_q)
+        v = c.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         v.width, v.height, v.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
         v.options = {"crf": "18", "preset": "veryfast"}
         a = None
         if audio is not None:
-            a = c.add_stream("flac", rate=rate)
+            a = c.add_stream(audio_codec, rate=rate)
             a.layout = "mono"
         for frame in frames:
             for p in v.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
@@ -38,12 +38,14 @@ def write_clip(path: Path, frames: np.ndarray, fps: float | Fraction, audio: np.
         for p in v.encode(None):
             c.mux(p)
         if a is not None:
-            step = 4096
-            for i in range(0, len(audio), step):
-                chunk = np.ascontiguousarray(audio[i : i + step].reshape(1, -1))
-                af = av.AudioFrame.from_ndarray(chunk, format="s16", layout="mono")
-                af.sample_rate = rate
-                af.pts = i
+            # AAC takes float planar frames of 1024 samples; FLAC takes int16 in any frame size.
+            planar = audio_codec == "aac"
+            samples = (np.asarray(audio, np.float32) / 32768) if planar else np.asarray(audio, np.int16)
+            step = 1024 if planar else 4096
+            for i in range(0, len(samples), step):
+                chunk = np.ascontiguousarray(samples[i : i + step].reshape(1, -1))
+                af = av.AudioFrame.from_ndarray(chunk, format="fltp" if planar else "s16", layout="mono")
+                af.sample_rate, af.pts = rate, i
                 for p in a.encode(af):
                     c.mux(p)
             for p in a.encode(None):

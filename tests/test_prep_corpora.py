@@ -27,7 +27,7 @@ from avprep.shards import iter_raw_samples, shard_paths
 from avprep.stages import crops
 from avprep.stages.decode import decode_clip
 from avprep.stages.landmarks import LIPS
-from clipmaker import read_clip, retime
+from clipmaker import read_clip, retime, write_clip
 
 QUIET = Console(file=open(os.devnull, "w"))
 NTSC = Fraction(30000, 1001)
@@ -35,27 +35,7 @@ NTSC = Fraction(30000, 1001)
 
 def write_mp4(path: Path, frames: np.ndarray, fps, audio: np.ndarray, rate: int) -> Path:
     """H.264 + AAC in mp4, as LRW and TCD-TIMIT ship their clips."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as c:
-        v = c.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-        v.width, v.height, v.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        v.options = {"crf": "18", "preset": "veryfast"}
-        a = c.add_stream("aac", rate=rate)
-        a.layout = "mono"
-        for frame in frames:
-            for p in v.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
-                c.mux(p)
-        for p in v.encode(None):
-            c.mux(p)
-        x = (np.asarray(audio, np.float32) / 32768).reshape(1, -1)
-        for i in range(0, x.shape[1], 1024):
-            af = av.AudioFrame.from_ndarray(np.ascontiguousarray(x[:, i : i + 1024]), format="fltp", layout="mono")
-            af.sample_rate, af.pts = rate, i
-            for p in a.encode(af):
-                c.mux(p)
-        for p in a.encode(None):
-            c.mux(p)
-    return path
+    return write_clip(path, frames, fps, audio, rate, audio_codec="aac")
 
 
 def _samples(out: Path) -> dict[str, dict]:
