@@ -10,7 +10,6 @@ import os
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 from rich.console import Console

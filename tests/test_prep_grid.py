@@ -12,7 +12,6 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 from rich.console import Console
