@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	# torch exactly: any range pulls the CUDA build (GBs). jax pinned: mediapipe needs it, and a pin cuts pip's
 	# resolution time by ~50 s (docs/development.md).
 	$(PY) -m pip install -q torch==2.13.0 jax==0.7.1 jaxlib==0.7.1
-	$(PY) -m pip install -q -e ".[prep,train,cluster,dev]"
+	$(PY) -m pip install -q -e ".[prep,train,metrics,cluster,dev]"
 	touch $@
 
 venv: $(VENV)/.installed
