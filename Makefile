@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 GRID   ?= ../shared/data/grid
 JOBS   ?= 2
 
-.PHONY: venv demo test test-fast bench bench-prep bench-train clean
+.PHONY: venv demo test test-fast bench bench-prep bench-train bench-loader clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,7 +43,10 @@ bench-train: venv
 	OMP_NUM_THREADS=1 $(PY) scripts/bench_train.py --batch 8 --threads 1 --steps 3 --warmup 1 --json out/bench-train.json
 	OMP_NUM_THREADS=2 $(PY) scripts/bench_train.py --batch 8 --threads 2 --steps 3 --warmup 1 --json out/bench-train-2threads.json
 
-bench: bench-prep bench-train
+bench-loader: venv  # needs the word shards `make demo` writes
+	$(PY) scripts/bench_loader.py --grid-shards out/grid-s1-words --batches 40
+
+bench: bench-prep bench-train bench-loader
 
 clean:
 	rm -rf out runs .pytest_cache
