@@ -1,4 +1,5 @@
-"""avtrain command line: ``avtrain run RECIPE.yaml [--set k=v ...]`` and ``avtrain eval RECIPE.yaml``.
+"""avtrain command line: ``avtrain run RECIPE.yaml [--set k=v ...]``, ``avtrain eval RECIPE.yaml`` and
+``avtrain sweep-levels RECIPE.yaml [LEVELS ...]`` (MTLAM's Table 1).
 
 Under torchrun (``torchrun --nproc_per_node 2 -m avtrain.cli run RECIPE.yaml``) every process runs the same command
 and the engine joins the process group.
@@ -15,7 +16,8 @@ from rich.console import Console
 from avtrain.config import Recipe, RecipeError, load_recipe
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Train and evaluate memory-augmented lip reading (associative bridging) from YAML recipes.")
+                  help="Train and evaluate memory-augmented lip reading (associative bridging, MTLAM) from YAML "
+                       "recipes.")
 err = Console(stderr=True)
 
 SET_HELP = "Override a recipe value, e.g. --set trainer.epochs=3 --set memory_conf.num_slots=0 (repeatable)."
@@ -68,6 +70,26 @@ def eval_(
     except FileNotFoundError as e:
         err.print(f"[red]error:[/red] {e}")
         raise typer.Exit(1) from None
+
+
+@app.command("sweep-levels")
+def sweep_levels_(
+    recipe: Path = typer.Argument(..., help="An MTLAM recipe (model: mtlam)."),
+    levels: Optional[List[str]] = typer.Argument(
+        None, help='Level sets, one argument each: "" (or -) = baseline, 2, 1,2 ... '
+                   'Default: the rows of the paper\'s Table 1: "" 1 2 3 1,2 2,3 1,2,3.'),
+    set_: Optional[List[str]] = typer.Option(None, "--set", "-s", help=SET_HELP),
+    out: Optional[Path] = typer.Option(None, help="Table path without suffix (default: <output_dir>-levels)."),
+):
+    """Train and evaluate one run per set of MTLAM memory levels; print and write the table (Table 1)."""
+    from avtrain.sweep import PAPER_LRW_TOP1, parse_levels, sweep_levels
+
+    try:
+        level_sets = [parse_levels(t) for t in levels] if levels else list(PAPER_LRW_TOP1)
+        sweep_levels(recipe, level_sets, set_ or [], table_path=out, console=err)
+    except RecipeError as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()

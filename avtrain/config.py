@@ -61,6 +61,67 @@ class LipReadingConf(_Strict):
     audio_task_weight: float = 1.0  # weight of g(h(f_src ⊕ f_tgt); y) in Eq. 7
 
 
+def _check_split(name: str, channels: int, kernel_sizes: list[int]) -> None:
+    # the kernel branches of a multi-branch convolution share its output channels equally
+    if not kernel_sizes or channels % len(kernel_sizes):
+        raise ValueError(f"{name} {channels} does not split over {len(kernel_sizes)} kernel branches "
+                         f"{kernel_sizes}")
+
+
+class DCTCNConf(_Strict):
+    # defaults: the public DC-TCN LRW configuration (the MTLAM paper says only "4 DC-TCN layers"); docs/mtlam.md
+    num_levels: int = 4
+    layers_per_level: int = 3
+    growth_rate: int = 384
+    width: int = 512
+    kernel_sizes: list[int] = Field(default_factory=lambda: [3, 5, 7])
+    dilations: list[int] = Field(default_factory=lambda: [1, 2, 5])
+    dropout: float = 0.2
+    activation: Literal["relu", "prelu", "swish"] = "swish"
+    squeeze_excitation: bool = True
+
+    @model_validator(mode="after")
+    def _branches_split(self) -> "DCTCNConf":
+        _check_split("growth_rate", self.growth_rate, self.kernel_sizes)
+        return self
+
+
+class MSTCNConf(_Strict):
+    num_levels: int = 4
+    width: int = 768
+    kernel_sizes: list[int] = Field(default_factory=lambda: [3, 5, 7])
+    dilations: list[int] | None = None  # one per level; None = 1, 2, 4, ...
+    dropout: float = 0.2
+    activation: Literal["relu", "prelu", "swish"] = "prelu"
+
+    @model_validator(mode="after")
+    def _branches_split(self) -> "MSTCNConf":
+        _check_split("width", self.width, self.kernel_sizes)
+        if self.dilations is not None and len(self.dilations) != self.num_levels:
+            raise ValueError(f"dilations: one per level ({self.num_levels}), got {self.dilations}")
+        return self
+
+
+class MTLAMMemoryConf(_Strict):
+    levels: list[int] = Field(default_factory=lambda: [1, 2, 3])  # Table 1; [] = baseline (no audio, no memory)
+    num_heads: int = 8  # h, N: not in the paper; MVM's values
+    num_slots: int = 112
+    key_dim: int | None = None  # None = the level's width (the paper's M_k in R^{h x N x D})
+    scale: float = 16.0
+    init_std: float = 0.5
+    recon_weight: float = 1.0  # L_recon, Eq. 4
+    contrast_weight: float = 1.0  # L_cont, Eq. 5
+
+
+class MTLAMConf(_Strict):
+    num_classes: int = 500
+    embed_dim: int = 512
+    head_dropout: float = 0.0
+    vsr_weight: float = 1.0  # L_cls^v (visual stream without memory); 0 skips that pass
+    asr_weight: float = 1.0  # L_cls^a
+    fused_weight: float = 1.0  # L_cls^{v,a}, the prediction used at inference
+
+
 class SGDConf(_Strict):
     lr: float = 0.03
     momentum: float = 0.9
@@ -109,9 +170,10 @@ class NoAugmentConf(_Strict):
 COMPONENTS: dict[str, dict[str, type[BaseModel]]] = {
     "visual_frontend": {"resnet18": ResNetFrontendConf},
     "audio_frontend": {"conv2d": ConvAudioFrontendConf},
-    "memory": {"bridge": MemoryConf},
-    "backend": {"bigru": BiGRUBackendConf},
-    "model": {"lipreading": LipReadingConf},
+    "memory": {"bridge": MemoryConf, "mtlam": MTLAMMemoryConf},
+    "backend": {"bigru": BiGRUBackendConf},  # lipreading only; mtlam uses temporal instead
+    "temporal": {"dctcn": DCTCNConf, "mstcn": MSTCNConf},  # mtlam only
+    "model": {"lipreading": LipReadingConf, "mtlam": MTLAMConf},
     "optim": {"sgd": SGDConf, "adam": AdamConf, "adamw": AdamConf},
     "scheduler": {
         "constant": ConstantSchedConf,
@@ -121,6 +183,10 @@ COMPONENTS: dict[str, dict[str, type[BaseModel]]] = {
     },
     "augment": {"paper": PaperAugmentConf, "none": NoAugmentConf},
 }
+
+
+# Each model reads one memory kind's conf; a mismatch would silently train with defaults for the other.
+MODEL_MEMORY = {"lipreading": "bridge", "mtlam": "mtlam"}
 
 
 # ---------------------------------------------------------------- sections
@@ -175,6 +241,8 @@ class Recipe(_Strict):
     memory_conf: dict[str, Any] = Field(default_factory=dict)
     backend: str = "bigru"
     backend_conf: dict[str, Any] = Field(default_factory=dict)
+    temporal: str = "dctcn"
+    temporal_conf: dict[str, Any] = Field(default_factory=dict)
     model: str = "lipreading"
     model_conf: dict[str, Any] = Field(default_factory=dict)
     optim: str = "sgd"
@@ -195,6 +263,7 @@ class Recipe(_Strict):
             conf = choices[name].model_validate(getattr(self, f"{component}_conf"))
             # store the validated conf back as a plain dict with defaults filled in
             object.__setattr__(self, f"{component}_conf", conf.model_dump())
+        _check_pairing(self.model, self.memory)
         return self
 
     def conf(self, component: str) -> BaseModel:
@@ -203,6 +272,12 @@ class Recipe(_Strict):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _check_pairing(model: str, memory: str) -> None:
+    want = MODEL_MEMORY.get(model)
+    if want is not None and memory != want:
+        raise ValueError(f"model {model!r} needs memory {want!r} (got memory {memory!r})")
 
 
 # ---------------------------------------------------------------- loading
@@ -240,6 +315,12 @@ def _known_keys(path: list[str]) -> list[str]:
 def validate_recipe(data: Any, source: str = "<recipe>") -> Recipe:
     if not isinstance(data, dict):
         raise RecipeError(f"{source}: a recipe is a YAML mapping, got {type(data).__name__}")
+    # a model/memory mismatch first: it would otherwise surface as a misleading unknown key in the other's conf
+    try:
+        _check_pairing(data.get("model", Recipe.model_fields["model"].default),
+                       data.get("memory", Recipe.model_fields["memory"].default))
+    except ValueError as err:
+        raise RecipeError(f"{source}: {err}") from None
     # component confs are checked separately so the error names e.g. "memory_conf.num_slot"
     for component, choices in COMPONENTS.items():
         name = data.get(component, Recipe.model_fields[component].default)
@@ -257,6 +338,8 @@ def validate_recipe(data: Any, source: str = "<recipe>") -> Recipe:
                 allowed = list(choices[name].model_fields)
                 raise RecipeError(f"{source}: {key}: unknown key for {component} {name!r}"
                                   f"{_suggest(str(e['loc'][-1]), allowed)}") from None
+            if e["type"] == "value_error":  # a check across keys (model_validator): its message names them
+                raise RecipeError(f"{source}: {key}: {e['msg'].removeprefix('Value error, ')}") from None
             raise RecipeError(f"{source}: {key}: {e['msg']} (got {e.get('input')!r})") from None
     try:
         return Recipe.model_validate(data)

@@ -27,6 +27,7 @@ from avtrain.config import Recipe
 from avtrain.data import build_loader, split_size
 from avtrain.losses import lipreading_loss
 from avtrain.models import build_model
+from avtrain.models.mtlam import mtlam_loss
 
 
 @dataclass
@@ -122,10 +123,17 @@ class Trainer:
         # different dropout masks per rank, but deterministic
         seed_everything(recipe.seed + 1000 * self.dist.rank + 1)
         self.epoch, self.epoch_step, self.step, self.best = 0, 0, 0, None
-        mc, mem = recipe.conf("model"), recipe.conf("memory")
-        self.loss_weights = dict(audio_task_weight=mc.audio_task_weight, save_weight=mem.save_weight,
-                                 bridge_weight=mem.bridge_weight)
+        self.loss_fn = self._loss_for(recipe)
         self.writer = None
+
+    def _loss_for(self, recipe: Recipe):
+        """(out, labels) -> (total, parts); the loss weights live in each model's own conf keys."""
+        if recipe.model == "mtlam":
+            weights = self.model.weights  # from model_conf/memory_conf via MTLAMConfig.from_confs
+            return lambda out, labels: mtlam_loss(out, labels, weights)
+        mc, mem = recipe.conf("model"), recipe.conf("memory")
+        kw = dict(audio_task_weight=mc.audio_task_weight, save_weight=mem.save_weight, bridge_weight=mem.bridge_weight)
+        return lambda out, labels: lipreading_loss(out, labels, **kw)
 
     # ------------------------------------------------------------------ checkpoints
     def state(self) -> dict:
@@ -206,7 +214,7 @@ class Trainer:
         self.net.train()
         with self.autocast():
             out = self.net(b["video"], b["lengths"], b["mask"], b["mel"])
-            loss, parts = lipreading_loss(out, b["labels"], **self.loss_weights)
+            loss, parts = self.loss_fn(out, b["labels"])
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.t.grad_clip:

@@ -1,6 +1,6 @@
-"""Evaluation of a trained run: top-1 accuracy (with and without flip TTA), most confused word pairs, and the
-addressing-vector figure. Writes ``metrics.json``, ``confusions.json`` and ``addressing.png`` under
-``<run>/eval/<split>/``."""
+"""Evaluation of a trained run: top-1 accuracy (with and without flip TTA), most confused word pairs, memory
+statistics and the addressing-vector figure (associative bridge, or MTLAM per level). Writes ``metrics.json``,
+``confusions.json`` and ``addressing.png`` under ``<run>/eval/<split>/``."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from avtrain.config import Recipe
 from avtrain.data import build_loader, vocabulary
 from avtrain.engine import autocast_dtype, select_device, to_device
 from avtrain.models import build_model
-from avtrain.plots import plot_addressing
+from avtrain.plots import plot_addressing, plot_level_addressing
 
 
 def load_weights(recipe: Recipe, which: str | None, device: torch.device) -> tuple[torch.nn.Module, Path]:
@@ -71,6 +71,46 @@ class MemoryStats:
         return s
 
 
+class MTLAMStats:
+    """How the MTLAM memories are addressed over a split, per level: sharpness, slot use, how close the recalled
+    audio feature comes to the real one; and the accuracy of the audio stream and of the same visual network run
+    without its memories (what recall adds to this trained model)."""
+
+    def __init__(self, levels: tuple[int, ...], num_slots: dict[int, int]):
+        self.levels, self.n = levels, num_slots
+        self.frames = 0
+        self.sums = {i: {"max_prob": 0.0, "entropy": 0.0, "recall_cosine": 0.0} for i in levels}
+        self.used: dict[int, set[int]] = {i: set() for i in levels}
+        self.audio_correct = self.visual_correct = self.visual_clips = self.clips = 0
+
+    def add(self, out: dict, mask: torch.Tensor, labels: torch.Tensor) -> None:
+        self.frames += int(mask.sum())
+        for i in self.levels:
+            a = out["addressing"][i][mask].float()  # (frames, h, N)
+            s = self.sums[i]
+            s["max_prob"] += float(a.max(-1).values.mean(-1).sum())
+            s["entropy"] += float((-(a * a.clamp_min(1e-12).log()).sum(-1)).mean(-1).sum())
+            s["recall_cosine"] += float((1.0 - out["memory"][i].losses["recon"]) * mask.sum())
+            self.used[i].update(a.mean(1).argmax(-1).tolist())
+        labels = labels.to(out["logits_audio"].device)
+        self.audio_correct += int((out["logits_audio"].argmax(-1) == labels).sum())
+        if "logits_visual" in out:  # absent when vsr_weight is 0 (that pass is skipped)
+            self.visual_correct += int((out["logits_visual"].argmax(-1) == labels).sum())
+            self.visual_clips += len(labels)
+        self.clips += len(labels)
+
+    def summary(self) -> dict:
+        per_level = {}
+        for i in self.levels:
+            d = {k: v / max(self.frames, 1) for k, v in self.sums[i].items()}
+            d.update(num_slots=self.n[i], uniform_max_prob=1 / self.n[i], uniform_entropy=float(np.log(self.n[i])),
+                     slots_used_as_argmax=len(self.used[i]))
+            per_level[str(i)] = d
+        return {"levels": per_level, "audio_path_top1": self.audio_correct / max(self.clips, 1),
+                "visual_without_memory_top1": self.visual_correct / self.visual_clips if self.visual_clips else None,
+                "frames": self.frames}
+
+
 @torch.no_grad()
 def evaluate(recipe: Recipe, *, split: str | None = None, checkpoint: str | None = None,
              flip_tta: bool | None = None, console: Console | None = None) -> dict:
@@ -83,14 +123,19 @@ def evaluate(recipe: Recipe, *, split: str | None = None, checkpoint: str | None
     # names of classes that never occur as a true label in the split come from the shards' vocabulary
     words = dict(enumerate(vocabulary(recipe.data.shards)))
     labels, preds, preds_flip, clips = [], [], [], []
-    has_memory = model.memory is not None
+    mtlam = recipe.model == "mtlam"
+    has_memory = bool(model.levels) if mtlam else model.memory is not None
     want_clips = recipe.eval.plot_clips if has_memory else 0
-    stats = MemoryStats(model.memory.num_slots) if has_memory else None
+    stats: MemoryStats | MTLAMStats | None = None
+    if has_memory:
+        stats = (MTLAMStats(model.levels, {i: model.memories[str(i)].num_slots for i in model.levels}) if mtlam
+                 else MemoryStats(model.memory.num_slots))
     for batch in build_loader(recipe, split, train=False):
         b = to_device(batch, device)
         ctx = torch.autocast(device.type, dtype=amp) if amp is not None else torch.autocast(device.type, enabled=False)
         with ctx:
-            # audio is given only to describe the memory (target addressing, audio path); predictions use video
+            # audio is given only to describe the memory (target addressing or recall quality, audio path);
+            # predictions use video
             need_audio = has_memory
             out = model(b["video"], b["lengths"], b["mask"], b["mel"] if need_audio else None)
             logits = out["logits"].float()
@@ -109,10 +154,14 @@ def evaluate(recipe: Recipe, *, split: str | None = None, checkpoint: str | None
             for i in range(min(len(batch["keys"]), want_clips - len(clips))):
                 t = int(batch["lengths"][i])
                 frames = (batch["video"][i, :t, 0].numpy() * d.std + d.mean).clip(0, 1)
-                clips.append({"key": batch["keys"][i], "frames": frames, "word": batch["texts"][i],
-                              "label": int(batch["labels"][i]), "pred_id": int(preds[-1][i]),
-                              "src": out["bridge"].src_address[i, :t].float().cpu().numpy(),
-                              "tgt": out["bridge"].tgt_address[i, :t].float().cpu().numpy()})
+                clip = {"key": batch["keys"][i], "frames": frames, "word": batch["texts"][i],
+                        "label": int(batch["labels"][i]), "pred_id": int(preds[-1][i])}
+                if mtlam:
+                    clip["levels"] = {lv: a[i, :t].float().mean(1).cpu().numpy() for lv, a in out["addressing"].items()}
+                else:
+                    clip["src"] = out["bridge"].src_address[i, :t].float().cpu().numpy()
+                    clip["tgt"] = out["bridge"].tgt_address[i, :t].float().cpu().numpy()
+                clips.append(clip)
     y = torch.cat(labels).numpy()
     p = torch.cat(preds).numpy()
     out_dir = Path(recipe.output_dir) / "eval" / split
@@ -128,7 +177,8 @@ def evaluate(recipe: Recipe, *, split: str | None = None, checkpoint: str | None
     if clips:
         for c in clips:
             c["pred"] = words.get(c["pred_id"], str(c["pred_id"]))
-        metrics["addressing_png"] = str(plot_addressing(clips, out_dir / "addressing.png"))
+        plot = plot_level_addressing if mtlam else plot_addressing
+        metrics["addressing_png"] = str(plot(clips, out_dir / "addressing.png"))
     table = Table(title=f"Most confused word pairs ({split}, {len(y)} clips)")
     for col in ("true", "predicted", "count", "rate"):
         table.add_column(col, justify="right" if col in ("count", "rate") else "left")
@@ -138,7 +188,14 @@ def evaluate(recipe: Recipe, *, split: str | None = None, checkpoint: str | None
     line = f"top-1 {metrics['top1']:.4f}"
     if flip_tta:
         line += f", with flip TTA {metrics['top1_flip_tta']:.4f}"
-    if stats is not None:
+    if isinstance(stats, MTLAMStats):
+        m = metrics["memory"]
+        per = ", ".join(f"#{i} max slot prob {d['max_prob']:.3f} (uniform {d['uniform_max_prob']:.3f}) "
+                        f"recall cos {d['recall_cosine']:.2f}" for i, d in m["levels"].items())
+        if m["visual_without_memory_top1"] is not None:
+            line += f"; without memory {m['visual_without_memory_top1']:.4f}"
+        line += f"; audio path top-1 {m['audio_path_top1']:.4f}; {per}"
+    elif stats is not None:
         m = metrics["memory"]
         line += (f"; memory: max slot prob {m['src_max_prob']:.3f} (uniform {m['uniform_max_prob']:.3f}), "
                  f"cos(A_src, A_tgt) {m['address_cosine']:.2f}, audio path top-1 {m['audio_path_top1']:.4f}")

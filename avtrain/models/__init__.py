@@ -4,8 +4,14 @@ from __future__ import annotations
 
 
 def build_model(recipe):
-    from avtrain.models.lipreading import LipReadingModel
-
     if recipe.model == "lipreading":
+        from avtrain.models.lipreading import LipReadingModel
+
         return LipReadingModel.from_recipe(recipe)
+    if recipe.model == "mtlam":
+        from avtrain.models.mtlam import MTLAMConfig, MTLAMLipReading
+
+        return MTLAMLipReading.from_config(MTLAMConfig.from_confs(
+            recipe.model_conf, recipe.visual_frontend_conf, recipe.audio_frontend_conf,
+            recipe.temporal, recipe.temporal_conf, recipe.memory_conf))
     raise ValueError(f"unknown model {recipe.model!r}")
