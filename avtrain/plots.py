@@ -7,6 +7,31 @@ from pathlib import Path
 import numpy as np
 
 
+
+def _addressing_heatmap(ax, addressing, title: str, vmax: float):
+    """Slots (rows) over frames (columns) of one clip's (T, N) addressing vectors."""
+    from matplotlib.ticker import MaxNLocator
+
+    im = ax.imshow(addressing.T, aspect="auto", cmap="viridis", vmin=0, vmax=vmax, interpolation="nearest",
+                   origin="lower")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("frame", fontsize=8)
+    ax.set_ylabel("memory slot", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    return im
+
+
+def _save(fig, path) -> Path:
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
 def _frame_strip(ax, frames: np.ndarray, max_frames: int) -> None:
     t = frames.shape[0]
     keep = np.linspace(0, t - 1, min(t, max_frames)).round().astype(int)
@@ -29,7 +54,6 @@ def plot_level_addressing(clips: list[dict], path: str | Path, max_frames: int =
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
     levels = sorted(clips[0]["levels"])
     rows, cols = len(clips), 1 + len(levels)
@@ -43,22 +67,10 @@ def plot_level_addressing(clips: list[dict], path: str | Path, max_frames: int =
                              loc="left")
         vmax = max(float(a.max()) for a in clip["levels"].values())
         for c, level in enumerate(levels, start=1):
-            ax = axes[r, c]
-            im = ax.imshow(clip["levels"][level].T, aspect="auto", cmap="viridis", vmin=0, vmax=vmax,
-                           interpolation="nearest", origin="lower")
-            ax.set_title(f"MTLAM#{level} (mean over heads)", fontsize=9)
-            ax.set_xlabel("frame", fontsize=8)
-            ax.set_ylabel("memory slot", fontsize=8)
-            ax.tick_params(labelsize=7)
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+            im = _addressing_heatmap(axes[r, c], clip["levels"][level], f"MTLAM#{level} (mean over heads)", vmax)
         fig.colorbar(im, ax=axes[r, 1:], fraction=0.03, pad=0.02, label="probability")
     fig.suptitle("Key-memory addressing per level of test clips (video only)", fontsize=11)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_addressing(clips: list[dict], path: str | Path, max_frames: int = 10) -> Path:
@@ -71,7 +83,6 @@ def plot_addressing(clips: list[dict], path: str | Path, max_frames: int = 10) -
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
 
     rows = len(clips)
     fig, axes = plt.subplots(rows, 3, figsize=(15, 3.0 * rows), gridspec_kw={"width_ratios": [2.2, 1, 1]},
@@ -87,19 +98,7 @@ def plot_addressing(clips: list[dict], path: str | Path, max_frames: int = 10) -
         for c, (name, a) in enumerate((("source A_src (video → key memory)", clip["src"]),
                                        (f"target A_tgt (audio → value memory)\ncosine to A_src: mean {cos.mean():.2f}",
                                         clip["tgt"])), start=1):
-            ax = axes[r, c]
-            im = ax.imshow(a.T, aspect="auto", cmap="viridis", vmin=0, vmax=vmax, interpolation="nearest",
-                           origin="lower")
-            ax.set_title(name, fontsize=9)
-            ax.set_xlabel("frame", fontsize=8)
-            ax.set_ylabel("memory slot", fontsize=8)
-            ax.tick_params(labelsize=7)
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+            im = _addressing_heatmap(axes[r, c], a, name, vmax)
         fig.colorbar(im, ax=axes[r, 1:], fraction=0.03, pad=0.02, label="probability")
     fig.suptitle("Addressing vectors of test clips (cf. Fig. 3 of Kim et al., ICCV 2021)", fontsize=11)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
