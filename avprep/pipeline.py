@@ -30,6 +30,7 @@ class Options:
     preset: Preset
     unit: str = "sentence"  # "sentence" | "word"
     vocabulary: tuple[str, ...] = ()  # word labels for unit="word"
+    silent: bool = False  # video only: the audio stream is not read (avtrain synth on a silent video)
 
 
 @contextmanager
@@ -54,19 +55,21 @@ class _ClipArrays:
     meta: dict
 
 
-def _decode(spec: ClipSpec, preset: Preset) -> DecodedClip:
+def _decode(spec: ClipSpec, preset: Preset, silent: bool) -> DecodedClip:
     """A video file, or numbered images plus an audio file (pre-cropped corpora), as the spec says."""
     if spec.first_image is not None:
         if spec.audio is None:
             raise ClipError("no audio stream", "an image-sequence clip needs an audio file")
         return decode_images(spec.video, spec.first_image, spec.image_suffix, spec.audio, preset.fps,
                              preset.sample_rate, preset.samples_per_frame_range)
-    return decode_clip(spec.video, spec.audio, preset.fps, preset.sample_rate, preset.samples_per_frame_range)
+    return decode_clip(spec.video, spec.audio, preset.fps, preset.sample_rate, preset.samples_per_frame_range,
+                       silent=silent)
 
 
-def _compute(spec: ClipSpec, preset: Preset, mean_face: np.ndarray | None, timings: dict) -> _ClipArrays:
+def _compute(spec: ClipSpec, preset: Preset, mean_face: np.ndarray | None, timings: dict,
+             silent: bool = False) -> _ClipArrays:
     with _timed(timings, "decode"):
-        clip = _decode(spec, preset)
+        clip = _decode(spec, preset, silent)
     mode = preset.registration.mode
     box = None
     if mode in LANDMARK_MODES:
@@ -199,7 +202,7 @@ def process_clip(spec: ClipSpec, options: Options, mean_face: np.ndarray | None 
     """Run every stage on one clip. Never raises for bad input: a bad clip comes back as a rejection."""
     result = ClipResult(key=spec.key)
     try:
-        arrays = _compute(spec, options.preset, mean_face, result.timings)
+        arrays = _compute(spec, options.preset, mean_face, result.timings, options.silent)
         with _timed(result.timings, "encode"):
             segments = _segments(spec, len(arrays.transforms), options)
             result.samples = [_encode(spec, arrays, seg, options) for seg in segments]

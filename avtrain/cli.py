@@ -1,5 +1,6 @@
-"""avtrain command line: ``avtrain run RECIPE.yaml [--set k=v ...]``, ``avtrain eval RECIPE.yaml`` and
-``avtrain sweep-levels RECIPE.yaml [LEVELS ...]`` (MTLAM's Table 1).
+"""avtrain command line: ``avtrain run RECIPE.yaml [--set k=v ...]``, ``avtrain eval RECIPE.yaml``,
+``avtrain sweep-levels RECIPE.yaml [LEVELS ...]`` (MTLAM's Table 1) and
+``avtrain synth --checkpoint CKPT --video clip.mpg --out speech.wav`` (speech models).
 
 Under torchrun (``torchrun --nproc_per_node 2 -m avtrain.cli run RECIPE.yaml``) every process runs the same command
 and the engine joins the process group.
@@ -13,11 +14,11 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
-from avtrain.config import Recipe, RecipeError, load_recipe
+from avtrain.config import SPEECH_MODELS, Recipe, RecipeError, load_recipe
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Train and evaluate memory-augmented lip reading (associative bridging, MTLAM) from YAML "
-                       "recipes.")
+                  help="Train and evaluate memory-augmented lip reading (associative bridging, MTLAM) and speech "
+                       "reconstruction from silent video (bridging speech model, two-tower) from YAML recipes.")
 err = Console(stderr=True)
 
 SET_HELP = "Override a recipe value, e.g. --set trainer.epochs=3 --set memory_conf.num_slots=0 (repeatable)."
@@ -46,11 +47,22 @@ def run(
     from avtrain.engine import train
 
     result = train(r, resume=resume, console=err)
-    err.print(f"run {result.run_dir}: epoch {result.epoch}, step {result.step}, best val acc {result.best_metric}")
+    err.print(f"run {result.run_dir}: epoch {result.epoch}, step {result.step}, "
+              f"best val {result.metric_name} {result.best_metric}")
     if evaluate_after and _is_main():
-        from avtrain.evaluate import evaluate
+        _evaluate(r)
 
-        evaluate(r)
+
+def _evaluate(r: Recipe, **kwargs) -> dict:
+    """Word accuracy for lip-reading models, STOI/ESTOI/PESQ for speech models."""
+    if r.model in SPEECH_MODELS:
+        from avtrain.evaluate_speech import evaluate_speech
+
+        kwargs.pop("flip_tta", None)
+        return evaluate_speech(r, console=err, **kwargs)
+    from avtrain.evaluate import evaluate
+
+    return evaluate(r, **kwargs)
 
 
 @app.command("eval")
@@ -61,13 +73,12 @@ def eval_(
     checkpoint: Optional[str] = typer.Option(None, help="best, last, or a checkpoint path (default: eval.checkpoint)."),
     flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Horizontal-flip test-time augmentation."),
 ):
-    """Top-1 accuracy (± flip TTA), most confused pairs, addressing-vector figure."""
+    """Lip reading: top-1 accuracy (± flip TTA), most confused pairs, addressing-vector figure. Speech models:
+    STOI, ESTOI, PESQ (wide-band and narrow-band) per synthesis mode, example wavs and mel figures."""
     r = _recipe(recipe, set_ or [])
-    from avtrain.evaluate import evaluate
-
     try:
-        evaluate(r, split=split, checkpoint=checkpoint, flip_tta=flip)
-    except FileNotFoundError as e:
+        _evaluate(r, split=split, checkpoint=checkpoint, flip_tta=flip)
+    except (FileNotFoundError, ValueError) as e:
         err.print(f"[red]error:[/red] {e}")
         raise typer.Exit(1) from None
 
@@ -90,6 +101,32 @@ def sweep_levels_(
     except RecipeError as e:
         err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
+
+
+@app.command()
+def synth(
+    checkpoint: Path = typer.Option(..., help="A speech model's checkpoint (runs/<name>/checkpoints/best.pt)."),
+    video: Path = typer.Option(..., help="A talking-face video (any container PyAV reads; audio not needed)."),
+    out: Path = typer.Option(..., help="The wav to write."),
+    synthesis: Optional[str] = typer.Option(None, help="mel | linear (default: mel for the bridging model, "
+                                                       "linear = Lin-synth for the two-tower model)."),
+    iters: Optional[int] = typer.Option(None, help="Griffin-Lim iterations (default: the recipe's eval value)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+):
+    """Reconstruct speech from one video: avprep's per-clip pipeline, the model, Griffin-Lim."""
+    from avtrain.synth import SynthError, synthesise
+
+    try:
+        res = synthesise(checkpoint, video, out, mode=synthesis, n_iter=iters, device=device)
+    except (SynthError, RecipeError) as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    line = f"wrote {res.out}: {res.seconds:.2f} s from {res.frames} frames"
+    if res.silent:
+        line += " (silent video)"
+    elif res.scores:
+        line += " against the video's own audio: " + ", ".join(f"{k} {v:.3f}" for k, v in res.scores.items())
+    err.print(line, highlight=False)
 
 
 @app.command()

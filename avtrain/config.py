@@ -122,6 +122,59 @@ class MTLAMConf(_Strict):
     fused_weight: float = 1.0  # L_cls^{v,a}, the prediction used at inference
 
 
+# TacotronDecoder's keywords (avtrain/models/tacotron.py) a recipe may set under model_conf.decoder; a test keeps the
+# two in step.
+DECODER_KEYS = ("frames_per_step", "prenet_dims", "attention_rnn", "decoder_rnn", "attention_dim", "location_filters",
+                "location_kernel", "attention_dropout", "decoder_dropout", "postnet_channels", "postnet_kernel",
+                "postnet_layers")
+
+
+class SpeechConf(_Strict):
+    """The bridging speech model (supp. Table 2): :meth:`SpeechModel.build`'s keywords but the memory's."""
+    in_channels: int = 3
+    n_mels: int = 80
+    embed_dim: int = 512
+    width: float = 1.0  # scales every Conv3d width (CPU-sized recipes)
+    residual: bool = False
+    audio_channels: list[int] | None = None  # None = [128, 256], Table 2
+    decoder: dict[str, Any] = Field(default_factory=dict)  # TacotronDecoder keywords (prenet_dims, attention_rnn...)
+    fusion_dropout: float = 0.0
+    audio_path: bool = True  # decode h(f_src ⊕ f_tgt) too (Eq. 7's audio term)
+
+    @model_validator(mode="after")
+    def _decoder_keys(self) -> "SpeechConf":
+        unknown = sorted(set(self.decoder) - set(DECODER_KEYS))
+        if unknown:
+            raise ValueError(f"decoder: unknown key {unknown[0]!r}{_suggest(unknown[0], list(DECODER_KEYS))}")
+        return self
+
+
+class TwoTowerConf(_Strict):
+    """The two-tower model (Ephrat et al. 2017): :class:`TwoTowerModel`'s keywords."""
+    k: int = Field(default=9, ge=1)
+    n_mels: int = 80
+    n_linear: int = 321  # n_fft // 2 + 1: 321 for the two-tower preset (n_fft 640), 251 for TCD-TIMIT (500)
+    frames_per_step: int = 4
+    width: float = 1.0
+    bottleneck_ratio: int = 4
+    use_pixels: bool = True
+    use_flow: bool = True
+    fc_dim: int = 1024
+    conv_dropout: float = 0.25
+    fc_dropout: float = 0.5
+    slope: float = 0.2
+    output_activation: Literal["tanh", "sigmoid", "none"] = "tanh"
+    loss: Literal["l1", "l2"] = "l2"
+    postnet: bool = True
+    cbhg: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_tower(self) -> "TwoTowerConf":
+        if not (self.use_pixels or self.use_flow):
+            raise ValueError("use_pixels and use_flow are both false: at least one tower is needed")
+        return self
+
+
 class SGDConf(_Strict):
     lr: float = 0.03
     momentum: float = 0.9
@@ -173,7 +226,7 @@ COMPONENTS: dict[str, dict[str, type[BaseModel]]] = {
     "memory": {"bridge": MemoryConf, "mtlam": MTLAMMemoryConf},
     "backend": {"bigru": BiGRUBackendConf},  # lipreading only; mtlam uses temporal instead
     "temporal": {"dctcn": DCTCNConf, "mstcn": MSTCNConf},  # mtlam only
-    "model": {"lipreading": LipReadingConf, "mtlam": MTLAMConf},
+    "model": {"lipreading": LipReadingConf, "mtlam": MTLAMConf, "speech": SpeechConf, "two_tower": TwoTowerConf},
     "optim": {"sgd": SGDConf, "adam": AdamConf, "adamw": AdamConf},
     "scheduler": {
         "constant": ConstantSchedConf,
@@ -186,7 +239,9 @@ COMPONENTS: dict[str, dict[str, type[BaseModel]]] = {
 
 
 # Each model reads one memory kind's conf; a mismatch would silently train with defaults for the other.
-MODEL_MEMORY = {"lipreading": "bridge", "mtlam": "mtlam"}
+MODEL_MEMORY = {"lipreading": "bridge", "mtlam": "mtlam", "speech": "bridge"}
+# Models that regress spectrograms (lower validation loss is better, scored as speech); the others classify words.
+SPEECH_MODELS = ("speech", "two_tower")
 
 
 # ---------------------------------------------------------------- sections
@@ -197,6 +252,7 @@ class DataConf(_Strict):
     test_split: str = "test"
     video_field: Literal["mouth", "face"] = "mouth"
     video_size: int | None = None  # resize frames to this square size before augmentation; None = as stored
+    color: Literal["gray", "rgb"] = "gray"  # rgb: (T, 3, H, W) from RGB crops (the bridging speech model)
     mean: float = 0.421
     std: float = 0.165
     mel_mean: float = -5.0
@@ -227,6 +283,15 @@ class EvalConf(_Strict):
     flip_tta: bool = True
     top_confusions: int = 10
     plot_clips: int = 4
+    # speech models: how predicted spectrograms become waveforms (None = the model's own: speech -> [mel],
+    # two_tower -> [linear, exemplar] = the paper's Lin-synth and Mel-synth), Griffin-Lim iterations, the number of
+    # training clips whose frames form the Mel-synth exemplar bank, the post-net window of the two-tower sliding
+    # prediction (None = data.max_frames, else 16), and an optional cap on evaluated clips (smoke runs)
+    synthesis: list[Literal["mel", "linear", "exemplar"]] | None = None
+    griffin_lim_iters: int = Field(default=60, ge=0)
+    exemplar_clips: int = Field(default=200, ge=1)
+    window: int | None = Field(default=None, ge=1)
+    max_clips: int | None = Field(default=None, ge=1)
 
 
 class Recipe(_Strict):
@@ -264,6 +329,16 @@ class Recipe(_Strict):
             # store the validated conf back as a plain dict with defaults filled in
             object.__setattr__(self, f"{component}_conf", conf.model_dump())
         _check_pairing(self.model, self.memory)
+        if self.model == "speech":
+            want = 3 if self.data.color == "rgb" else 1
+            if self.model_conf["in_channels"] != want:
+                raise ValueError(f"model_conf.in_channels is {self.model_conf['in_channels']} but data.color "
+                                 f"{self.data.color!r} gives {want} channel(s)")
+        if self.model == "two_tower" and (self.augment != "none" or self.augment_conf.get("crop")
+                                          or self.data.video_size or self.data.color != "gray"):
+            raise ValueError("model two_tower reads optical flow aligned with its gray frames: use augment: none "
+                             "without crop, no data.video_size and data.color gray (a crop, flip or resize of the "
+                             "frames would have to be applied to the flow too)")
         return self
 
     def conf(self, component: str) -> BaseModel:

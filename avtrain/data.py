@@ -53,6 +53,17 @@ def split_size(root: str | Path, split: str) -> int | None:
     return int(info["samples"]) if info and "samples" in info else None
 
 
+def preprocessing_record(root: str | Path) -> dict[str, Any]:
+    """How the shards were made: avprep's preset (as a dict) and the mean face registration used (or None).
+    Stored in checkpoints so that ``avtrain synth`` prepares a new video exactly as the training clips were."""
+    root = Path(root)
+    run = read_index(root).get("run") or {}
+    if not run and (root / "run.json").exists():
+        run = json.loads((root / "run.json").read_text())
+    face = root / "mean_face.npy"
+    return {"preset": run.get("preset"), "mean_face": np.load(face).tolist() if face.exists() else None}
+
+
 def _seed(*parts: int | str) -> np.random.SeedSequence:
     return np.random.SeedSequence([zlib.crc32(p.encode()) if isinstance(p, str) else int(p) for p in parts])
 
@@ -77,64 +88,112 @@ class _SeededShuffle:
         yield from buf
 
 
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
 @dataclass
 class ClipLoader:
-    """Turns raw webdataset samples into model inputs (one job: decode + crop/augment + normalise)."""
+    """Turns raw webdataset samples into model inputs (one job: decode + crop/augment + normalise).
+
+    What is read follows the recipe: the video field (gray, or RGB with ``data.color: rgb``), the mel, and for the
+    two-tower model the optical flow and the linear spectrogram. ``scoring`` (speech evaluation) keeps whole clips
+    (no ``data.max_frames`` cut) and adds the true waveform and the clip's spectrogram parameters.
+    """
 
     recipe: Recipe
     train: bool
     epoch: int = 0
+    scoring: bool = False
 
     def __post_init__(self):
-        d = self.recipe.data
-        self.augment = ClipAugment(self.recipe.augment, self.recipe.augment_conf, d.mean, d.std)
-        self.fields = (d.video_field, "mel.npy", "wav.flac", "json")
+        d, r = self.recipe.data, self.recipe
+        self.augment = ClipAugment(r.augment, r.augment_conf, d.mean, d.std)
+        two_tower = r.model == "two_tower"
+        self.want_flow = two_tower and bool(r.model_conf.get("use_flow"))
+        self.want_linear = two_tower and bool(r.model_conf.get("postnet"))
+        self.fields = (d.video_field, "mel.npy", "json") + ("flow.npz",) * self.want_flow \
+            + ("linear.npy",) * self.want_linear + ("wav.flac",) * self.scoring
 
     def __call__(self, raw: dict[str, Any]) -> dict[str, Any]:
         d = self.recipe.data
-        wanted = self.fields if "mel.npy" not in raw else (d.video_field, "mel.npy", "json")
-        s = decode_sample(raw, fields=wanted)
+        key = raw["__key__"]
+        has_mel = any(name.startswith("mel.") for name in raw)
+        s = decode_sample(raw, fields=self.fields if has_mel else self.fields + ("wav.flac",))
+        for name in self.fields:
+            if name not in s and not (name == "mel.npy" and not has_mel):
+                raise KeyError(f"sample {key}: no field {name!r} (have {sorted(k for k in raw if k[0] != '_')}); "
+                               f"prepare the shards with a preset that stores it")
         meta = s["json"]
         video = s[d.video_field]
-        if video.ndim == 4:  # RGB face crops -> luma, the lip-reading front is single-channel
-            video = (video.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32))
+        if d.color == "gray" and video.ndim == 4:  # RGB face crops -> luma for single-channel front-ends
+            video = video.astype(np.float32) @ LUMA
+        elif d.color == "rgb" and video.ndim != 4:
+            raise ValueError(f"sample {key}: data.color is rgb but {d.video_field!r} crops are gray")
         t = video.shape[0]
         mel = s.get("mel.npy")
         if mel is None:
             params = SpectrogramParams(**meta.get("spectrogram", {}))
             mel = mel_spectrogram(s["wav.flac"], params, num_frames=MEL_PER_FRAME * t)
-        rng = np.random.default_rng(_seed(self.recipe.seed, self.epoch, s["__key__"])) if self.train else None
-        if d.max_frames is not None and t > d.max_frames:
+        flow, linear = s.get("flow.npz"), s.get("linear.npy")
+        rng = np.random.default_rng(_seed(self.recipe.seed, self.epoch, key)) if self.train else None
+        if d.max_frames is not None and t > d.max_frames and not self.scoring:
             start = int(rng.integers(0, t - d.max_frames + 1)) if rng is not None else (t - d.max_frames) // 2
-            video = video[start : start + d.max_frames]
-            mel = mel[:, MEL_PER_FRAME * start : MEL_PER_FRAME * (start + d.max_frames)]
+            stop = start + d.max_frames
+            video = video[start:stop]
+            mel = mel[:, MEL_PER_FRAME * start : MEL_PER_FRAME * stop]
+            flow = None if flow is None else flow[start : stop - 1]  # flow i joins frames i and i + 1
+            linear = None if linear is None else linear[:, MEL_PER_FRAME * start : MEL_PER_FRAME * stop]
             t = d.max_frames
-        frames = resize_frames(video, d.video_size) if d.video_size else video.astype(np.float32)
+        frames = _resize(video, d.video_size) if d.video_size else video.astype(np.float32)
         frames = self.augment(frames, rng)
         mel = (mel[:, : MEL_PER_FRAME * t] - d.mel_mean) / d.mel_std
-        return {
-            "key": s["__key__"],
+        out = {
+            "key": key,
             "video": frames,
             "mel": mel.astype(np.float32),
             "label": int(meta["label"]) if meta.get("label") is not None else -1,
             "text": meta.get("text", ""),
         }
+        if self.want_flow:
+            out["flow"] = flow.astype(np.float32)
+        if self.want_linear:
+            out["linear"] = linear[:, : MEL_PER_FRAME * t].astype(np.float32)
+        if self.scoring:
+            out["wave"] = s["wav.flac"]
+            out["spectrogram"] = meta.get("spectrogram", {})
+        return out
+
+
+def _resize(video: np.ndarray, size: int) -> np.ndarray:
+    if video.ndim == 3:
+        return resize_frames(video, size)
+    return np.stack([resize_frames(video[..., c], size) for c in range(video.shape[-1])], -1)
 
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Pad clips to the longest in the batch; ``mask`` is True on real frames."""
+    """Pad clips to the longest in the batch; ``mask`` is True on real frames. Video is (B, T, C, H, W): C = 1 for
+    gray, 3 for RGB; the two-tower fields ``flow`` (B, T - 1, 2, H, W) and ``linear`` (B, bins, 4T) when present."""
     lengths = torch.tensor([s["video"].shape[0] for s in samples], dtype=torch.long)
     tmax = int(lengths.max())
-    h, w = samples[0]["video"].shape[1:]
-    n_mels = samples[0]["mel"].shape[0]
-    video = torch.zeros(len(samples), tmax, 1, h, w)
+    first = samples[0]
+    h, w = first["video"].shape[1:3]
+    channels = first["video"].shape[3] if first["video"].ndim == 4 else 1
+    n_mels = first["mel"].shape[0]
+    video = torch.zeros(len(samples), tmax, channels, h, w)
     mel = torch.zeros(len(samples), n_mels, MEL_PER_FRAME * tmax)
+    flow = torch.zeros(len(samples), max(tmax - 1, 0), 2, *first["flow"].shape[1:3]) if "flow" in first else None
+    linear = torch.zeros(len(samples), first["linear"].shape[0], MEL_PER_FRAME * tmax) if "linear" in first else None
     for i, s in enumerate(samples):
         t = s["video"].shape[0]
-        video[i, :t, 0] = torch.from_numpy(s["video"])
+        v = torch.from_numpy(s["video"])
+        video[i, :t] = v.permute(0, 3, 1, 2) if v.dim() == 4 else v[:, None]
         mel[i, :, : MEL_PER_FRAME * t] = torch.from_numpy(s["mel"])
+        if flow is not None:
+            flow[i, : t - 1] = torch.from_numpy(s["flow"]).permute(0, 3, 1, 2)
+        if linear is not None:
+            linear[i, :, : MEL_PER_FRAME * t] = torch.from_numpy(s["linear"])
     mask = torch.arange(tmax)[None, :] < lengths[:, None]
-    return {
+    batch = {
         "video": video,
         "mel": mel,
         "lengths": lengths,
@@ -143,12 +202,22 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "keys": [s["key"] for s in samples],
         "texts": [s["text"] for s in samples],
     }
+    if flow is not None:
+        batch["flow"] = flow
+    if linear is not None:
+        batch["linear"] = linear
+    if "wave" in first:
+        batch["waves"] = [s["wave"] for s in samples]
+        batch["spectrograms"] = [s["spectrogram"] for s in samples]
+    return batch
 
 
-def build_dataset(recipe: Recipe, split: str, *, train: bool, epoch: int = 0, distributed: bool = False):
+def build_dataset(recipe: Recipe, split: str, *, train: bool, epoch: int = 0, distributed: bool = False,
+                  scoring: bool = False):
     """The webdataset pipeline of one epoch of ``split``.
 
     ``distributed`` splits shards across ranks (training); evaluation reads every shard on the calling rank.
+    ``scoring``: whole clips with their true waveforms and spectrogram parameters (speech evaluation).
     """
     d = recipe.data
     urls = split_shards(d.shards, split)
@@ -164,13 +233,14 @@ def build_dataset(recipe: Recipe, split: str, *, train: bool, epoch: int = 0, di
     )
     if train and d.shuffle_buffer > 1:
         ds = ds.compose(_SeededShuffle(d.shuffle_buffer, recipe.seed, epoch))
-    ds = ds.map(ClipLoader(recipe, train=train, epoch=epoch))
+    ds = ds.map(ClipLoader(recipe, train=train, epoch=epoch, scoring=scoring))
     batch = d.batch_size if train else d.eval_batch_size
     return ds.batched(batch, collation_fn=collate, partial=True)
 
 
-def build_loader(recipe: Recipe, split: str, *, train: bool, epoch: int = 0, distributed: bool = False):
-    ds = build_dataset(recipe, split, train=train, epoch=epoch, distributed=distributed)
+def build_loader(recipe: Recipe, split: str, *, train: bool, epoch: int = 0, distributed: bool = False,
+                 scoring: bool = False):
+    ds = build_dataset(recipe, split, train=train, epoch=epoch, distributed=distributed, scoring=scoring)
     workers = recipe.data.num_workers
     # a private generator: creating the loader must not consume the global torch RNG (exact resume)
     gen = torch.Generator().manual_seed(recipe.seed * 7919 + epoch)

@@ -23,8 +23,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from avtrain import checkpoint as ckpt
 from avtrain import distributed
-from avtrain.config import Recipe
-from avtrain.data import build_loader, split_size
+from avtrain.config import SPEECH_MODELS, Recipe
+from avtrain.data import build_loader, preprocessing_record, split_size
 from avtrain.losses import lipreading_loss
 from avtrain.models import build_model
 from avtrain.models.mtlam import mtlam_loss
@@ -38,6 +38,7 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)  # total loss of every step this call ran (this rank)
     seen_keys: list[str] = field(default_factory=list)  # sample keys this rank trained on, in order
     best_metric: float | None = None
+    metric_name: str = "acc"  # what best_metric is: val top-1 (classifiers) or val loss (speech models)
 
 
 def select_device(name: str) -> torch.device:
@@ -73,7 +74,8 @@ def build_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer):
     """Epoch-level schedules (stepped once per epoch)."""
     c, epochs = recipe.conf("scheduler"), recipe.trainer.epochs
     if recipe.scheduler == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=c.factor,
+        mode = "min" if recipe.model in SPEECH_MODELS else "max"  # val loss vs val accuracy
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=c.factor,
                                                           patience=c.patience, min_lr=c.min_lr)
     if recipe.scheduler == "step":
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, c.milestones, c.gamma)
@@ -123,11 +125,17 @@ class Trainer:
         # different dropout masks per rank, but deterministic
         seed_everything(recipe.seed + 1000 * self.dist.rank + 1)
         self.epoch, self.epoch_step, self.step, self.best = 0, 0, 0, None
+        # speech models regress spectrograms and compute their own loss; the best checkpoint has the lowest val loss
+        self.speech = recipe.model in SPEECH_MODELS
+        self.metric_name = "loss" if self.speech else "acc"
         self.loss_fn = self._loss_for(recipe)
         self.writer = None
+        self.preprocess = preprocessing_record(recipe.data.shards) if self.speech else None
 
     def _loss_for(self, recipe: Recipe):
         """(out, labels) -> (total, parts); the loss weights live in each model's own conf keys."""
+        if self.speech:
+            return lambda out, labels: (out["loss"], {k: float(v) for k, v in out["losses"].items()})
         if recipe.model == "mtlam":
             weights = self.model.weights  # from model_conf/memory_conf via MTLAMConfig.from_confs
             return lambda out, labels: mtlam_loss(out, labels, weights)
@@ -148,6 +156,7 @@ class Trainer:
             "step": self.step,
             "best": self.best,
             "recipe": self.recipe.model_dump(mode="json"),
+            "preprocess": self.preprocess,  # avprep preset + mean face: what `avtrain synth` needs for a new video
         }
 
     def save(self, name: str = "last.pt") -> None:
@@ -213,7 +222,7 @@ class Trainer:
         b = to_device(batch, self.device)
         self.net.train()
         with self.autocast():
-            out = self.net(b["video"], b["lengths"], b["mask"], b["mel"])
+            out = self.net(b) if self.speech else self.net(b["video"], b["lengths"], b["mask"], b["mel"])
             loss, parts = self.loss_fn(out, b["labels"])
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -226,6 +235,8 @@ class Trainer:
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
+        if self.speech:
+            return self.validate_speech()
         split = self.recipe.data.valid_split
         model = ckpt.unwrap(self.model).eval()
         correct = total = loss_sum = 0.0
@@ -239,6 +250,35 @@ class Trainer:
         correct, total, loss_sum = distributed.all_reduce_sum(self.dist, [correct, total, loss_sum], self.device)
         return {"acc": correct / max(total, 1), "loss": loss_sum / max(total, 1), "samples": total}
 
+    @torch.no_grad()
+    def validate_speech(self) -> dict[str, float]:
+        """Teacher-forced loss terms averaged over the validation clips (free-running synthesis and STOI/PESQ are
+        left to ``avtrain eval``: Griffin-Lim on every clip each epoch would cost more than the epoch)."""
+        model = ckpt.unwrap(self.model).eval()
+        names: list[str] = []
+        sums: list[float] = []
+        total = 0.0
+        for batch in build_loader(self.recipe, self.recipe.data.valid_split, train=False,
+                                  distributed=self.dist.enabled):
+            with self.autocast():
+                losses = model(to_device(batch, self.device))["losses"]
+            if not names:
+                names, sums = list(losses), [0.0] * len(losses)
+            n = len(batch["keys"])
+            sums = [acc + float(losses[k]) * n for acc, k in zip(sums, names)]
+            total += n
+        reduced = distributed.all_reduce_sum(self.dist, [*sums, total], self.device)
+        total = reduced[-1]
+        out = {k: v / max(total, 1) for k, v in zip(names, reduced[:-1])}
+        out["loss"] = out.pop("total", float("nan"))
+        out["samples"] = total
+        return out
+
+    def better(self, metric: float) -> bool:
+        if self.best is None:
+            return True
+        return metric < self.best if self.speech else metric > self.best
+
     # ------------------------------------------------------------------ loop
     def log_scalars(self, prefix: str, values: dict[str, float], step: int) -> None:
         if self.writer is not None:
@@ -249,7 +289,7 @@ class Trainer:
         last = self.ckpt_dir / "last.pt"
         if resume and last.exists():
             self.restore(last)
-        result = TrainResult(self.run_dir, self.step, self.epoch, best_metric=self.best)
+        result = TrainResult(self.run_dir, self.step, self.epoch, best_metric=self.best, metric_name=self.metric_name)
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(self.recipe.to_yaml())
@@ -304,16 +344,18 @@ class Trainer:
         metric = None
         if self.t.val_each_epoch and self.recipe.data.valid_split:
             val = self.validate()
-            metric = val["acc"]
+            metric = val[self.metric_name]
             self.log_scalars("val", val, self.step)
             if self.dist.is_main:
-                self.console.log(f"epoch {self.epoch}: val acc {val['acc']:.4f}, val loss {val['loss']:.4f}, "
+                head = f"val loss {val['loss']:.4f}" if self.speech else \
+                    f"val acc {val['acc']:.4f}, val loss {val['loss']:.4f}"
+                self.console.log(f"epoch {self.epoch}: {head}, "
                                  f"{samples * self.dist.world_size / max(seconds, 1e-9):.1f} train samples/s")
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.scheduler.step(metric if metric is not None else 0.0)
         else:
             self.scheduler.step()
-        improved = metric is not None and (self.best is None or metric > self.best)
+        improved = metric is not None and self.better(metric)
         if improved:
             self.best = metric
         self.epoch += 1

@@ -94,8 +94,12 @@ def decode_clip(
     sample_rate: int,
     spf_range: tuple[int, int] = (560, 720),
     min_frames: int = 2,
+    silent: bool = False,
 ) -> DecodedClip:
-    """Decode video and audio of one clip, aligned, at ``fps`` and ``sample_rate``. Raises ClipError."""
+    """Decode video and audio of one clip, aligned, at ``fps`` and ``sample_rate``. Raises ClipError.
+
+    ``silent``: the audio is not read (speech synthesis from silent video); the clip gets zeros of the right length.
+    """
     import av
 
     info: dict = {}
@@ -108,7 +112,7 @@ def decode_clip(
             vstart = float(vstream.start_time * vstream.time_base) if vstream.start_time is not None else 0.0
             declared = _declared_seconds(container, vstream)
             frames, times = _video_frames(container, vstream)
-        wave, astart = read_audio(audio or video, sample_rate)
+        wave, astart = (None, vstart) if silent else read_audio(audio or video, sample_rate)
     except ClipError:
         raise
     except (av.error.FFmpegError, OSError, ValueError) as e:
@@ -129,6 +133,10 @@ def decode_clip(
         stacked = np.stack(frames)
     num_frames = len(stacked)
     spf = int(round(sample_rate / fps))
+    if wave is None:
+        info["silent"] = True
+        return DecodedClip(frames=stacked, audio=np.zeros(num_frames * spf, np.float32), fps=fps,
+                           sample_rate=sample_rate, info=info)
 
     # A/V offset from the container timestamps: audio that starts later than the video gets silence in front.
     offset = int(round((astart - vstart) * sample_rate)) if audio is None else 0

@@ -14,4 +14,12 @@ def build_model(recipe):
         return MTLAMLipReading.from_config(MTLAMConfig.from_confs(
             recipe.model_conf, recipe.visual_frontend_conf, recipe.audio_frontend_conf,
             recipe.temporal, recipe.temporal_conf, recipe.memory_conf))
+    if recipe.model == "speech":
+        from avtrain.models.speech import SpeechModel
+
+        return SpeechModel.from_recipe(recipe)
+    if recipe.model == "two_tower":
+        from avtrain.models.two_tower import TwoTowerModel
+
+        return TwoTowerModel.from_recipe(recipe)
     raise ValueError(f"unknown model {recipe.model!r}")

@@ -1,0 +1,53 @@
+"""A trained speech model's predicted spectrograms for a batch of whole clips, in ``avbridge.spectra`` units.
+
+Shared by ``avtrain eval`` (test split) and ``avtrain synth`` (one new video): the bridging model decodes freely
+from video alone (no audio, no teacher forcing); the two-tower model predicts every frame from its K-frame window and
+runs its post-net over sliding windows with Gaussian-weighted overlaps. The data module's mel normalisation
+(``data.mel_mean`` / ``data.mel_std``) is undone so that the vocoder sees the units the shards were written in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from avtrain.config import Recipe
+from avtrain.data import MEL_PER_FRAME
+
+
+@dataclass
+class Prediction:
+    key: str
+    mel: np.ndarray  # (n_mels, 4T), the shards' units
+    linear: np.ndarray | None  # (bins, 4T), two-tower with post-net only
+
+
+def post_net_window(recipe: Recipe) -> int:
+    """The two-tower post-net's chunk length at inference: eval.window, else the training window, else 16."""
+    return recipe.eval.window or recipe.data.max_frames or 16
+
+
+@torch.no_grad()
+def predict_batch(model: torch.nn.Module, recipe: Recipe, batch: dict, device: torch.device) -> list[Prediction]:
+    d = recipe.data
+    lengths = batch["lengths"]
+    preds: list[Prediction] = []
+    if recipe.model == "speech":
+        out = model.infer(batch["video"].to(device), lengths.to(device))
+        mel = out["mel_post"].float().cpu() * d.mel_std + d.mel_mean
+        for i, key in enumerate(batch["keys"]):
+            preds.append(Prediction(key, mel[i, :, : MEL_PER_FRAME * int(lengths[i])].numpy(), None))
+        return preds
+    if recipe.model == "two_tower":
+        window = post_net_window(recipe)
+        for i, key in enumerate(batch["keys"]):
+            t = int(lengths[i])
+            flow = batch["flow"][i, : t - 1].to(device) if "flow" in batch else None
+            out = model.predict_clip(batch["video"][i, :t].to(device), flow, window=window)
+            mel = out["mel"].float().cpu() * d.mel_std + d.mel_mean
+            linear = out["linear"].float().cpu().numpy() if "linear" in out else None
+            preds.append(Prediction(key, mel.numpy(), linear))
+        return preds
+    raise ValueError(f"model {recipe.model!r} does not predict speech")

@@ -1,0 +1,109 @@
+"""``avtrain synth``: one video file -> reconstructed speech (wav), with a trained speech checkpoint.
+
+The video goes through avprep's per-clip pipeline with the preset and mean face the training shards were made with
+(both stored in the checkpoint), then through the same sample decoding and normalisation as training
+(``ClipLoader``), the model's free-running prediction and Griffin-Lim. A video without an audio stream is read as
+silent; when it has one, the reconstruction is also scored against it (STOI, ESTOI, PESQ).
+
+avprep (and with it mediapipe) is imported only here, when the command runs, never by the training code.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from avbridge.spectra import SpectrogramParams
+from avtrain import checkpoint as ckpt
+from avtrain.config import SPEECH_MODELS, Recipe, validate_recipe
+from avtrain.data import ClipLoader, collate, preprocessing_record
+from avtrain.engine import select_device
+from avtrain.evaluate_speech import DEFAULT_SYNTHESIS
+from avtrain.metrics import score_clip
+from avtrain.models import build_model
+from avtrain.speech_eval import SpeechEvaluator
+from avtrain.speech_plots import write_wav
+from avtrain.speech_predict import predict_batch
+
+
+class SynthError(RuntimeError):
+    """A problem with the checkpoint or the video, phrased as one line."""
+
+
+@dataclass
+class SynthResult:
+    out: Path
+    seconds: float
+    frames: int
+    silent: bool  # the video had no audio stream
+    scores: dict[str, float] = field(default_factory=dict)  # against the video's own audio, when it has some
+
+
+def load_checkpoint(path: Path) -> tuple[Recipe, dict, dict]:
+    """(recipe, model state, preprocessing record) of a speech-model checkpoint."""
+    if not path.exists():
+        raise SynthError(f"{path}: no such checkpoint")
+    state = ckpt.load(path, "cpu")
+    if "recipe" not in state or "model" not in state:
+        raise SynthError(f"{path}: not an avtrain checkpoint (no recipe/model)")
+    recipe = validate_recipe(state["recipe"], str(path))
+    if recipe.model not in SPEECH_MODELS:
+        raise SynthError(f"{path}: model {recipe.model!r} is not a speech model ({', '.join(SPEECH_MODELS)})")
+    prep = state.get("preprocess") or preprocessing_record(recipe.data.shards)
+    if not prep.get("preset"):
+        raise SynthError(f"{path}: the checkpoint does not record the avprep preset and {recipe.data.shards} has "
+                         "no index.json/run.json to read it from")
+    return recipe, state["model"], prep
+
+
+def prepare_video(video: Path, prep: dict) -> tuple[dict, bool]:
+    """avprep's pipeline on one video -> a raw webdataset sample (field -> bytes) and whether it was silent."""
+    from avprep.pipeline import Options, process_clip
+    from avprep.presets import Preset
+    from avprep.types import ClipSpec
+
+    if not video.exists():
+        raise SynthError(f"{video}: no such video")
+    preset = Preset.model_validate(prep["preset"])
+    mean_face = np.asarray(prep["mean_face"], np.float32) if prep.get("mean_face") is not None else None
+    key = re.sub(r"[^A-Za-z0-9_-]", "_", video.stem) or "clip"
+    spec = ClipSpec(key=key, corpus="synth", speaker="", utterance=video.stem, split="synth", video=video)
+    silent = False
+    result = process_clip(spec, Options(preset=preset), mean_face)
+    if result.rejection is not None and result.rejection.reason == "no audio stream":
+        silent = True
+        result = process_clip(spec, Options(preset=preset, silent=True), mean_face)
+    if result.rejection is not None:
+        r = result.rejection
+        raise SynthError(f"{video}: {r.reason}: {r.detail}")
+    sample = result.samples[0]
+    return {"__key__": sample.key, **sample.fields}, silent
+
+
+def synthesise(checkpoint: Path, video: Path, out: Path, *, mode: str | None = None, n_iter: int | None = None,
+               device: str = "auto") -> SynthResult:
+    recipe, weights, prep = load_checkpoint(checkpoint)
+    mode = mode or DEFAULT_SYNTHESIS[recipe.model][0]
+    if mode == "exemplar":
+        raise SynthError("synth writes mel (bridging) or linear (two-tower Lin-synth) synthesis; Mel-synth needs the "
+                         "training exemplars: use `avtrain eval` for it")
+    if mode == "linear" and not (recipe.model == "two_tower" and recipe.model_conf.get("postnet")):
+        raise SynthError(f"synthesis 'linear' needs the two-tower post-net; model {recipe.model!r} predicts mels")
+    raw, silent = prepare_video(video, prep)
+    batch = collate([ClipLoader(recipe, train=False, scoring=True)(raw)])
+    dev = select_device(device)
+    model = build_model(recipe)
+    model.load_state_dict(weights)
+    model.to(dev).eval()
+    with torch.no_grad():
+        pred = predict_batch(model, recipe, batch, dev)[0]
+    params = SpectrogramParams(**batch["spectrograms"][0])
+    vocoder = SpeechEvaluator(params, None, mode, n_iter=recipe.eval.griffin_lim_iters if n_iter is None else n_iter)
+    wave = vocoder.synthesise(pred.mel, pred.linear)
+    write_wav(out, wave, params.sample_rate)
+    scores = {} if silent else score_clip(batch["waves"][0], wave, params.sample_rate)[0]
+    return SynthResult(out, len(wave) / params.sample_rate, int(batch["lengths"][0]), silent, scores)
