@@ -167,6 +167,9 @@ class TwoTowerConf(_Strict):
     loss: Literal["l1", "l2"] = "l2"
     postnet: bool = True
     cbhg: dict[str, Any] = Field(default_factory=dict)
+    # the paper's second stage: "we keep all convolutional layers of the CNN frozen during training of the second
+    # network" -- with trainer.init_checkpoint = the first stage's checkpoint
+    freeze_towers: bool = False
 
     @model_validator(mode="after")
     def _one_tower(self) -> "TwoTowerConf":
@@ -275,6 +278,8 @@ class TrainerConf(_Strict):
     val_each_epoch: bool = True
     progress: bool = True
     threads: int | None = None  # torch.set_num_threads on CPU; None = torch's default
+    # start from this checkpoint's model weights (e.g. the two-tower second stage); last.pt still wins when resuming
+    init_checkpoint: str | None = None
     deterministic: bool = False
 
 

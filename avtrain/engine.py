@@ -114,7 +114,12 @@ class Trainer:
         self.amp_dtype = autocast_dtype(self.t.precision, self.device)
 
         seed_everything(recipe.seed)  # same initial weights on every rank
-        self.model = build_model(recipe).to(self.device)
+        self.model = build_model(recipe)
+        if self.t.init_checkpoint:
+            if not Path(self.t.init_checkpoint).exists():
+                raise FileNotFoundError(f"trainer.init_checkpoint {self.t.init_checkpoint}: no such checkpoint")
+            self.model.load_state_dict(ckpt.load(self.t.init_checkpoint, "cpu")["model"])
+        self.model.to(self.device)
         self.optimizer = build_optimizer(recipe, self.model.parameters())
         self.scheduler = build_scheduler(recipe, self.optimizer)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)

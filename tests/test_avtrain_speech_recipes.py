@@ -190,6 +190,18 @@ def test_two_tower_trains_and_scores_lin_and_mel_synth(two_tower_shards, tmp_pat
     summary = evaluate_speech(r, checkpoint="last")
     _check_summary(summary, ["linear", "exemplar"], tmp_path)
 
+    # the paper's second stage: the first stage's weights, the towers' conv layers (and BN statistics) frozen
+    stage1 = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=False)["model"]
+    r2 = _cpu_recipe("grid-s1-speech-two-tower", two_tower_shards, tmp_path / "stage2",
+                     ["data.max_frames=8", f"trainer.init_checkpoint={tmp_path / 'checkpoints' / 'last.pt'}",
+                      "model_conf.freeze_towers=true", "trainer.max_steps=1"])
+    assert train(r2).step == 1
+    stage2 = torch.load(tmp_path / "stage2" / "checkpoints" / "last.pt", weights_only=False)["model"]
+    towers = [k for k in stage1 if k.startswith(("pixels.", "flow."))]
+    rest = [k for k in stage1 if k.startswith(("decoder.", "postnet.")) and stage1[k].is_floating_point()]
+    assert towers and all(torch.equal(stage1[k], stage2[k]) for k in towers)
+    assert any(not torch.equal(stage1[k], stage2[k]) for k in rest)
+
 
 def _avtrain(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "avtrain.cli", *args], capture_output=True, text=True, timeout=600,

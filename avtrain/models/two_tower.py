@@ -103,7 +103,7 @@ class TwoTowerModel(nn.Module):
                  width: float = 1.0, bottleneck_ratio: int = 4, use_pixels: bool = True, use_flow: bool = True,
                  fc_dim: int = 1024, conv_dropout: float = 0.25, fc_dropout: float = 0.5, slope: float = 0.2,
                  output_activation: str = "tanh", loss: str = "l2", postnet: bool = True,
-                 cbhg: dict | None = None):
+                 cbhg: dict | None = None, freeze_towers: bool = False):
         super().__init__()
         if not (use_pixels or use_flow):
             raise ValueError("need at least one tower")
@@ -122,6 +122,8 @@ class TwoTowerModel(nn.Module):
         )
         self.output_activation, self.loss_kind = output_activation, loss
         self.postnet = CBHG(n_mels, n_linear, **(cbhg or {})) if postnet else None
+        if freeze_towers:
+            self.freeze_encoder()
 
     @classmethod
     def from_recipe(cls, recipe) -> "TwoTowerModel":
