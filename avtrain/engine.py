@@ -38,7 +38,7 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)  # total loss of every step this call ran (this rank)
     seen_keys: list[str] = field(default_factory=list)  # sample keys this rank trained on, in order
     best_metric: float | None = None
-    metric_name: str = "acc"  # what best_metric is: val top-1 (classifiers) or val loss (speech models)
+    metric_name: str = "acc"  # what best_metric is: val top-1 (classifiers) or val prediction loss (speech models)
 
 
 def select_device(name: str) -> torch.device:
@@ -130,9 +130,10 @@ class Trainer:
         # different dropout masks per rank, but deterministic
         seed_everything(recipe.seed + 1000 * self.dist.rank + 1)
         self.epoch, self.epoch_step, self.step, self.best = 0, 0, 0, None
-        # speech models regress spectrograms and compute their own loss; the best checkpoint has the lowest val loss
+        # speech models regress spectrograms and compute their own loss; the best checkpoint has the lowest
+        # validation loss of what inference decodes (the model's "prediction" term)
         self.speech = recipe.model in SPEECH_MODELS
-        self.metric_name = "loss" if self.speech else "acc"
+        self.metric_name = "prediction" if self.speech else "acc"
         self.loss_fn = self._loss_for(recipe)
         self.writer = None
         self.preprocess = preprocessing_record(recipe.data.shards) if self.speech else None
@@ -352,7 +353,7 @@ class Trainer:
             metric = val[self.metric_name]
             self.log_scalars("val", val, self.step)
             if self.dist.is_main:
-                head = f"val loss {val['loss']:.4f}" if self.speech else \
+                head = f"val loss {val['loss']:.4f}, prediction {val['prediction']:.4f}" if self.speech else \
                     f"val acc {val['acc']:.4f}, val loss {val['loss']:.4f}"
                 self.console.log(f"epoch {self.epoch}: {head}, "
                                  f"{samples * self.dist.world_size / max(seconds, 1e-9):.1f} train samples/s")

@@ -176,7 +176,8 @@ def test_validation_keeps_the_lowest_loss(bridging_shards, tmp_path):
     trainer = Trainer(r)
     val = trainer.validate()
     assert val["samples"] == 1 and math.isfinite(val["loss"]) and {"mel_l1", "post_l1", "save", "bridge"} <= set(val)
-    assert trainer.metric_name == "loss"
+    assert trainer.metric_name == "prediction"
+    assert val["prediction"] == pytest.approx(val["mel_l1"] + val["post_l1"])  # the recall path only
     trainer.best = 1.0
     assert trainer.better(0.5) and not trainer.better(2.0)
 

@@ -181,6 +181,9 @@ class SpeechModel(nn.Module):
         task = sum(v for k, v in losses.items() if "_l1" in k)
         total = task + self.save_weight * losses.get("save", 0.0) + self.bridge_weight * losses.get("bridge", 0.0)
         losses["task"], losses["total"] = task, total
+        # what inference decodes (the recall path, or f_src at N = 0): the best-checkpoint criterion; the memory terms
+        # and the audio path are left out, their scale drifts as the audio embedding grows (docs/speech.md)
+        losses["prediction"] = losses["mel_l1"] + losses["post_l1"]
         out.update(mel=dec["mel"], mel_post=dec["mel_post"], alignments=dec["alignments"], loss=total,
                    losses={k: v.detach() for k, v in losses.items()})
         return out

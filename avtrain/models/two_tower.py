@@ -195,6 +195,7 @@ class TwoTowerModel(nn.Module):
                 losses["linear"] = self._loss(linear, batch["linear"], frame_mask)
         total = sum(losses.values())
         losses["total"] = total
+        losses["prediction"] = total  # every term is a prediction: the best-checkpoint criterion
         out.update(loss=total, losses={k: v.detach() for k, v in losses.items()})
         return out
 
