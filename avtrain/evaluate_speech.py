@@ -71,6 +71,7 @@ def evaluate_speech(recipe: Recipe, *, split: str | None = None, checkpoint: str
     if e.max_clips:
         total = min(total or e.max_clips, e.max_clips)
     done = 0
+    diagonal: list[float] = []
     progress = Progress(TextColumn(f"[bold]{split}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=console, disable=not recipe.trainer.progress)
     with progress:
@@ -79,6 +80,8 @@ def evaluate_speech(recipe: Recipe, *, split: str | None = None, checkpoint: str
             for i, pred in enumerate(predict_batch(model, recipe, batch, device)):
                 if e.max_clips and done >= e.max_clips:
                     break
+                if pred.diagonal_attention is not None:
+                    diagonal.append(pred.diagonal_attention)
                 params = SpectrogramParams(**batch["spectrograms"][i])
                 n = MEL_PER_FRAME * int(batch["lengths"][i])
                 true_mel = batch["mel"][i, :, :n].numpy() * d.mel_std + d.mel_mean
@@ -96,9 +99,14 @@ def evaluate_speech(recipe: Recipe, *, split: str | None = None, checkpoint: str
         raise FileNotFoundError(f"no clips in split {split!r} of {d.shards}")
     summary = {"split": split, "checkpoint": str(path), "clips": done,
                "modes": {mode: ev.summary() for mode, ev in evaluators.items()}}
+    if diagonal:  # has the decoder's attention learnt the frame-to-step alignment? (free-running, test clips)
+        summary["attention_diagonal_mass"] = float(np.mean(diagonal))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "speech_summary.json").write_text(json.dumps(summary, indent=1))
     console.print(summary_table(summary))
+    if "attention_diagonal_mass" in summary:
+        console.print(f"decoder attention within one frame of the diagonal: {summary['attention_diagonal_mass']:.3f} "
+                      f"of its weight (free-running; a learnt alignment is near 1)")
     console.print(f"written to {out_dir}")
     return summary
 

@@ -22,6 +22,17 @@ class Prediction:
     key: str
     mel: np.ndarray  # (n_mels, 4T), the shards' units
     linear: np.ndarray | None  # (bins, 4T), two-tower with post-net only
+    # bridging model: the share of attention weight within one frame of decoder step t <-> video frame t (one step
+    # per video frame, so a learnt alignment is near-diagonal; about 3 / T for attention spread evenly)
+    diagonal_attention: float | None = None
+
+
+def diagonal_mass(alignments: torch.Tensor, t: int, band: int = 1) -> float:
+    """alignments (steps, memory) of one clip -> mean over its t steps of the weight on memory |j - i| <= band."""
+    a = alignments[:t, :t].float()
+    i = torch.arange(t)
+    near = (i[:, None] - i[None, :]).abs() <= band
+    return float((a * near).sum(1).mean())
 
 
 def post_net_window(recipe: Recipe) -> int:
@@ -37,8 +48,10 @@ def predict_batch(model: torch.nn.Module, recipe: Recipe, batch: dict, device: t
     if recipe.model == "speech":
         out = model.infer(batch["video"].to(device), lengths.to(device))
         mel = out["mel_post"].float().cpu() * d.mel_std + d.mel_mean
+        align = out["alignments"].cpu()
         for i, key in enumerate(batch["keys"]):
-            preds.append(Prediction(key, mel[i, :, : MEL_PER_FRAME * int(lengths[i])].numpy(), None))
+            t = int(lengths[i])
+            preds.append(Prediction(key, mel[i, :, : MEL_PER_FRAME * t].numpy(), None, diagonal_mass(align[i], t)))
         return preds
     if recipe.model == "two_tower":
         window = post_net_window(recipe)

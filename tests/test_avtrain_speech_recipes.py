@@ -167,6 +167,16 @@ def test_bridging_speech_trains_and_scores_on_real_grid(bridging_run):
     assert np.asarray(state["preprocess"]["mean_face"]).ndim == 2  # the registration synth must repeat
     summary = evaluate_speech(r, checkpoint="last")
     _check_summary(summary, ["mel"], run)
+    assert 0.0 < summary["attention_diagonal_mass"] <= 1.0
+
+
+def test_diagonal_attention_mass():
+    from avtrain.speech_predict import diagonal_mass
+
+    t = 10
+    assert diagonal_mass(torch.eye(t), t) == pytest.approx(1.0)
+    assert diagonal_mass(torch.full((t, t), 1 / t), t) == pytest.approx((3 * t - 2) / t / t)
+    assert diagonal_mass(torch.eye(t).roll(5, 1), t) == pytest.approx(0.0)
 
 
 @pytest.mark.slow
