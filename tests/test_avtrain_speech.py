@@ -197,7 +197,7 @@ def test_two_tower_optimises_on_real_spectrograms_and_predicts_whole_clips(grid_
     model = _tiny_two_tower()
     out = model(batch)
     assert out["mel"].shape == (2, 80, 4 * t) and out["linear"].shape == (2, 321, 4 * t)
-    assert set(out["losses"]) == {"mel", "linear", "total"}
+    assert set(out["losses"]) == {"mel", "linear", "total", "prediction"}
     model.eval()
     with torch.no_grad():
         before = float(model(batch)["loss"])
