@@ -17,7 +17,7 @@ import numpy as np
 from avbridge import __version__, spectra
 from avbridge.sample import encode_field
 from avprep.presets import LANDMARK_MODES, Preset
-from avprep.stages import crops, flow, register
+from avprep.stages import crops, flow, register, span
 from avprep.stages.decode import DecodedClip, decode_clip
 from avprep.stages.errors import ClipError
 from avprep.stages.images import decode_images
@@ -70,6 +70,8 @@ def _compute(spec: ClipSpec, preset: Preset, mean_face: np.ndarray | None, timin
              silent: bool = False) -> _ClipArrays:
     with _timed(timings, "decode"):
         clip = _decode(spec, preset, silent)
+        if spec.span is not None:  # one segment of a long clip: the stages see only its frames
+            clip = span.cut(clip, spec.span, spec.words)
     mode = preset.registration.mode
     box = None
     if mode in LANDMARK_MODES:
@@ -201,6 +203,7 @@ def _encode(spec: ClipSpec, arrays: _ClipArrays, seg, options: Options) -> Sampl
 def process_clip(spec: ClipSpec, options: Options, mean_face: np.ndarray | None = None) -> ClipResult:
     """Run every stage on one clip. Never raises for bad input: a bad clip comes back as a rejection."""
     result = ClipResult(key=spec.key)
+    spec = span.localise(spec, options.preset.fps)
     try:
         arrays = _compute(spec, options.preset, mean_face, result.timings, options.silent)
         with _timed(result.timings, "encode"):

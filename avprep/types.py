@@ -32,6 +32,9 @@ class ClipSpec:
     # ``first_image``; how many are read follows from the audio's length (the stage matches the span to it).
     first_image: int | None = None
     image_suffix: str = ".jpg"
+    # A segment of a long source clip: (start, end) seconds of ``video`` that this clip covers, cut after decoding
+    # (``words`` stay in the source's time; the pipeline makes them relative to the cut). None = the whole clip.
+    span: tuple[float, float] | None = None
     extra: tuple[tuple[str, Any], ...] = ()  # corpus-specific metadata, copied into the sample JSON
 
 
