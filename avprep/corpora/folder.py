@@ -1,6 +1,8 @@
 """Any folder of talking-face videos: every video under the root (recursively), or the ones a CSV manifest lists.
 
-- Without a manifest: each video file is a clip; ``NAME.txt`` beside ``NAME.mp4`` (optional) is its transcript;
+- Without a manifest: each video file is a clip; ``NAME.txt`` beside ``NAME.mp4`` (optional) is its transcript
+  (an LRS/LRW-style ``.txt``, ``Text:  WORDS`` + ``Conf:`` + a ``WORD START END`` table, gives its ``Text:`` line
+  and the word timings instead);
   the speaker is the video's parent folder relative to the root (``""`` for videos at the top).
 - With a manifest (CSV with a header): column ``path`` (relative to the root, or absolute) is required; ``text``,
   ``speaker``, ``split`` and ``audio`` (a separate audio file) are optional. A ``text`` column overrides sidecars.
@@ -16,15 +18,22 @@ import os
 from pathlib import Path
 
 from avbridge.sample import sample_key
-from avprep.types import ClipSpec
+from avprep.corpora import lrs_sidecar
+from avprep.types import ClipSpec, Word
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".mpg", ".mpeg", ".webm")
 MANIFEST_COLUMNS = ("path", "text", "speaker", "split", "audio")
 
 
-def _sidecar_text(video: Path) -> str:
+def _sidecar(video: Path) -> tuple[str, tuple[Word, ...]]:
+    """Text and word timings of ``NAME.txt``: an LRS/LRW-style file gives its ``Text:`` line and word table, any
+    other file is the transcript itself."""
     txt = video.with_suffix(".txt")
-    return " ".join(txt.read_text(errors="replace").split()) if txt.is_file() else ""
+    if not txt.is_file():
+        return "", ()
+    content = txt.read_text(encoding="utf-8", errors="replace")
+    parsed = lrs_sidecar.parse(content, str(txt))
+    return (parsed.text, parsed.words) if parsed else (" ".join(content.split()), ())
 
 
 def _rows_from_manifest(root: Path, manifest: Path) -> list[dict]:
@@ -43,9 +52,12 @@ def _rows_from_manifest(root: Path, manifest: Path) -> list[dict]:
             if not video.is_file():
                 raise FileNotFoundError(f"manifest {manifest}, line {number}: {video} not found")
             audio = row.get("audio") or None
+            # The manifest's text wins; a sidecar's word timings would not belong to it.
+            text, words = (row["text"], ()) if row.get("text") is not None else _sidecar(video)
             rows.append({
                 "video": video,
-                "text": row["text"] if row.get("text") is not None else _sidecar_text(video),
+                "text": text,
+                "words": words,
                 "speaker": row.get("speaker"),
                 "split": row.get("split") or None,
                 "audio": (Path(audio) if Path(audio).is_absolute() else root / audio) if audio else None,
@@ -62,7 +74,10 @@ def find_clips(root: Path, manifest: Path | None = None, split: str = "train") -
         rows = _rows_from_manifest(root, manifest)
     else:
         videos = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
-        rows = [{"video": v, "text": _sidecar_text(v), "speaker": None, "split": None, "audio": None} for v in videos]
+        rows = []
+        for v in videos:
+            text, words = _sidecar(v)
+            rows.append({"video": v, "text": text, "words": words, "speaker": None, "split": None, "audio": None})
     if not rows:
         raise FileNotFoundError(f"no videos ({', '.join(VIDEO_SUFFIXES)}) under {root}")
     clips, seen = [], {}
@@ -79,5 +94,6 @@ def find_clips(root: Path, manifest: Path | None = None, split: str = "train") -
         seen[key] = video
         speaker = row["speaker"] if row["speaker"] is not None else "/".join(relative.parent.parts)
         clips.append(ClipSpec(key=key, corpus="folder", speaker=speaker, utterance=relative.with_suffix("").as_posix(),
-                              split=row["split"] or split, video=video, audio=row["audio"], text=row["text"]))
+                              split=row["split"] or split, video=video, audio=row["audio"], text=row["text"],
+                              words=row["words"]))
     return sorted(clips, key=lambda c: c.key)
