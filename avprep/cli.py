@@ -235,6 +235,55 @@ def tcd_timit(
              backend=backend, address=address)
 
 
+_MAX_SECONDS = typer.Option(15.0, min=1.0, help="cut pretrain clips at word boundaries into segments of at most this "
+                             "many seconds (AV-HuBERT's 15; auto-avsr uses 24)")
+
+
+@app.command()
+def lrs3(
+    root: Path = typer.Option(..., help="LRS3 folder holding pretrain/, trainval/, test/ (ID/NNNNN.mp4 + .txt)"),
+    out: Path = _OUT,
+    preset: str = typer.Option("bridging-lrw-registered", help="see `avprep presets`"),
+    subsets: Optional[str] = typer.Option(None, help="comma-separated: pretrain, trainval, test (default: all present)"),
+    max_seconds: float = _MAX_SECONDS,
+    jobs: int = _JOBS, mean_face: Optional[Path] = _MEAN_FACE, limit: Optional[int] = _LIMIT,
+    crf: Optional[int] = _CRF, feature_dtype: Optional[str] = _DTYPE, wave: Optional[bool] = _WAVE,
+    landmarks: Optional[str] = _LANDMARKS, shard_mb: int = _SHARD_MB, shard_clips: int = _SHARD_CLIPS,
+    progress: bool = _PROGRESS, retry_failed: bool = _RETRY, num_partitions: int = _PARTITIONS,
+    partition: int = _PARTITION, backend: str = _BACKEND, address: Optional[str] = _ADDRESS,
+) -> None:
+    """LRS3-TED (Afouras et al. 2018) -> shards per subset, text and word timings from the .txt, pretrain cut."""
+    from avprep.corpora import lrs3 as corpus
+
+    chosen = tuple(_split_list(subsets) or ()) or None
+    _prepare(lambda: corpus.find_clips(root, chosen, max_seconds), "lrs3", out, preset, None, jobs, mean_face, limit,
+             crf, feature_dtype, wave, landmarks, shard_mb, shard_clips, progress, retry_failed, num_partitions,
+             partition, backend=backend, address=address)
+
+
+@app.command()
+def lrs2(
+    root: Path = typer.Option(..., help="LRS2 folder holding mvlrs_v1/{main,pretrain} and train/val/test/pretrain.txt"),
+    out: Path = _OUT,
+    preset: str = typer.Option("bridging-lrw-registered", help="see `avprep presets`"),
+    splits: Optional[str] = typer.Option(None, help="comma-separated: pretrain, train, val, test (default: every list "
+                                         "present)"),
+    max_seconds: float = _MAX_SECONDS,
+    jobs: int = _JOBS, mean_face: Optional[Path] = _MEAN_FACE, limit: Optional[int] = _LIMIT,
+    crf: Optional[int] = _CRF, feature_dtype: Optional[str] = _DTYPE, wave: Optional[bool] = _WAVE,
+    landmarks: Optional[str] = _LANDMARKS, shard_mb: int = _SHARD_MB, shard_clips: int = _SHARD_CLIPS,
+    progress: bool = _PROGRESS, retry_failed: bool = _RETRY, num_partitions: int = _PARTITIONS,
+    partition: int = _PARTITION, backend: str = _BACKEND, address: Optional[str] = _ADDRESS,
+) -> None:
+    """LRS2-BBC (Afouras et al. 2018) -> shards per split list, text and word timings from the .txt, pretrain cut."""
+    from avprep.corpora import lrs2 as corpus
+
+    chosen = tuple(_split_list(splits) or ()) or None
+    _prepare(lambda: corpus.find_clips(root, chosen, max_seconds), "lrs2", out, preset, None, jobs, mean_face, limit,
+             crf, feature_dtype, wave, landmarks, shard_mb, shard_clips, progress, retry_failed, num_partitions,
+             partition, backend=backend, address=address)
+
+
 @app.command()
 def folder(
     root: Path = typer.Option(..., help="a folder of talking-face videos (searched recursively)"),
