@@ -152,7 +152,7 @@ def test_lrs3_layout_text_word_timings_and_pretrain_segments(lrs3_tree, tmp_path
     meta, _ = samples["test_ID1bb_00002"]
     assert meta["text"] == " ".join(w.word for w in truth["test"]) == "PLACE BLUE AT C ONE SOON"
     assert (meta["speaker"], meta["utterance"], meta["split"]) == ("ID1bb", "test/ID1bb/00002", "test")
-    assert (meta["conf"], meta["ref"], meta["subset"], meta["num_frames"]) == ("6", "TEDxYZ", "test", 75)
+    assert (meta["sidecar"], meta["subset"], meta["num_frames"]) == ({"conf": "6", "ref": "TEDxYZ"}, "test", 75)
     assert [(w["word"], w["start"], w["end"]) for w in meta["words"]] == [(w.word, w.start, w.end) for w in truth["test"]]
     assert [w["start_frame"] for w in meta["words"]] == [math.floor(w.start * FPS + 1e-6) for w in truth["test"]]
     assert "segment" not in meta and "segment_frames" not in meta
@@ -231,6 +231,14 @@ def test_lrs3_cli_and_wrong_root(lrs3_tree, tmp_path):
     (copy / "test" / "ID9" / "00001.mp4").symlink_to(root / "test" / "ID1bb" / "00002.mp4")
     with pytest.raises(FileNotFoundError, match="00001.mp4 has no transcript 00001.txt"):
         lrs3.find_clips(copy)
+    # Two talks whose folder names differ only in a dot map to one key: refused, not merged.
+    twins = tmp_path / "twins"
+    for talk in ("ID_9", "ID.9"):
+        (twins / "test" / talk).mkdir(parents=True)
+        for suffix in (".mp4", ".txt"):
+            (twins / "test" / talk / f"00001{suffix}").symlink_to(root / "test" / "ID1bb" / f"00002{suffix}")
+    with pytest.raises(ValueError, match="both map to the key 'test_ID_9_00001'"):
+        lrs3.find_clips(twins)
 
 
 # -------------------------------------------------------------------------------------------------------- LRS2
@@ -270,7 +278,8 @@ def test_lrs2_split_lists_main_and_pretrain(lrs2_tree, tmp_path):
     samples = {k: _meta(raw) for k, raw in _samples(tmp_path).items()}
     test = samples["main_6300370419826092098_00001"]
     assert test["text"] == "BIN BLUE AT F THREE SOON" and test["words"] == [] and test["list_flags"] == ["NF"]
-    assert (test["speaker"], test["utterance"], test["conf"]) == ("6300370419826092098", "main/6300370419826092098/00001", "4")
+    assert (test["speaker"], test["utterance"], test["sidecar"]) == ("6300370419826092098",
+                                                                     "main/6300370419826092098/00001", {"conf": "4"})
     assert samples["main_5535415699068794046_00001"]["text"] == " ".join(w.word for w in truth["train"])
     words = []
     for clip in pretrain:

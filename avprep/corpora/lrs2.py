@@ -77,4 +77,4 @@ def find_clips(root: Path, splits: tuple[str, ...] | None = None, max_seconds: f
             clips += lrs_sidecar.clip_specs(
                 "lrs2", folder, video, speaker, where, (folder, speaker, utt), split, folder == "pretrain",
                 max_seconds, LAYOUT, extra=(("list_flags", list(flags)),) if flags else ())
-    return sorted(clips, key=lambda c: c.key)
+    return lrs_sidecar.check_unique(clips, "LRS2")

@@ -47,4 +47,4 @@ def find_clips(root: Path, subsets: tuple[str, ...] | None = None, max_seconds: 
                     (subset, speaker_dir.name, video.stem), subset, subset == "pretrain", max_seconds, LAYOUT)
     if not clips:
         raise FileNotFoundError(f"no clips under {', '.join(str(root / s) for s in chosen)} (expected {LAYOUT})")
-    return sorted(clips, key=lambda c: c.key)
+    return lrs_sidecar.check_unique(clips, "LRS3")

@@ -118,6 +118,16 @@ def segments(words: tuple[Word, ...], max_seconds: float, frame_seconds: float =
     return out
 
 
+def check_unique(clips: list[ClipSpec], corpus: str) -> list[ClipSpec]:
+    """``clips`` sorted by key; two clips with one key (folder names that differ only in ``.``, ``/`` or ``_``) are
+    refused rather than merged."""
+    clips = sorted(clips, key=lambda c: c.key)
+    for a, b in zip(clips, clips[1:]):
+        if a.key == b.key:
+            raise ValueError(f"{corpus}: {a.video} and {b.video} both map to the key {a.key!r}")
+    return clips
+
+
 def clip_specs(corpus: str, subset: str, video: Path, speaker: str, utterance: str, key_parts: tuple[str, ...],
                split: str, cut: bool, max_seconds: float, layout: str, extra: tuple = ()) -> list[ClipSpec]:
     """The ClipSpecs of one LRS2/LRS3 clip: one for the whole clip, or one per segment when ``cut``."""
@@ -127,9 +137,9 @@ def clip_specs(corpus: str, subset: str, video: Path, speaker: str, utterance: s
     sidecar = read(sidecar_path)
     if sidecar is None:
         raise ValueError(f"{sidecar_path}: no 'Text:' line (an LRS transcript starts 'Text:  WORDS')")
-    header = tuple((k.lower(), v) for k, v in sorted(sidecar.header.items()))
     base = dict(corpus=corpus, speaker=speaker, utterance=utterance, split=split, video=video)
-    meta = (("subset", subset), *header, *extra)
+    # Nested, so that no header line can overwrite a key of the sample JSON.
+    meta = (("subset", subset), ("sidecar", {k.lower(): v for k, v in sorted(sidecar.header.items())}), *extra)
     if not cut or not sidecar.words:  # without word times a clip cannot be cut safely: kept whole
         return [ClipSpec(key=sample_key(*key_parts), text=sidecar.text, words=sidecar.words, extra=meta, **base)]
     pieces = segments(sidecar.words, max_seconds)
