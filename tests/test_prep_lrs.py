@@ -118,6 +118,30 @@ def test_segments_cut_at_word_boundaries_within_the_maximum():
         lrs_sidecar.segments(tuple(words), 0.04)
 
 
+def test_span_cut_keeps_whole_frames_and_refuses_words_past_the_audio():
+    from avprep.stages import span
+    from avprep.stages.decode import DecodedClip
+    from avprep.stages.errors import ClipError
+
+    n = 50  # 2 s at 25 fps; frame k and its 640 samples all hold the value k
+    clip = DecodedClip(frames=np.arange(n, dtype=np.uint8)[:, None, None, None] * np.ones((1, 2, 2, 3), np.uint8),
+                       audio=np.repeat(np.arange(n, dtype=np.float32), SPF), fps=FPS, sample_rate=16000)
+    cut = span.cut(clip, (0.50, 1.21))  # frames 12 (0.48-0.52 s) to 30 (1.20-1.24 s)
+    assert cut.frames[:, 0, 0, 0].tolist() == list(range(12, 31)) and cut.info["segment_frames"] == [12, 31]
+    np.testing.assert_array_equal(cut.audio, np.repeat(np.arange(12, 31, dtype=np.float32), SPF))
+    spec = span.localise(grid.ClipSpec(key="k", corpus="c", speaker="s", utterance="u", split="x", video=Path("v"),
+                                       words=(Word("A", 0.55, 1.2),), span=(0.5, 1.21)), FPS)
+    assert spec.words == (Word("A", 0.07, 0.72),)  # from frame 12 (0.48 s)
+    # Cut at the clip's end (frames 37-49, 0.52 s); a word may end within the table's 5 ms rounding past it.
+    assert span.cut(clip, (1.48, 3.0), (Word("A", 0.0, 0.52 + 0.004),)).num_frames == 13
+    with pytest.raises(ClipError, match="words run to 2.01 s, the clip decodes to 2.00 s"):
+        span.cut(clip, (1.48, 3.0), (Word("A", 0.0, 0.52 + 0.01),))
+    with pytest.raises(ClipError, match="truncated video"):
+        span.cut(clip, (2.5, 3.0))
+    with pytest.raises(ClipError, match="too few frames"):
+        span.cut(clip, (1.0, 1.01))
+
+
 # -------------------------------------------------------------------------------------------------------- LRS3
 
 PRETRAIN = ["bbaf2n", "lrae3s", "bbaf3s", "pbac1s"]  # 12 s of speech with pauses: cut into segments of <= 4 s

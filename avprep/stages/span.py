@@ -16,8 +16,8 @@ from avprep.stages.decode import DecodedClip
 from avprep.stages.errors import ClipError
 from avprep.types import ClipSpec, Word
 
-# Word tables are given to 10 ms; a last word ending within one such step past the audio is rounding, not truncation.
-END_TOLERANCE_SECONDS = 0.02
+# Word tables give times to 10 ms: a last word ending up to half of that past the audio is the table's rounding.
+ROUNDING_SECONDS = 0.005
 
 
 def first_frame(start: float, fps: float) -> int:
@@ -44,7 +44,7 @@ def cut(clip: DecodedClip, span: tuple[float, float], words: tuple[Word, ...] = 
     last = min(n, math.ceil(end * fps - 1e-6))
     seconds = n / fps
     words_end = max((w.end for w in words), default=0.0)
-    if first >= n or words_end > (last - first) / fps + END_TOLERANCE_SECONDS:
+    if first >= n or words_end > (last - first) / fps + ROUNDING_SECONDS:
         raise ClipError("truncated video", f"the segment's words run to {first / fps + words_end:.2f} s, the clip "
                                            f"decodes to {seconds:.2f} s")
     if last - first < min_frames:
