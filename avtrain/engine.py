@@ -118,7 +118,8 @@ class Trainer:
         if self.t.init_checkpoint:
             if not Path(self.t.init_checkpoint).exists():
                 raise FileNotFoundError(f"trainer.init_checkpoint {self.t.init_checkpoint}: no such checkpoint")
-            self.model.load_state_dict(ckpt.load(self.t.init_checkpoint, "cpu")["model"])
+            path = self.t.init_checkpoint
+            ckpt.load_model_weights(self.model, ckpt.load_checkpoint(path), path, recipe)
         self.model.to(self.device)
         self.optimizer = build_optimizer(recipe, self.model.parameters())
         self.scheduler = build_scheduler(recipe, self.optimizer)
@@ -152,6 +153,7 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def state(self) -> dict:
         return {
+            "format": ckpt.FORMAT,
             "model": ckpt.unwrap(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -171,8 +173,8 @@ class Trainer:
         distributed.barrier(self.dist)
 
     def restore(self, path: Path) -> None:
-        state = ckpt.load(path, self.device)
-        self.model.load_state_dict(state["model"])
+        state = ckpt.load_checkpoint(path)  # to the CPU: set_rng_state needs CPU tensors
+        ckpt.load_model_weights(self.model, state, path, self.recipe)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])

@@ -27,7 +27,7 @@ def load_weights(recipe: Recipe, which: str | None, device: torch.device) -> tup
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}; train first (avtrain run) or pass --checkpoint")
     model = build_model(recipe)
-    model.load_state_dict(ckpt.load(path, "cpu")["model"])
+    ckpt.load_model_weights(model, ckpt.load_checkpoint(path), path, recipe)
     return model.to(device).eval(), path
 
 
