@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from avtrain import checkpoint as ckpt
 from avtrain import distributed
+from avtrain.bad_samples import SkipTally
 from avtrain.config import SPEECH_MODELS, Recipe
 from avtrain.data import build_loader, preprocessing_record, split_size
 from avtrain.losses import lipreading_loss
@@ -131,6 +132,7 @@ class Trainer:
         # different dropout masks per rank, but deterministic
         seed_everything(recipe.seed + 1000 * self.dist.rank + 1)
         self.epoch, self.epoch_step, self.step, self.best = 0, 0, 0, None
+        self.skips = SkipTally()  # bad samples skipped this epoch (data.on_bad_sample: skip)
         # speech models regress spectrograms and compute their own loss; the best checkpoint has the lowest
         # validation loss of what inference decodes (the model's "prediction" term)
         self.speech = recipe.model in SPEECH_MODELS
@@ -249,6 +251,7 @@ class Trainer:
         model = ckpt.unwrap(self.model).eval()
         correct = total = loss_sum = 0.0
         for batch in build_loader(self.recipe, split, train=False, distributed=self.dist.enabled):
+            self.skips.add(batch, split)
             b = to_device(batch, self.device)
             with self.autocast():
                 logits = model(b["video"], b["lengths"], b["mask"])["logits"].float()
@@ -268,6 +271,7 @@ class Trainer:
         total = 0.0
         for batch in build_loader(self.recipe, self.recipe.data.valid_split, train=False,
                                   distributed=self.dist.enabled):
+            self.skips.add(batch, self.recipe.data.valid_split)
             with self.autocast():
                 losses = model(to_device(batch, self.device))["losses"]
             if not names:
@@ -317,6 +321,7 @@ class Trainer:
                 skip, seen, t0, t_samples = self.epoch_step, 0, time.perf_counter(), 0
                 for batch in self.epoch_batches(self.epoch):
                     seen += 1
+                    self.skips.add(batch, self.recipe.data.train_split)
                     if seen <= skip:  # already trained on before the interruption
                         progress.advance(task)
                         continue
@@ -366,6 +371,7 @@ class Trainer:
         improved = metric is not None and self.better(metric)
         if improved:
             self.best = metric
+        self.skips.report(self.console, self.epoch, self.run_dir / "train_log.jsonl" if self.dist.is_main else None)
         self.epoch += 1
         self.epoch_step = 0
         self.save()
