@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import zipfile
 
 import numpy as np
@@ -83,7 +84,8 @@ def flac(data: bytes, max_samples: int | None = None) -> tuple[np.ndarray, int]:
     try:
         f = sf.SoundFile(io.BytesIO(data))
     except Exception as e:  # noqa: BLE001 - libsndfile's "format not recognised" and the like
-        raise ValueError(f"not a readable audio file ({type(e).__name__}: {str(e).strip()[:120]})") from None
+        why = re.sub(r"Error opening <[^>]*>: ", "", str(e)).strip()[:120]
+        raise ValueError(f"not a readable audio file ({why})") from None
     with f:
         if f.format != "FLAC":
             raise ValueError(f"{f.format} audio, not FLAC")

@@ -133,7 +133,12 @@ def decode_field(name: str, data: bytes, *, max_frames: int | None = None, max_s
         raise ValueError(f"holds {type(data).__name__}, not bytes")
     data = bytes(data)
     if name.endswith(".mp4"):
-        return codecs.decode_video(data, max_frames=max_frames, max_bytes=bounds.video_budget(data))
+        try:
+            return codecs.decode_video(data, max_frames=max_frames, max_bytes=bounds.video_budget(data))
+        except Exception as e:
+            if getattr(e, "strerror", None):  # PyAV's FFmpeg errors: keep FFmpeg's reason, drop the errno noise
+                raise ValueError(f"not a readable mp4 video ({e.strerror})") from None
+            raise
     if name == "wav.flac":
         return bounds.flac(data, max_samples)[0]
     if name == "flow.npz":
@@ -237,7 +242,12 @@ def check_sample(raw: dict[str, Any], fields: tuple[str, ...] | None = None) -> 
     key = raw.get("__key__")
     if not isinstance(key, str) or not key or "." in key:
         raise SampleError(key, "__key__", f"key {key!r} is not a dot-free, non-empty string")
-    problems: list[SampleError] = []
+    problems: list[SampleError] = [
+        SampleError(key, name, "not a sample field (avbridge.sample.FIELDS); a key with a dot shows up like this: "
+                               "keys must not contain dots")
+        for name in raw if not name.startswith("__") and name not in FIELDS]
+    if problems and "json" not in raw:
+        raise problems[0]  # e.g. a dotted key: every member, the json too, is an unknown field
     meta = _meta(key, raw)
     t, spf = meta["num_frames"], meta.get("samples_per_frame")
     decoded: dict[str, Any] = {}
@@ -245,9 +255,7 @@ def check_sample(raw: dict[str, Any], fields: tuple[str, ...] | None = None) -> 
         if name.startswith("__") or name == "json":
             continue
         if name not in FIELDS:
-            problems.append(SampleError(key, name, f"not a sample field (known: {', '.join(FIELDS)}); a key with a "
-                                                   "dot would show up like this: keys must not contain dots"))
-            continue
+            continue  # reported above
         stem = name.split(".")[0]
         bare = stem if stem in VIDEO_FIELDS else f"{stem}.npy" if name.endswith(".q8.npz") else name
         if fields is not None and name not in fields and bare not in fields:
