@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -117,33 +118,37 @@ def _legacy_allowlist() -> list:
     return allowed
 
 
+def _blocked(path: Path, e: BaseException) -> list[str]:
+    """The globals a refused pickle names: from the opcodes of a zip checkpoint, else (torch's older non-zip
+    format) the one the unpickler stopped at."""
+    return _unsafe_globals(path) or re.findall(r"GLOBAL ([\w.]+) (?:was not an allowed|whose module)", str(e))
+
+
+def _torch_load(path: Path, allow: list | None = None) -> Any:
+    """torch.load(weights_only=True) to the CPU, ``allow`` added to the allowlist; one-line CheckpointErrors."""
+    try:
+        if allow is None:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(allow):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        unsafe = _blocked(path, e)
+        if unsafe and allow is None and set(unsafe) <= _LEGACY_NUMPY:
+            return _torch_load(path, _legacy_allowlist())  # an older avtrain checkpoint: numpy RNG state
+        if unsafe:
+            raise CheckpointError(f"{path}: refused: unpickling it would call {', '.join(unsafe[:4])}, which could "
+                                  "run code (avtrain opens only checkpoints of tensors and plain values)") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint ({_first_line(e)})") from None
+    except Exception as e:  # noqa: BLE001 - not a zip, truncated, ...: one line, not torch's page
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({_first_line(e)})") from None
+
+
 def load(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint to the CPU without running code from it; CheckpointError (one line) if refused."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        unsafe = _unsafe_globals(path)
-        if unsafe and set(unsafe) <= _LEGACY_NUMPY:
-            with torch.serialization.safe_globals(_legacy_allowlist()):
-                state = _load_or_raise(path)
-        elif unsafe:
-            raise CheckpointError(f"{path}: refused: unpickling it would call {', '.join(unsafe[:4])}, which could "
-                                  "run code (avtrain opens only checkpoints of tensors and plain values)") from None
-        else:
-            raise CheckpointError(f"{path}: not a readable checkpoint ({_first_line(e)})") from None
-    except Exception as e:  # noqa: BLE001 - not a zip, truncated, ...: one line, not torch's page
-        raise CheckpointError(f"{path}: not a readable torch checkpoint ({_first_line(e)})") from None
-    return state
-
-
-def _load_or_raise(path: Path) -> Any:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise CheckpointError(f"{path}: not a readable checkpoint ({_first_line(e)})") from None
+    return _torch_load(path)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

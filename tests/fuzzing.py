@@ -276,6 +276,8 @@ SHARD_MUTATIONS: dict[str, Callable] = {
     "member of another sample": _m_swapped_member,
     "empty member": _m_empty_member,
 }
+# Classes aimed at one kind of member: drawn from the samples that have one (when the pool has any).
+NEEDS = {"npz declaring a huge size": ".npz", "FLAC declaring a huge length": "wav.flac"}
 # Mutations that damage a sample detectably: every one must end in a named error, never in a decoded sample.
 ALWAYS_DETECTABLE = set(SHARD_MUTATIONS) - {"flipped bits (1-8)"}
 
@@ -286,7 +288,9 @@ def fuzz_samples(pool: list[dict], count: int, seed: int) -> Iterator[tuple[str,
     names = list(SHARD_MUTATIONS)
     for i in range(count):
         cls = names[i % len(names)]
-        raw = dict(pool[int(rng.integers(0, len(pool)))])
+        need = NEEDS.get(cls, "")
+        candidates = [r for r in pool if any(n.endswith(need) for n in r if not n.startswith("__"))] or pool
+        raw = dict(candidates[int(rng.integers(0, len(candidates)))])
         raw["__key__"] = f"fz{seed}n{i:04d}"
         member = SHARD_MUTATIONS[cls](raw, rng, pool)
         yield cls, str(member), raw
@@ -362,26 +366,36 @@ def _v_zero_run(data: bytes, rng) -> bytes:
 
 
 def _v_header(data: bytes, rng) -> bytes:
-    """The container's first bytes (MPEG-PS pack and system headers) overwritten."""
+    """The container's first bytes (MPEG-PS pack header, Matroska EBML header) overwritten."""
     out = bytearray(data)
     n = int(rng.integers(4, 65))
     out[:n] = rng.bytes(n) if rng.random() < 0.5 else bytes(n)
     return bytes(out)
 
 
-def _v_start_codes(data: bytes, rng) -> bytes:
-    """Some MPEG start codes (pack, system, PES of video 0xE0 / audio 0xC0) damaged."""
+# Container structure: MPEG-PS start codes (pack, system header, video and audio PES) and Matroska element IDs
+# (EBML header, Segment, Info, Tracks, Cluster, Cues).
+_STRUCTURE = [b"\x00\x00\x01\xba", b"\x00\x00\x01\xbb", b"\x00\x00\x01\xe0", b"\x00\x00\x01\xc0",
+              b"\x1a\x45\xdf\xa3", b"\x18\x53\x80\x67", b"\x15\x49\xa9\x66", b"\x16\x54\xae\x6b",
+              b"\x1f\x43\xb6\x75", b"\x1c\x53\xbb\x6b"]
+
+
+def _v_structure(data: bytes, rng) -> bytes:
+    """Some container structure markers (and the size or timestamp fields after them) damaged."""
     out = bytearray(data)
-    code = bytes(rng.choice([b"\x00\x00\x01\xba", b"\x00\x00\x01\xe0", b"\x00\x00\x01\xc0", b"\x00\x00\x01\xbb"]))
     hits = []
-    at = out.find(code)
-    while at >= 0:
-        hits.append(at)
-        at = out.find(code, at + 4)
-    for at in rng.choice(hits, size=min(len(hits), int(rng.integers(1, 20))), replace=False) if hits else []:
-        out[at + 3] ^= 0xFF if rng.random() < 0.5 else int(rng.integers(1, 256))
-        if rng.random() < 0.5:  # and the PES/pack length or timestamp after it
-            out[at + 4 : at + 10] = rng.bytes(6)
+    for code in _STRUCTURE:
+        at = out.find(code)
+        while at >= 0:
+            hits.append((at, len(code)))
+            at = out.find(code, at + len(code))
+    if not hits:
+        return _v_header(data, rng)
+    for i in rng.choice(len(hits), size=min(len(hits), int(rng.integers(1, 20))), replace=False):
+        at, n = hits[int(i)]
+        out[at + n - 1] ^= int(rng.integers(1, 256))
+        if rng.random() < 0.5:
+            out[at + n : at + n + 6] = rng.bytes(len(out[at + n : at + n + 6]))
     return bytes(out)
 
 
@@ -411,7 +425,7 @@ VIDEO_MUTATIONS: dict[str, Callable] = {
     "random byte run overwritten (16 B-4 KiB)": _v_overwrite_run,
     "zeroed run (256 B-64 KiB)": _v_zero_run,
     "container header overwritten": _v_header,
-    "MPEG start codes damaged": _v_start_codes,
+    "container structure damaged (MPEG-PS / Matroska)": _v_structure,
     "chunk dropped or repeated": _v_splice,
     "scattered bit flips (1-63)": _v_flip,
     "empty or a few bytes": _v_tiny,
@@ -419,7 +433,8 @@ VIDEO_MUTATIONS: dict[str, Callable] = {
 
 
 def fuzz_videos(sources: list[Path], count: int, seed: int, root: Path) -> dict[str, str]:
-    """Write ``count`` mutated copies of ``sources`` as a GRID folder ``root/s1/video/*.mpg``; utterance -> class."""
+    """Write ``count`` mutated copies of ``sources`` as a GRID folder ``root/s1/video/`` (each keeps its source's
+    suffix: GRID's .mpg, the avbridge sample's .mkv); utterance -> class."""
     rng = np.random.default_rng(seed)
     names = list(VIDEO_MUTATIONS)
     folder = root / "s1" / "video"
@@ -429,7 +444,7 @@ def fuzz_videos(sources: list[Path], count: int, seed: int, root: Path) -> dict[
         cls = names[i % len(names)]
         src = sources[int(rng.integers(0, len(sources)))]
         utterance = f"fz{seed}v{i:04d}"
-        (folder / f"{utterance}.mpg").write_bytes(VIDEO_MUTATIONS[cls](src.read_bytes(), rng))
+        (folder / f"{utterance}{src.suffix}").write_bytes(VIDEO_MUTATIONS[cls](src.read_bytes(), rng))
         classes[utterance] = cls
     return classes
 

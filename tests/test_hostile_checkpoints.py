@@ -117,11 +117,12 @@ def test_a_code_running_checkpoint_is_refused_by_every_loading_path(tmp_path, sh
     assert not marker.exists()
 
 
-def test_numpy_allowance_for_old_checkpoints_does_not_admit_code(tmp_path, trained):
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_numpy_allowance_for_old_checkpoints_does_not_admit_code(tmp_path, trained, zip_format):
     marker = tmp_path / "code-ran"
     path = tmp_path / "mixed.pt"
     torch.save({"model": {}, "recipe": {"model": "lipreading"}, "np": np.zeros(3, np.uint32),
-                "x": RunsCode(marker)}, path)
+                "x": RunsCode(marker)}, path, _use_new_zipfile_serialization=zip_format)
     with pytest.raises(ckpt.CheckpointError, match=r"mixed\.pt: refused: .*posix\.system"):
         ckpt.load(path)
     assert not marker.exists()
