@@ -25,6 +25,7 @@ import os
 import pickle
 import random
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -127,10 +128,12 @@ def _blocked(path: Path, e: BaseException) -> list[str]:
 def _torch_load(path: Path, allow: list | None = None) -> Any:
     """torch.load(weights_only=True) to the CPU, ``allow`` added to the allowlist; one-line CheckpointErrors."""
     try:
-        if allow is None:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        with torch.serialization.safe_globals(allow):
-            return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # a damaged file's odd protocol byte: our one-line error says enough
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            if allow is None:
+                return torch.load(path, map_location="cpu", weights_only=True)
+            with torch.serialization.safe_globals(allow):
+                return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         unsafe = _blocked(path, e)
         if unsafe and allow is None and set(unsafe) <= _LEGACY_NUMPY:

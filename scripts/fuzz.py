@@ -2,6 +2,7 @@
 
     PYTHONPATH=. python scripts/fuzz.py shards --per-class 60 --seed 0
     PYTHONPATH=. python scripts/fuzz.py videos --count 400 --seed 0
+    PYTHONPATH=. python scripts/fuzz.py checkpoints --count 400 --seed 0
 
 ``shards``: real GRID samples made by the real pipeline, mutated per class (tests/fuzzing.py), through
 ``decode_sample``, the training data module (``data.on_bad_sample: skip``) and ``avprep inspect``.
@@ -132,17 +133,126 @@ def videos(grid: Path, count: int, seed: int, jobs: int) -> None:
             print(proc.stderr[-2000:])
 
 
+class _Calls:
+    """Unpickling this calls ``fn(*args)``: a hostile checkpoint's payload."""
+
+    def __init__(self, fn, args):
+        self.fn, self.args = fn, args
+
+    def __reduce__(self):
+        return self.fn, self.args
+
+
+def checkpoints(count: int, seed: int) -> None:
+    import builtins
+    import os
+    import subprocess as sp
+
+    import numpy as np
+    import torch
+
+    from avtrain import checkpoint as ckpt
+    from avtrain.config import load_recipe
+    from avtrain.engine import train
+    from avtrain.synthetic import write_shards
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        shards = write_shards(tmp / "syn", splits={"train": (1, 8), "val": (1, 4)})
+        recipe = tmp / "r.yaml"
+        recipe.write_text(f"""
+output_dir: {tmp / 'run'}
+data: {{shards: {shards}, batch_size: 4, shuffle_buffer: 1}}
+visual_frontend_conf: {{stem_channels: 8, widths: [8, 8, 16, 16], blocks: [1, 1, 1, 1]}}
+audio_frontend_conf: {{channels: [8, 16]}}
+memory_conf: {{num_slots: 4}}
+backend_conf: {{hidden: 16}}
+model_conf: {{num_classes: 4, embed_dim: 16}}
+augment_conf: {{crop: 28}}
+trainer: {{epochs: 1, max_steps: 2, progress: false, threads: 1}}
+""")
+        train(load_recipe(recipe))
+        good = tmp / "run" / "checkpoints" / "last.pt"
+        state = ckpt.load(good)
+        marker = tmp / "code-ran"
+        payloads = {
+            "os.system": (os.system, (f"touch {marker}",)),
+            "builtins.exec": (builtins.exec, (f"open({str(marker)!r}, 'w').close()",)),
+            "builtins.eval": (builtins.eval, (f"open({str(marker)!r}, 'w').close()",)),
+            "subprocess.Popen": (sp.Popen, (["touch", str(marker)],)),
+            "builtins.open": (builtins.open, (str(marker), "w")),
+            "os.system beside a numpy array": None,
+        }
+        rng = np.random.default_rng(seed)
+        rows: dict[str, Counter] = {}
+
+        def outcome(path: Path) -> str:
+            try:
+                ckpt.load_checkpoint(path)
+                result = "loaded"
+            except ckpt.CheckpointError as e:
+                msg = str(e)
+                result = "refused (names the call)" if ": refused: " in msg else "unreadable (one line)"
+                assert str(path) in msg and "\n" not in msg
+            except Exception as e:  # noqa: BLE001
+                result = f"other error: {type(e).__name__}"
+            if marker.exists():
+                marker.unlink()
+                result += ", CODE RAN"
+            return result
+
+        for name, payload in payloads.items():
+            for zip_format in (True, False):
+                cls = f"pickle calling {name} ({'zip' if zip_format else 'non-zip'} format)"
+                for i in range(max(1, count // 40)):
+                    hostile = dict(state)
+                    if payload is None:
+                        hostile["np"] = np.zeros(3, np.uint32)
+                        hostile["x"] = _Calls(os.system, (f"touch {marker}",))
+                    else:
+                        hostile["x"] = _Calls(*payload)
+                    path = tmp / f"h{i}.pt"
+                    torch.save(hostile, path, _use_new_zipfile_serialization=zip_format)
+                    rows.setdefault(cls, Counter())[outcome(path)] += 1
+        data = good.read_bytes()
+        for i in range(count):
+            path = tmp / "m.pt"
+            if i % 2:
+                cls = "real checkpoint truncated at a random point"
+                path.write_bytes(data[: int(rng.integers(0, len(data)))])
+            else:
+                cls = "real checkpoint with 1-8 flipped bytes"
+                b = bytearray(data)
+                for _ in range(int(rng.integers(1, 9))):
+                    b[int(rng.integers(0, len(b)))] ^= int(rng.integers(1, 256))
+                path.write_bytes(bytes(b))
+            rows.setdefault(cls, Counter())[outcome(path)] += 1
+        old = dict(state)
+        old.pop("format")
+        old["rng"] = dict(old["rng"], numpy=np.random.get_state())
+        torch.save(old, tmp / "old.pt")
+        rows["older avtrain checkpoint (numpy RNG state)"] = Counter([outcome(tmp / "old.pt")])
+        kinds = sorted({o for c in rows.values() for o in c})
+        print(f"## checkpoints through avtrain.checkpoint.load_checkpoint (seed {seed})\n")
+        print("| input | tried | " + " | ".join(kinds) + " |")
+        print("|---|---|" + "---|" * len(kinds))
+        for cls, c in rows.items():
+            print(f"| {cls} | {sum(c.values())} | " + " | ".join(str(c[k]) for k in kinds) + " |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["shards", "videos"])
+    ap.add_argument("what", choices=["shards", "videos", "checkpoints"])
     ap.add_argument("--grid", type=Path, default=REPO.parent / "shared" / "data" / "grid")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--per-class", type=int, default=60, help="shards: inputs per mutation class")
-    ap.add_argument("--count", type=int, default=400, help="videos: damaged clips")
+    ap.add_argument("--count", type=int, default=400, help="videos: damaged clips; checkpoints: damaged copies")
     ap.add_argument("--jobs", type=int, default=1, help="videos: avprep grid --jobs")
     a = ap.parse_args()
     if a.what == "shards":
         shards(a.grid, a.per_class, a.seed)
+    elif a.what == "checkpoints":
+        checkpoints(a.count, a.seed)
     else:
         videos(a.grid, a.count, a.seed, a.jobs)
 
