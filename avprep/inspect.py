@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from rich.markup import escape
 from rich.table import Table
 
 from avbridge.sample import SampleError, decode_field
@@ -31,7 +32,7 @@ class InspectReport:
             t.add_row(split, str(self.samples[split]), f"{self.seconds[split] / 3600:.3f}",
                       *[str(self.fields[split].get(n, 0)) for n in names])
         t.caption = f"{len(self.errors)} errors, {self.duplicates} duplicate keys" + (
-            "\n" + "\n".join(self.errors[:10]) if self.errors else "")
+            "\n" + escape("\n".join(self.errors[:10])) if self.errors else "")  # messages quote file contents
         return t
 
 

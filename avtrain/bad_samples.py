@@ -1,6 +1,7 @@
 """What the data module does with a sample it cannot use: ``data.on_bad_sample: raise | skip``.
 
-``raise`` (the default) stops at the first bad sample with one line naming its key, the field and the shard.
+``raise`` (the default) stops at the first bad sample with one line naming its key, the field and the shard (a
+``SampleError`` raised in the process iterating the loader, also when the sample was read by a worker process).
 ``skip`` drops it and counts it: the reasons travel with the next batch (``batch["skipped"]``, so they cross data-loader
 worker processes), the engine reports them per split at the end of every epoch (console and ``train_log.jsonl``), and
 ``avtrain eval`` in its metrics. A stream in which every sample is bad raises even under ``skip``: that is a wrong
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
+from rich.markup import escape
 
 from avbridge.sample import SampleError
 
@@ -80,7 +82,10 @@ class Guarded:
                 err = e if isinstance(e, SampleError) else SampleError(
                     raw.get("__key__"), "sample", f"cannot be loaded ({type(e).__name__}: {e})")
                 if self.policy == "raise":
-                    raise SampleError(err.key, err.field, err.reason + _where(raw)) from e
+                    # travels as data and is raised by RaisingLoader in the main process: raised here, inside a
+                    # data-loader worker, it would arrive as a RuntimeError holding the worker's traceback
+                    yield {"__bad__": (err.key, err.field, err.reason + _where(raw))}
+                    return
                 pending.append((str(err.key), err.field, err.reason + _where(raw)))
                 continue
             if held is not None:
@@ -103,9 +108,29 @@ class WithSkips:
         self.collate = collate
 
     def __call__(self, samples: list[dict]) -> dict:
+        bad = next((s["__bad__"] for s in samples if "__bad__" in s), None)
+        if bad is not None:
+            return {"__bad__": bad}
         batch = self.collate(samples)
         batch["skipped"] = [s for sample in samples for s in sample.get("skipped", ())]
         return batch
+
+
+class RaisingLoader:
+    """Iterates a data loader's batches; a bad sample under ``raise`` becomes one SampleError here, in the caller's
+    process, with its one-line message (key, field, shard)."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __iter__(self) -> Iterator[dict]:
+        for batch in self.loader:
+            if "__bad__" in batch:
+                raise SampleError(*batch["__bad__"])
+            yield batch
+
+    def __getattr__(self, name: str):
+        return getattr(self.loader, name)
 
 
 class SkipTally:
@@ -127,8 +152,8 @@ class SkipTally:
         summary = self.summary()
         for split, s in summary.items():
             fields = ", ".join(f"{f} {n}" for f, n in sorted(s["by_field"].items()))
-            console.log(f"epoch {epoch}: skipped {s['samples']} bad {split} samples (data.on_bad_sample: skip; "
-                        f"{fields}); first: {s['first']}")
+            console.log(escape(f"epoch {epoch}: skipped {s['samples']} bad {split} samples (data.on_bad_sample: "
+                               f"skip; {fields}); first: {s['first']}"), highlight=False)
         if summary and log_path is not None:
             with open(log_path, "a") as f:
                 f.write(json.dumps({"epoch": epoch, "skipped": summary}) + "\n")

@@ -14,6 +14,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from avtrain.config import SPEECH_MODELS, Recipe, RecipeError, load_recipe
 
@@ -32,7 +33,7 @@ def _recipe(path: Path, overrides: list[str]) -> Recipe:
     try:
         return load_recipe(path, overrides)
     except RecipeError as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -45,13 +46,14 @@ def run(
 ):
     """Train (or resume) the model a recipe describes."""
     r = _recipe(recipe, set_ or [])
+    from avbridge.sample import SampleError
     from avtrain.checkpoint import CheckpointError
     from avtrain.engine import train
 
     try:
         result = train(r, resume=resume, console=err)
-    except CheckpointError as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+    except (CheckpointError, SampleError) as e:
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     err.print(f"run {result.run_dir}: epoch {result.epoch}, step {result.step}, "
               f"best val {result.metric_name} {result.best_metric}")
@@ -85,7 +87,7 @@ def eval_(
     try:
         _evaluate(r, split=split, checkpoint=checkpoint, flip_tta=flip)
     except (FileNotFoundError, ValueError) as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
 
 
@@ -105,7 +107,7 @@ def sweep_levels_(
         level_sets = [parse_levels(t) for t in levels] if levels else list(PAPER_LRW_TOP1)
         sweep_levels(recipe, level_sets, set_ or [], table_path=out, console=err)
     except RecipeError as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -125,7 +127,7 @@ def synth(
     try:
         res = synthesise(checkpoint, video, out, mode=synthesis, n_iter=iters, device=device)
     except (SynthError, RecipeError) as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     line = f"wrote {res.out}: {res.seconds:.2f} s from {res.frames} frames"
     if res.silent:
@@ -147,7 +149,7 @@ def convert_checkpoint(
     try:
         path = convert(checkpoint, out)
     except CheckpointError as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     err.print(f"wrote {path}", highlight=False)
 

@@ -23,7 +23,7 @@ import webdataset as wds
 from avbridge.sample import decode_sample
 from avbridge.spectra import SpectrogramParams, mel_spectrogram
 from avtrain.augment import ClipAugment, resize_frames
-from avtrain.bad_samples import Guarded, WithSkips
+from avtrain.bad_samples import Guarded, RaisingLoader, WithSkips
 from avtrain.config import Recipe
 
 MEL_PER_FRAME = 4  # 100 fps spectrogram frames per 25 fps video frame
@@ -246,7 +246,7 @@ def build_loader(recipe: Recipe, split: str, *, train: bool, epoch: int = 0, dis
     workers = recipe.data.num_workers
     # a private generator: creating the loader must not consume the global torch RNG (exact resume)
     gen = torch.Generator().manual_seed(recipe.seed * 7919 + epoch)
-    return torch.utils.data.DataLoader(
+    return RaisingLoader(torch.utils.data.DataLoader(
         ds, batch_size=None, num_workers=workers, generator=gen, persistent_workers=False,
         prefetch_factor=2 if workers > 0 else None,
-    )
+    ))

@@ -93,10 +93,11 @@ def test_the_data_module_skips_and_counts_bad_samples_or_raises_naming_them(pool
     assert sorted(kept + skipped_keys) == sorted(raw["__key__"] for raw in samples)  # none lost, none twice
     assert set(skipped_keys) == expected_skips and must_skip <= expected_skips and not must_keep & expected_skips
     assert all(field and reason and "train-00000" in reason for _, field, reason in skipped)
-    # raise: the first bad sample of the stream stops the epoch, named with its shard
-    with pytest.raises(SampleError, match=r"^sample fz1n\d+: .+: .+ \[train-00000[01]\.tar\]$"):
-        for _ in build_loader(_recipe(tmp_path, "raise"), "train", train=True):
-            pass
+    # raise: the first bad sample of the stream stops the epoch, named with its shard, also from a worker process
+    for workers in (0, 2):
+        with pytest.raises(SampleError, match=r"^sample fz1n\d+: .+: .+ \[train-00000[01]\.tar\]$"):
+            for _ in build_loader(_recipe(tmp_path, "raise", workers), "train", train=True):
+                pass
 
 
 def test_a_stream_of_only_bad_samples_raises_even_when_skipping(pools, tmp_path):
@@ -145,6 +146,14 @@ trainer: {{epochs: 1, progress: false, threads: 1}}
     assert skipped == [{"train": {"samples": 2, "by_field": {"mel.npy": 1, "json": 1},
                                   "first": skipped[0]["train"]["first"]}}]
     assert raws[3]["__key__"] in skipped[0]["train"]["first"]
+    # raise (the default), read by a worker process: `avtrain run` stops with one line naming sample, field and shard
+    from avtrain.cli import app as avtrain_app
+
+    res = CliRunner().invoke(avtrain_app, ["run", str(recipe), "--set", f"output_dir={tmp_path / 'raise'}",
+                                           "--set", "data.on_bad_sample=raise", "--set", "data.num_workers=2"])
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert res.exit_code == 2 and len(lines) == 1, res.output
+    assert lines[0].startswith(f"error: sample {raws[3]['__key__']}: mel.npy: ") and "[train-000000.tar]" in lines[0]
 
 
 def test_inspect_names_every_bad_sample_and_reads_each_shard_to_its_end(pools, tmp_path):
