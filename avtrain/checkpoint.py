@@ -67,7 +67,7 @@ def _numpy_state(saved: Any) -> tuple:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(tuple(state["python"]) if not isinstance(state["python"], tuple) else state["python"])
+    random.setstate(state["python"])
     np.random.set_state(_numpy_state(state["numpy"]))
     torch.set_rng_state(state["torch"].cpu())  # a CPU ByteTensor, or set_rng_state raises
     if "cuda" in state and torch.cuda.is_available():
