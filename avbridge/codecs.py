@@ -88,17 +88,32 @@ def encode_video(frames: np.ndarray, fps: float = 25.0, crf: int = VIDEO_CRF, sp
     return buf.getvalue()
 
 
-def decode_video(data: bytes) -> np.ndarray:
-    """Decode bytes from :func:`encode_video` back to uint8 (T, H, W) or (T, H, W, 3)."""
+def decode_video(data: bytes, max_frames: int | None = None, max_bytes: int | None = None) -> np.ndarray:
+    """Decode bytes from :func:`encode_video` back to uint8 (T, H, W) or (T, H, W, 3).
+
+    ``max_frames`` / ``max_bytes``: stop with ValueError past that many frames or decoded bytes (shards from
+    elsewhere: a few bytes of H.264 can declare huge or endless frames)."""
     import av
 
     out = []
+    decoded = 0
     with av.open(io.BytesIO(data)) as container:
+        if not container.streams.video:
+            raise ValueError("no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "NONE"
         # the mp4 muxer hands the title back as "name"
         gray = (stream.metadata.get("name") or stream.metadata.get("title")) == "gray"
+        declared = stream.codec_context.width * stream.codec_context.height * (1 if gray else 3)
+        if max_bytes is not None and declared > max_bytes:
+            raise ValueError(f"declares {stream.codec_context.width}x{stream.codec_context.height} frames, over "
+                             f"the {max_bytes}-byte decoding budget")
         for frame in container.decode(stream):
+            decoded += frame.width * frame.height * (1 if gray else 3)
+            if max_frames is not None and len(out) >= max_frames:
+                raise ValueError(f"more than {max_frames} frames")
+            if max_bytes is not None and decoded > max_bytes:
+                raise ValueError(f"decodes to more than its {max_bytes}-byte budget")
             if gray:
                 out.append(_plane(frame, 0))
             else:

@@ -18,15 +18,21 @@ Keys never contain dots: webdataset splits the member name at the first dot.
 | ``landmarks.npy`` | float16 (T, K, 2)       | source-frame pixels of the mesh points in meta["landmark_ids"] |
 | ``transforms.npy`` | float32 (T, 2, 3)      | affine, source frame -> registered (canonical) frame          |
 | ``json``        | UTF-8 JSON                | metadata dict (see META_KEYS)                                 |
+
+Reading is defensive (shards are traded): :func:`decode_sample` raises one :class:`SampleError` naming the key and
+the field for a member that does not decode, is not a known field (a dot in a key shows up as one), has another
+dtype or shape than this table, holds non-finite values, or disagrees in length with the JSON's ``num_frames``. No
+member decodes to more than its size allows (:mod:`avbridge.bounds`) nor past the length the JSON declares.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 
-from avbridge import codecs
+from avbridge import bounds, codecs
 
 # Field name -> (encode, decode). Field names are webdataset extensions: the part of the member name after the key.
 VIDEO_FIELDS = ("mouth", "face")
@@ -105,40 +111,189 @@ def encode_field(
     raise KeyError(f"unknown sample field {name!r}; known: {', '.join(FIELDS)}")
 
 
-def decode_field(name: str, data: bytes) -> Any:
-    """Decode the stored bytes of one field (see the table in this module's docstring)."""
+# dtype each .npy field is stored with (others are refused: a wrong dtype is a wrong field)
+NPY_DTYPES = {"mouth.npy": np.uint8, "face.npy": np.uint8, "mel.npy": np.float16, "linear.npy": np.float16,
+              "landmarks.npy": np.float16, "transforms.npy": np.float32}
+
+
+class SampleError(ValueError):
+    """One bad sample, in one line naming its key and the field at fault."""
+
+    def __init__(self, key: Any, field: str, reason: str):
+        self.key, self.field, self.reason = key, field, reason
+        super().__init__(f"sample {key}: {field}: {reason}")
+
+
+def decode_field(name: str, data: bytes, *, max_frames: int | None = None, max_samples: int | None = None) -> Any:
+    """Decode the stored bytes of one field (see the table in this module's docstring); ValueError if they are
+    not what the field stores. ``max_frames`` / ``max_samples`` cap video frames / audio samples (from the JSON)."""
+    if name not in FIELDS:
+        raise KeyError(f"unknown sample field {name!r}; known: {', '.join(FIELDS)}")
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ValueError(f"holds {type(data).__name__}, not bytes")
+    data = bytes(data)
     if name.endswith(".mp4"):
-        return codecs.decode_video(data)
+        try:
+            return codecs.decode_video(data, max_frames=max_frames, max_bytes=bounds.video_budget(data))
+        except Exception as e:
+            if getattr(e, "strerror", None):  # PyAV's FFmpeg errors: keep FFmpeg's reason, drop the errno noise
+                raise ValueError(f"not a readable mp4 video ({e.strerror})") from None
+            raise
     if name == "wav.flac":
-        return codecs.decode_flac(data)[0]
+        return bounds.flac(data, max_samples)[0]
     if name == "flow.npz":
-        return codecs.decode_npz(data)
+        return bounds.npz(data, {"a": np.int8})["a"]
     if name.endswith(".q8.npz"):
-        return codecs.decode_q8(data)
+        z = bounds.npz(data, {"q": np.uint8, "range": np.float64})
+        if z["range"].shape != (2,):
+            raise ValueError(f"q8 range has shape {z['range'].shape}, (2,) expected")
+        lo, hi = z["range"]
+        return (z["q"].astype(np.float32) * np.float32((hi - lo) / 255) + np.float32(lo)).astype(np.float32)
     if name == "json":
         return codecs.decode_json(data)
-    if name.endswith(".npy"):
-        array = codecs.decode_npy(data)
-        return array.astype(np.float32) if array.dtype == np.float16 else array
-    raise KeyError(f"unknown sample field {name!r}; known: {', '.join(FIELDS)}")
+    array = bounds.npy(data, NPY_DTYPES[name])
+    return array.astype(np.float32) if array.dtype == np.float16 else array
+
+
+def _positive_int(meta: dict, name: str) -> int | None:
+    value = meta.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} is {value!r}, not a positive integer")
+    return value
+
+
+def _meta(key: Any, raw: dict[str, Any]) -> dict:
+    if "json" not in raw:
+        raise SampleError(key, "json", "missing (every sample carries its metadata)")
+    try:
+        meta = decode_field("json", raw["json"])
+    except Exception as e:  # noqa: BLE001
+        raise SampleError(key, "json", f"does not decode ({type(e).__name__}: {e})") from None
+    if not isinstance(meta, dict):
+        raise SampleError(key, "json", f"a JSON {type(meta).__name__}, not an object")
+    try:
+        if _positive_int(meta, "num_frames") is None:
+            raise ValueError("no num_frames")
+        _positive_int(meta, "samples_per_frame")
+        _positive_int(meta, "sample_rate")
+        spec = meta.get("spectrogram")
+        if spec is not None and (not isinstance(spec, dict) or _positive_int(spec, "hop_length") is None):
+            raise ValueError(f"spectrogram is {spec!r}, not an object with hop_length")
+        for k in ("n_mels", "n_fft"):
+            _positive_int(spec or {}, k)
+        if meta.get("label") is not None and (isinstance(meta["label"], bool) or not isinstance(meta["label"], int)):
+            raise ValueError(f"label is {meta['label']!r}, not an integer or null")
+    except ValueError as e:
+        raise SampleError(key, "json", str(e)) from None
+    return meta
+
+
+def _expected(name: str, meta: dict) -> tuple[int | None, tuple | None, int | None]:
+    """(length along the time axis, expected trailing/leading shape, time axis) of a field for this sample."""
+    t, spf, spec = meta["num_frames"], meta.get("samples_per_frame"), meta.get("spectrogram") or {}
+    stem = name.split(".")[0]
+    if stem in VIDEO_FIELDS:
+        crop = (meta.get("crops") or {}).get(stem) if isinstance(meta.get("crops"), dict) else None
+        size = (crop.get("height"), crop.get("width")) if isinstance(crop, dict) else None
+        return t, size, 0
+    if stem == "flow":
+        return t - 1, None, 0
+    if stem in ("landmarks", "transforms"):
+        return t, None, 0
+    if name == "wav.flac":
+        return (t * spf if spf else None), None, 0
+    if stem in ("mel", "linear"):
+        per = spf // spec["hop_length"] if spf and spec.get("hop_length") else None
+        bins = spec.get("n_mels") if stem == "mel" else (spec["n_fft"] // 2 + 1 if spec.get("n_fft") else None)
+        return (per * t if per else None), bins, 1
+    return None, None, None
+
+
+def _check_value(name: str, value: Any, meta: dict) -> None:
+    """ValueError if a decoded field's rank, size or values do not fit the sample (its JSON)."""
+    stem = name.split(".")[0]
+    rank = {"mouth": (3, 4), "face": (3, 4), "flow": (4,), "landmarks": (3,), "transforms": (3,), "wav": (1,),
+            "mel": (2,), "linear": (2,)}[stem]
+    if value.ndim not in rank:
+        raise ValueError(f"shape {value.shape}: rank {value.ndim}, expected {' or '.join(map(str, rank))}")
+    if stem in VIDEO_FIELDS and value.ndim == 4 and value.shape[-1] != 3:
+        raise ValueError(f"shape {value.shape}: {value.shape[-1]} channels, 3 expected")
+    if (stem == "flow" and value.shape[-1] != 2) or (stem == "landmarks" and value.shape[-1] != 2) or \
+            (stem == "transforms" and value.shape[1:] != (2, 3)):
+        raise ValueError(f"shape {value.shape} is not what {name} stores")
+    length, size, axis = _expected(name, meta)
+    t = meta["num_frames"]
+    if length is not None and value.shape[axis] != length:
+        raise ValueError(f"length {value.shape[axis]}, expected {length} for {t} frames")
+    if stem in VIDEO_FIELDS and size and all(isinstance(v, int) for v in size) and value.shape[1:3] != size:
+        raise ValueError(f"frames {value.shape[1]}x{value.shape[2]}, the JSON's crop {size[0]}x{size[1]}")
+    if stem in ("mel", "linear") and isinstance(size, int) and value.shape[0] != size:
+        raise ValueError(f"{value.shape[0]} bins, the JSON's spectrogram {size}")
+    if value.dtype.kind == "f" and not np.isfinite(value).all():
+        raise ValueError("non-finite values")
+
+
+def check_sample(raw: dict[str, Any], fields: tuple[str, ...] | None = None) -> tuple[dict, dict[str, Any],
+                                                                                     list[SampleError]]:
+    """Decode and check a raw sample without stopping at the first problem: (metadata, decoded fields by stored
+    name, every problem found). Raises SampleError only when the key or the JSON is unusable."""
+    key = raw.get("__key__")
+    if not isinstance(key, str) or not key or "." in key:
+        raise SampleError(key, "__key__", f"key {key!r} is not a dot-free, non-empty string")
+    problems: list[SampleError] = [
+        SampleError(key, name, "not a sample field (avbridge.sample.FIELDS); a key with a dot shows up like this: "
+                               "keys must not contain dots")
+        for name in raw if not name.startswith("__") and name not in FIELDS]
+    if problems and "json" not in raw:
+        raise problems[0]  # e.g. a dotted key: every member, the json too, is an unknown field
+    meta = _meta(key, raw)
+    t, spf = meta["num_frames"], meta.get("samples_per_frame")
+    decoded: dict[str, Any] = {}
+    for name, data in raw.items():
+        if name.startswith("__") or name == "json":
+            continue
+        if name not in FIELDS:
+            continue  # reported above
+        stem = name.split(".")[0]
+        bare = stem if stem in VIDEO_FIELDS else f"{stem}.npy" if name.endswith(".q8.npz") else name
+        if fields is not None and name not in fields and bare not in fields:
+            continue
+        try:
+            value = decode_field(name, data, max_frames=t, max_samples=t * spf if spf else None)
+            _check_value(name, value, meta)
+        except Exception as e:  # noqa: BLE001 - any failure is this field's problem, named with its key
+            reason = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
+            problems.append(SampleError(key, name, reason.strip().splitlines()[0][:300] if reason.strip() else
+                                        type(e).__name__))
+            continue
+        decoded[name] = value
+    if "flow.npz" in decoded:
+        scale = (meta.get("flow") or {}).get("scale") if isinstance(meta.get("flow"), dict) else None
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
+            problems.append(SampleError(key, "json", f"flow.scale is {scale!r}, not a finite number"))
+    return meta, decoded, problems
 
 
 def decode_sample(raw: dict[str, Any], fields: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Decode a webdataset raw sample (``{"__key__": ..., "mouth.mp4": b"...", ...}``).
 
     ``fields`` limits decoding to the named fields (others are dropped, not decoded), so a loader pays only for
-    what the model reads. Video fields come back under their bare names ("mouth", "face"), so a consumer need not
-    know whether crops were stored as mp4 or npy; 8-bit features come back as ``mel.npy`` / ``linear.npy``.
+    what the model reads; the JSON is always read (it says how long every field must be). Video fields come back
+    under their bare names ("mouth", "face"), so a consumer need not know whether crops were stored as mp4 or npy;
+    8-bit features come back as ``mel.npy`` / ``linear.npy``. A bad sample raises one SampleError (key, field).
     """
+    meta, decoded, problems = check_sample(raw, fields)
+    if problems:
+        raise problems[0]
     out: dict[str, Any] = {"__key__": raw["__key__"]}
-    for name, data in raw.items():
-        if name.startswith("__"):
-            continue
+    if fields is None or "json" in fields:
+        out["json"] = meta
+    for name, value in decoded.items():
         stem = name.split(".")[0]
         bare = stem if stem in VIDEO_FIELDS else f"{stem}.npy" if name.endswith(".q8.npz") else name
-        if fields is not None and name not in fields and bare not in fields:
-            continue
-        out[bare] = decode_field(name, data)
-    if "flow.npz" in out and "json" in out:
-        out["flow.npz"] = out["flow.npz"].astype(np.float32) * float(out["json"]["flow"]["scale"])
+        out[bare] = value
+    if "flow.npz" in out:
+        out["flow.npz"] = out["flow.npz"].astype(np.float32) * float(meta["flow"]["scale"])
     return out

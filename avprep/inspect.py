@@ -7,9 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from rich.markup import escape
 from rich.table import Table
 
-from avbridge.sample import decode_field
+from avbridge.sample import SampleError, decode_field
+from avbridge.sample import check_sample as sample_problems
 from avprep.shards import iter_raw_samples, shard_paths
 
 
@@ -30,46 +32,26 @@ class InspectReport:
             t.add_row(split, str(self.samples[split]), f"{self.seconds[split] / 3600:.3f}",
                       *[str(self.fields[split].get(n, 0)) for n in names])
         t.caption = f"{len(self.errors)} errors, {self.duplicates} duplicate keys" + (
-            "\n" + "\n".join(self.errors[:10]) if self.errors else "")
+            "\n" + escape("\n".join(self.errors[:10])) if self.errors else "")  # messages quote file contents
         return t
 
 
 def check_sample(raw: dict) -> tuple[dict, list[str]]:
-    """Decode all fields of one raw sample; return its metadata and the problems found."""
-    key = raw["__key__"]
-    problems: list[str] = []
+    """Decode all fields of one raw sample; return its metadata and the problems found ("key.field: reason").
+
+    The checks are avbridge's sample contract (:func:`avbridge.sample.check_sample`): every member decodes within
+    its size bounds, is a known field of the stored dtype and shape, holds finite values, and agrees in length with
+    the JSON's ``num_frames``."""
     try:
-        meta = decode_field("json", raw["json"])
-    except Exception as e:  # noqa: BLE001 - any decode failure is a finding, reported per sample
-        return {}, [f"{key}: json does not decode ({e})"]
-    t, spf = meta["num_frames"], meta["samples_per_frame"]
-    per_frame = {"mel.npy": None, "linear.npy": None}
-    if meta.get("spectrogram"):
-        k = spf // meta["spectrogram"]["hop_length"]
-        per_frame = {n: k * t for n in ("mel.npy", "linear.npy", "mel.q8.npz", "linear.q8.npz")}
-    for name, data in raw.items():
-        if name.startswith("__") or name == "json":
-            continue
-        try:
-            value = decode_field(name, data)
-        except Exception as e:  # noqa: BLE001
-            problems.append(f"{key}.{name}: does not decode ({type(e).__name__}: {e})")
-            continue
-        if name.split(".")[0] in ("mouth", "face", "landmarks", "transforms"):
-            got, want = len(value), t
-        elif name == "flow.npz":
-            got, want = len(value), t - 1
-        elif name == "wav.flac":
-            got, want = len(value), t * spf
-        elif name in per_frame:
-            got, want = value.shape[1], per_frame[name]
-        else:
-            continue
-        if got != want:
-            problems.append(f"{key}.{name}: length {got}, expected {want} for {t} frames")
-        if name.endswith((".npy", ".npz")) and value.dtype.kind == "f" and not np.isfinite(value).all():
-            problems.append(f"{key}.{name}: non-finite values")
-    return meta, problems
+        meta, _, problems = sample_problems(raw)
+    except SampleError as e:  # the key or the JSON: nothing else can be checked
+        return {}, [f"{e.key}.{e.field}: {e.reason}"]
+    return meta, [f"{e.key}.{e.field}: {e.reason}" for e in problems]
+
+
+def _fps(meta: dict) -> float:
+    fps = meta.get("fps")
+    return float(fps) if isinstance(fps, (int, float)) and not isinstance(fps, bool) and fps > 0 else 25.0
 
 
 def check_shards(target: Path) -> InspectReport:
@@ -88,9 +70,10 @@ def check_shards(target: Path) -> InspectReport:
                 seen.add(key)
                 meta, problems = check_sample(raw)
                 report.errors.extend(problems)
-                split = meta.get("split", "?")
+                split = meta.get("split") if isinstance(meta.get("split"), str) else "?"
                 report.samples[split] += 1
-                report.seconds[split] += meta.get("num_frames", 0) / meta.get("fps", 25)
+                if not problems:  # a bad sample's JSON may hold anything
+                    report.seconds[split] += meta["num_frames"] / _fps(meta)
                 report.fields[split].update(n for n in raw if not n.startswith("__"))
         except Exception as e:  # noqa: BLE001 - a truncated or corrupt tar is a finding
             report.errors.append(f"{path.name}: cannot be read ({type(e).__name__}: {e})")

@@ -1,6 +1,7 @@
 """avtrain command line: ``avtrain run RECIPE.yaml [--set k=v ...]``, ``avtrain eval RECIPE.yaml``,
 ``avtrain sweep-levels RECIPE.yaml [LEVELS ...]`` (MTLAM's Table 1) and
-``avtrain synth --checkpoint CKPT --video clip.mpg --out speech.wav`` (speech models).
+``avtrain synth --checkpoint CKPT --video clip.mpg --out speech.wav`` (speech models) and
+``avtrain convert-checkpoint OLD.pt`` (checkpoints written before the weights-only format).
 
 Under torchrun (``torchrun --nproc_per_node 2 -m avtrain.cli run RECIPE.yaml``) every process runs the same command
 and the engine joins the process group.
@@ -13,6 +14,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from avtrain.config import SPEECH_MODELS, Recipe, RecipeError, load_recipe
 
@@ -31,7 +33,7 @@ def _recipe(path: Path, overrides: list[str]) -> Recipe:
     try:
         return load_recipe(path, overrides)
     except RecipeError as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -44,9 +46,15 @@ def run(
 ):
     """Train (or resume) the model a recipe describes."""
     r = _recipe(recipe, set_ or [])
+    from avbridge.sample import SampleError
+    from avtrain.checkpoint import CheckpointError
     from avtrain.engine import train
 
-    result = train(r, resume=resume, console=err)
+    try:
+        result = train(r, resume=resume, console=err)
+    except (CheckpointError, SampleError) as e:
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     err.print(f"run {result.run_dir}: epoch {result.epoch}, step {result.step}, "
               f"best val {result.metric_name} {result.best_metric}")
     if evaluate_after and _is_main():
@@ -79,7 +87,7 @@ def eval_(
     try:
         _evaluate(r, split=split, checkpoint=checkpoint, flip_tta=flip)
     except (FileNotFoundError, ValueError) as e:
-        err.print(f"[red]error:[/red] {e}")
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
 
 
@@ -99,7 +107,7 @@ def sweep_levels_(
         level_sets = [parse_levels(t) for t in levels] if levels else list(PAPER_LRW_TOP1)
         sweep_levels(recipe, level_sets, set_ or [], table_path=out, console=err)
     except RecipeError as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -119,7 +127,7 @@ def synth(
     try:
         res = synthesise(checkpoint, video, out, mode=synthesis, n_iter=iters, device=device)
     except (SynthError, RecipeError) as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     line = f"wrote {res.out}: {res.seconds:.2f} s from {res.frames} frames"
     if res.silent:
@@ -127,6 +135,23 @@ def synth(
     elif res.scores:
         line += " against the video's own audio: " + ", ".join(f"{k} {v:.3f}" for k, v in res.scores.items())
     err.print(line, highlight=False)
+
+
+@app.command("convert-checkpoint")
+def convert_checkpoint(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint written by an older avtrain."),
+    out: Optional[Path] = typer.Option(None, help="Where to write the converted checkpoint (default: in place)."),
+):
+    """Rewrite a checkpoint in the current format (tensors and plain values only). Reading it runs no code from
+    the file: only older avtrain checkpoints (numpy RNG state) are accepted, anything else is refused."""
+    from avtrain.checkpoint import CheckpointError, convert
+
+    try:
+        path = convert(checkpoint, out)
+    except CheckpointError as e:
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    err.print(f"wrote {path}", highlight=False)
 
 
 @app.command()

@@ -265,6 +265,7 @@ class DataConf(_Strict):
     num_workers: int = 0
     shuffle_buffer: int = 1000
     max_frames: int | None = None  # longer clips are cut (train: random window; eval: centre)
+    on_bad_sample: Literal["raise", "skip"] = "raise"  # skip: drop and count, reported per epoch (bad_samples.py)
 
 
 class TrainerConf(_Strict):

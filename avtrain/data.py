@@ -23,6 +23,7 @@ import webdataset as wds
 from avbridge.sample import decode_sample
 from avbridge.spectra import SpectrogramParams, mel_spectrogram
 from avtrain.augment import ClipAugment, resize_frames
+from avtrain.bad_samples import Guarded, RaisingLoader, WithSkips
 from avtrain.config import Recipe
 
 MEL_PER_FRAME = 4  # 100 fps spectrogram frames per 25 fps video frame
@@ -233,9 +234,10 @@ def build_dataset(recipe: Recipe, split: str, *, train: bool, epoch: int = 0, di
     )
     if train and d.shuffle_buffer > 1:
         ds = ds.compose(_SeededShuffle(d.shuffle_buffer, recipe.seed, epoch))
-    ds = ds.map(ClipLoader(recipe, train=train, epoch=epoch, scoring=scoring))
+    ds = ds.compose(Guarded(ClipLoader(recipe, train=train, epoch=epoch, scoring=scoring), d.on_bad_sample,
+                            MEL_PER_FRAME))  # bad samples: raised or skipped and counted (bad_samples.py)
     batch = d.batch_size if train else d.eval_batch_size
-    return ds.batched(batch, collation_fn=collate, partial=True)
+    return ds.batched(batch, collation_fn=WithSkips(collate), partial=True)
 
 
 def build_loader(recipe: Recipe, split: str, *, train: bool, epoch: int = 0, distributed: bool = False,
@@ -244,7 +246,7 @@ def build_loader(recipe: Recipe, split: str, *, train: bool, epoch: int = 0, dis
     workers = recipe.data.num_workers
     # a private generator: creating the loader must not consume the global torch RNG (exact resume)
     gen = torch.Generator().manual_seed(recipe.seed * 7919 + epoch)
-    return torch.utils.data.DataLoader(
+    return RaisingLoader(torch.utils.data.DataLoader(
         ds, batch_size=None, num_workers=workers, generator=gen, persistent_workers=False,
         prefetch_factor=2 if workers > 0 else None,
-    )
+    ))

@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from avtrain import checkpoint as ckpt
 from avtrain import distributed
+from avtrain.bad_samples import SkipTally
 from avtrain.config import SPEECH_MODELS, Recipe
 from avtrain.data import build_loader, preprocessing_record, split_size
 from avtrain.losses import lipreading_loss
@@ -118,7 +119,8 @@ class Trainer:
         if self.t.init_checkpoint:
             if not Path(self.t.init_checkpoint).exists():
                 raise FileNotFoundError(f"trainer.init_checkpoint {self.t.init_checkpoint}: no such checkpoint")
-            self.model.load_state_dict(ckpt.load(self.t.init_checkpoint, "cpu")["model"])
+            path = self.t.init_checkpoint
+            ckpt.load_model_weights(self.model, ckpt.load_checkpoint(path), path, recipe)
         self.model.to(self.device)
         self.optimizer = build_optimizer(recipe, self.model.parameters())
         self.scheduler = build_scheduler(recipe, self.optimizer)
@@ -130,6 +132,7 @@ class Trainer:
         # different dropout masks per rank, but deterministic
         seed_everything(recipe.seed + 1000 * self.dist.rank + 1)
         self.epoch, self.epoch_step, self.step, self.best = 0, 0, 0, None
+        self.skips = SkipTally()  # bad samples skipped this epoch (data.on_bad_sample: skip)
         # speech models regress spectrograms and compute their own loss; the best checkpoint has the lowest
         # validation loss of what inference decodes (the model's "prediction" term)
         self.speech = recipe.model in SPEECH_MODELS
@@ -152,6 +155,7 @@ class Trainer:
     # ------------------------------------------------------------------ checkpoints
     def state(self) -> dict:
         return {
+            "format": ckpt.FORMAT,
             "model": ckpt.unwrap(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -171,8 +175,8 @@ class Trainer:
         distributed.barrier(self.dist)
 
     def restore(self, path: Path) -> None:
-        state = ckpt.load(path, self.device)
-        self.model.load_state_dict(state["model"])
+        state = ckpt.load_checkpoint(path)  # to the CPU: set_rng_state needs CPU tensors
+        ckpt.load_model_weights(self.model, state, path, self.recipe)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -247,6 +251,7 @@ class Trainer:
         model = ckpt.unwrap(self.model).eval()
         correct = total = loss_sum = 0.0
         for batch in build_loader(self.recipe, split, train=False, distributed=self.dist.enabled):
+            self.skips.add(batch, split)
             b = to_device(batch, self.device)
             with self.autocast():
                 logits = model(b["video"], b["lengths"], b["mask"])["logits"].float()
@@ -266,6 +271,7 @@ class Trainer:
         total = 0.0
         for batch in build_loader(self.recipe, self.recipe.data.valid_split, train=False,
                                   distributed=self.dist.enabled):
+            self.skips.add(batch, self.recipe.data.valid_split)
             with self.autocast():
                 losses = model(to_device(batch, self.device))["losses"]
             if not names:
@@ -315,6 +321,7 @@ class Trainer:
                 skip, seen, t0, t_samples = self.epoch_step, 0, time.perf_counter(), 0
                 for batch in self.epoch_batches(self.epoch):
                     seen += 1
+                    self.skips.add(batch, self.recipe.data.train_split)
                     if seen <= skip:  # already trained on before the interruption
                         progress.advance(task)
                         continue
@@ -364,6 +371,7 @@ class Trainer:
         improved = metric is not None and self.better(metric)
         if improved:
             self.best = metric
+        self.skips.report(self.console, self.epoch, self.run_dir / "train_log.jsonl" if self.dist.is_main else None)
         self.epoch += 1
         self.epoch_step = 0
         self.save()

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from avtrain import checkpoint as ckpt
+from avtrain.bad_samples import SkipTally
 from avtrain.config import Recipe
 from avtrain.data import build_loader, vocabulary
 from avtrain.engine import autocast_dtype, select_device, to_device
@@ -27,7 +28,7 @@ def load_weights(recipe: Recipe, which: str | None, device: torch.device) -> tup
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}; train first (avtrain run) or pass --checkpoint")
     model = build_model(recipe)
-    model.load_state_dict(ckpt.load(path, "cpu")["model"])
+    ckpt.load_model_weights(model, ckpt.load_checkpoint(path), path, recipe)
     return model.to(device).eval(), path
 
 
@@ -130,7 +131,9 @@ def evaluate(recipe: Recipe, *, split: str | None = None, checkpoint: str | None
     if has_memory:
         stats = (MTLAMStats(model.levels, {i: model.memories[str(i)].num_slots for i in model.levels}) if mtlam
                  else MemoryStats(model.memory.num_slots))
+    skips = SkipTally()
     for batch in build_loader(recipe, split, train=False):
+        skips.add(batch, split)
         b = to_device(batch, device)
         ctx = torch.autocast(device.type, dtype=amp) if amp is not None else torch.autocast(device.type, enabled=False)
         with ctx:
@@ -166,7 +169,8 @@ def evaluate(recipe: Recipe, *, split: str | None = None, checkpoint: str | None
     p = torch.cat(preds).numpy()
     out_dir = Path(recipe.output_dir) / "eval" / split
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics = {"split": split, "checkpoint": str(path), "samples": int(len(y)), "top1": float((p == y).mean())}
+    metrics = {"split": split, "checkpoint": str(path), "samples": int(len(y)), "top1": float((p == y).mean()),
+               "skipped": skips.summary()}  # bad samples dropped under data.on_bad_sample: skip
     if flip_tta:
         metrics["top1_flip_tta"] = float((torch.cat(preds_flip).numpy() == y).mean())
     if stats is not None:

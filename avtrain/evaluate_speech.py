@@ -18,6 +18,7 @@ from rich.table import Table
 
 from avbridge.spectra import SpectrogramParams
 from avtrain.config import Recipe
+from avtrain.bad_samples import SkipTally
 from avtrain.data import MEL_PER_FRAME, build_loader, split_size
 from avtrain.engine import select_device
 from avtrain.evaluate import load_weights
@@ -76,7 +77,9 @@ def evaluate_speech(recipe: Recipe, *, split: str | None = None, checkpoint: str
                         console=console, disable=not recipe.trainer.progress)
     with progress:
         task = progress.add_task("eval", total=total)
+        skips = SkipTally()
         for batch in build_loader(recipe, split, train=False, scoring=True):
+            skips.add(batch, split)
             for i, pred in enumerate(predict_batch(model, recipe, batch, device)):
                 if e.max_clips and done >= e.max_clips:
                     break
@@ -97,7 +100,7 @@ def evaluate_speech(recipe: Recipe, *, split: str | None = None, checkpoint: str
                 break
     if not evaluators:
         raise FileNotFoundError(f"no clips in split {split!r} of {d.shards}")
-    summary = {"split": split, "checkpoint": str(path), "clips": done,
+    summary = {"split": split, "checkpoint": str(path), "clips": done, "skipped": skips.summary(),
                "modes": {mode: ev.summary() for mode, ev in evaluators.items()}}
     if diagonal:  # has the decoder's attention learnt the frame-to-step alignment? (free-running, test clips)
         summary["attention_diagonal_mass"] = float(np.mean(diagonal))

@@ -47,7 +47,10 @@ def load_checkpoint(path: Path) -> tuple[Recipe, dict, dict]:
     """(recipe, model state, preprocessing record) of a speech-model checkpoint."""
     if not path.exists():
         raise SynthError(f"{path}: no such checkpoint")
-    state = ckpt.load(path, "cpu")
+    try:
+        state = ckpt.load_checkpoint(path)
+    except ckpt.CheckpointError as e:
+        raise SynthError(str(e)) from None
     if "recipe" not in state or "model" not in state:
         raise SynthError(f"{path}: not an avtrain checkpoint (no recipe/model)")
     recipe = validate_recipe(state["recipe"], str(path))
