@@ -2,11 +2,15 @@
 
 Stages run on the whole clip once (decode, landmarks, registration, crops, flow, spectrograms); ``unit="word"``
 then slices the results at the aligned word boundaries, so word samples cost no second pass over the video.
+
+A worker process keeps its detector graphs from clip to clip (:func:`worker_detectors`); a caller that wants
+its own passes ``detectors`` to :func:`process_clip`.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import time
 import traceback
 from contextlib import contextmanager
@@ -21,7 +25,7 @@ from avprep.stages import crops, flow, register
 from avprep.stages.decode import DecodedClip, decode_clip
 from avprep.stages.errors import ClipError
 from avprep.stages.images import decode_images
-from avprep.stages.landmarks import NUM_POINTS, SUBSET, detect_landmarks
+from avprep.stages.landmarks import NUM_POINTS, SUBSET, Detectors, detect_landmarks
 from avprep.types import ClipResult, ClipSpec, Rejection, Sample
 
 
@@ -31,6 +35,33 @@ class Options:
     unit: str = "sentence"  # "sentence" | "word"
     vocabulary: tuple[str, ...] = ()  # word labels for unit="word"
     silent: bool = False  # video only: the audio stream is not read (avtrain synth on a silent video)
+
+
+# The detectors of this worker process, built on its first clip. Keyed by process id so that a forked child
+# builds its own instead of using graphs (and threads) that belong to its parent.
+_WORKER: dict[int, Detectors] = {}
+
+
+def worker_detectors() -> Detectors:
+    """This process's reusable detectors; the first call also limits OpenCV to one thread (parallelism comes
+    from clip-level jobs, and OpenCV's own pool only contends with them)."""
+    pid = os.getpid()
+    if pid not in _WORKER:
+        import cv2
+
+        cv2.setNumThreads(1)
+        for stale in _WORKER.values():
+            stale.close()
+        _WORKER.clear()
+        _WORKER[pid] = Detectors()
+    return _WORKER[pid]
+
+
+def close_worker_detectors() -> None:
+    """Free this process's detectors (a worker that is done; tests that want a fresh start)."""
+    for detectors in _WORKER.values():
+        detectors.close()
+    _WORKER.clear()
 
 
 @contextmanager
@@ -57,6 +88,9 @@ class _ClipArrays:
 
 def _decode(spec: ClipSpec, preset: Preset, silent: bool) -> DecodedClip:
     """A video file, or numbered images plus an audio file (pre-cropped corpora), as the spec says."""
+    for path in (spec.video, spec.audio):
+        if path is not None and path.is_file() and path.stat().st_size == 0:
+            raise ClipError("empty file", f"{path.name} is 0 bytes")
     if spec.first_image is not None:
         if spec.audio is None:
             raise ClipError("no audio stream", "an image-sequence clip needs an audio file")
@@ -66,19 +100,44 @@ def _decode(spec: ClipSpec, preset: Preset, silent: bool) -> DecodedClip:
                        silent=silent)
 
 
+def check_length(spec: ClipSpec, clip: DecodedClip) -> None:
+    """Reject a clip shorter than its corpus says it is, or whose words run past its audio. Raises ClipError.
+
+    A cut-off MPEG program stream (GRID's format) declares no length of its own and decodes cleanly up to the
+    cut, so the corpus is the only witness: its fixed clip length, or the end of its word alignment.
+    """
+    seconds = clip.num_frames / clip.fps
+    if spec.expected_seconds is not None:
+        # Two frames of slack: GRID's "3 s" clips have 74 or 75 frames.
+        if seconds < spec.expected_seconds - 2.0 / clip.fps:
+            raise ClipError("truncated video", f"{seconds:.2f} s decoded, the corpus says {spec.expected_seconds:.2f} s")
+    if spec.words:
+        last = max(w.end for w in spec.words)
+        # Audio that was zero-padded to the video's length ends where its real samples end.
+        audio_seconds = seconds + min(0, clip.info.get("audio_trim_samples", 0)) / clip.sample_rate
+        if last > seconds + 1.0 / clip.fps:
+            raise ClipError("truncated video", f"{seconds:.2f} s decoded, the last word ends at {last:.2f} s")
+        if not clip.info.get("silent") and last > audio_seconds + 1.0 / clip.fps:
+            raise ClipError("truncated audio", f"{audio_seconds:.2f} s of audio, the last word ends at {last:.2f} s")
+
+
 def _compute(spec: ClipSpec, preset: Preset, mean_face: np.ndarray | None, timings: dict,
-             silent: bool = False) -> _ClipArrays:
+             silent: bool = False, detectors: Detectors | None = None) -> _ClipArrays:
     with _timed(timings, "decode"):
         clip = _decode(spec, preset, silent)
+        check_length(spec, clip)
     mode = preset.registration.mode
     box = None
+    turns = 0
     if mode in LANDMARK_MODES:
         with _timed(timings, "landmarks"):
-            marks = detect_landmarks(clip.frames)
+            marks = detect_landmarks(clip.frames, detectors=detectors or worker_detectors())
+            turns = marks.turns
         with _timed(timings, "register"):
             points, missing = register.fill_missing(marks.points, preset.min_valid_fraction)
             smoothed = register.smooth(points, preset.registration.smooth_frames)
             reg = register.register(smoothed, mode, mean_face, preset.registration.eye_distance)
+            register.check_geometry(smoothed, reg, preset.registration.eye_distance)
         max_faces: int | None = marks.max_faces
     else:  # fixed box or pre-cropped: no detector, nothing to register
         box = register.frame_box(mode, preset.registration.box, *clip.frames.shape[1:3])
@@ -106,6 +165,7 @@ def _compute(spec: ClipSpec, preset: Preset, mean_face: np.ndarray | None, timin
         **clip.info,
         "missing_face_frames": missing,
         "max_faces": max_faces,
+        "face_turned_degrees": 90 * turns,  # the quarter turns that showed the face upright to the detector
         "landmark_ids": ids,
         "registration": mode,
     }
@@ -198,11 +258,15 @@ def _encode(spec: ClipSpec, arrays: _ClipArrays, seg, options: Options) -> Sampl
     return Sample(key=key, split=spec.split, fields=fields, seconds=(end - start) / preset.fps)
 
 
-def process_clip(spec: ClipSpec, options: Options, mean_face: np.ndarray | None = None) -> ClipResult:
-    """Run every stage on one clip. Never raises for bad input: a bad clip comes back as a rejection."""
+def process_clip(spec: ClipSpec, options: Options, mean_face: np.ndarray | None = None,
+                 detectors: Detectors | None = None) -> ClipResult:
+    """Run every stage on one clip. Never raises for bad input: a bad clip comes back as a rejection.
+
+    ``detectors``: the graphs to use; None = this worker process's own (:func:`worker_detectors`).
+    """
     result = ClipResult(key=spec.key)
     try:
-        arrays = _compute(spec, options.preset, mean_face, result.timings, options.silent)
+        arrays = _compute(spec, options.preset, mean_face, result.timings, options.silent, detectors)
         with _timed(result.timings, "encode"):
             segments = _segments(spec, len(arrays.transforms), options)
             result.samples = [_encode(spec, arrays, seg, options) for seg in segments]

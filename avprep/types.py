@@ -32,6 +32,9 @@ class ClipSpec:
     # ``first_image``; how many are read follows from the audio's length (the stage matches the span to it).
     first_image: int | None = None
     image_suffix: str = ".jpg"
+    # How long the corpus says the clip is (GRID: 3 s, or its alignment's end): a file that decodes to less is
+    # rejected as truncated even when its container declares no length. None = unknown.
+    expected_seconds: float | None = None
     extra: tuple[tuple[str, Any], ...] = ()  # corpus-specific metadata, copied into the sample JSON
 
 
