@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from avbridge import __version__, spectra
+from avbridge.codecs import encode_video_segments
 from avbridge.sample import encode_field
 from avprep.presets import LANDMARK_MODES, Preset
 from avprep.stages import crops, flow, register
@@ -65,10 +66,12 @@ def close_worker_detectors() -> None:
 
 
 @contextmanager
-def _timed(timings: dict, stage: str):
-    start = time.perf_counter()
+def _timed(result: ClipResult, stage: str):
+    """Wall and process CPU seconds of a stage (CPU: what a machine shared with other work distorts least)."""
+    start, start_cpu = time.perf_counter(), time.process_time()
     yield
-    timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
+    result.timings[stage] = result.timings.get(stage, 0.0) + time.perf_counter() - start
+    result.cpu_timings[stage] = result.cpu_timings.get(stage, 0.0) + time.process_time() - start_cpu
 
 
 @dataclass
@@ -121,19 +124,19 @@ def check_length(spec: ClipSpec, clip: DecodedClip) -> None:
             raise ClipError("truncated audio", f"{audio_seconds:.2f} s of audio, the last word ends at {last:.2f} s")
 
 
-def _compute(spec: ClipSpec, preset: Preset, mean_face: np.ndarray | None, timings: dict,
+def _compute(spec: ClipSpec, preset: Preset, mean_face: np.ndarray | None, result: ClipResult,
              silent: bool = False, detectors: Detectors | None = None) -> _ClipArrays:
-    with _timed(timings, "decode"):
+    with _timed(result, "decode"):
         clip = _decode(spec, preset, silent)
         check_length(spec, clip)
     mode = preset.registration.mode
     box = None
     turns = 0
     if mode in LANDMARK_MODES:
-        with _timed(timings, "landmarks"):
+        with _timed(result, "landmarks"):
             marks = detect_landmarks(clip.frames, detectors=detectors or worker_detectors())
             turns = marks.turns
-        with _timed(timings, "register"):
+        with _timed(result, "register"):
             points, missing = register.fill_missing(marks.points, preset.min_valid_fraction)
             smoothed = register.smooth(points, preset.registration.smooth_frames)
             reg = register.register(smoothed, mode, mean_face, preset.registration.eye_distance)
@@ -144,7 +147,7 @@ def _compute(spec: ClipSpec, preset: Preset, mean_face: np.ndarray | None, timin
         reg = register.identity(clip.num_frames, box)
         points, missing, max_faces = np.zeros((clip.num_frames, 0, 2), np.float32), [], None
     arrays: dict = {}
-    with _timed(timings, "crops"):
+    with _timed(result, "crops"):
         for name in ("mouth", "face"):
             crop_spec = getattr(preset, name)
             centre = reg.mouth_centre if name == "mouth" else reg.face_centre
@@ -154,9 +157,9 @@ def _compute(spec: ClipSpec, preset: Preset, mean_face: np.ndarray | None, timin
                 arrays[name] = crops.cut_box(clip.frames, box, crop_spec)
             else:
                 arrays[name] = crops.cut(clip.frames, reg.transforms, crop_spec, centre)
-    with _timed(timings, "flow"):
+    with _timed(result, "flow"):
         arrays["flow"] = flow.dense_flow(arrays["face"], preset.flow) if preset.flow else None
-    with _timed(timings, "spectra"):
+    with _timed(result, "spectra"):
         n_spec = clip.num_frames * preset.spectrogram_frames_per_video_frame
         mel = spectra.mel_spectrogram(clip.audio, preset.mel, n_spec) if preset.mel else None
         linear = spectra.linear_spectrogram(clip.audio, preset.mel, n_spec) if preset.linear else None
@@ -207,18 +210,31 @@ def _words_in(spec: ClipSpec, start: int, end: int, fps: float) -> list[dict]:
     return words
 
 
-def _encode(spec: ClipSpec, arrays: _ClipArrays, seg, options: Options) -> Sample:
-    key, start, end, text, label = seg
-    preset = options.preset
-    spf, k = preset.samples_per_frame, preset.spectrogram_frames_per_video_frame
-    fields: dict[str, bytes] = {}
+def _encode_crops(arrays: _ClipArrays, segments: list, preset: Preset) -> list[dict[str, bytes]]:
+    """The crop fields of every sample. Several samples of one clip (words) share one x264 session per crop."""
+    out: list[dict[str, bytes]] = [{} for _ in segments]
     ext = preset.crop_codec
     for name in ("mouth", "face"):
         video = getattr(arrays, name)
-        if video is not None:
-            fields[f"{name}.{ext}"] = encode_field(
-                f"{name}.{ext}", video[start:end], fps=preset.fps, crf=preset.video_crf, speed=preset.video_speed
-            )
+        if video is None:
+            continue
+        field = f"{name}.{ext}"
+        if ext == "mp4" and len(segments) > 1:
+            spans = [(start, end) for _, start, end, _, _ in segments]
+            encoded = encode_video_segments(video, spans, fps=preset.fps, crf=preset.video_crf, speed=preset.video_speed)
+        else:
+            encoded = [encode_field(field, video[start:end], fps=preset.fps, crf=preset.video_crf,
+                                    speed=preset.video_speed) for _, start, end, _, _ in segments]
+        for fields, data in zip(out, encoded):
+            fields[field] = data
+    return out
+
+
+def _encode(spec: ClipSpec, arrays: _ClipArrays, seg, options: Options, crops: dict[str, bytes]) -> Sample:
+    key, start, end, text, label = seg
+    preset = options.preset
+    spf, k = preset.samples_per_frame, preset.spectrogram_frames_per_video_frame
+    fields: dict[str, bytes] = dict(crops)
     if arrays.flow is not None and end - start > 1:
         fields["flow.npz"] = encode_field("flow.npz", arrays.flow[start : end - 1])
     if preset.store_wave:
@@ -266,10 +282,11 @@ def process_clip(spec: ClipSpec, options: Options, mean_face: np.ndarray | None 
     """
     result = ClipResult(key=spec.key)
     try:
-        arrays = _compute(spec, options.preset, mean_face, result.timings, options.silent, detectors)
-        with _timed(result.timings, "encode"):
+        arrays = _compute(spec, options.preset, mean_face, result, options.silent, detectors)
+        with _timed(result, "encode"):
             segments = _segments(spec, len(arrays.transforms), options)
-            result.samples = [_encode(spec, arrays, seg, options) for seg in segments]
+            crop_fields = _encode_crops(arrays, segments, options.preset)
+            result.samples = [_encode(spec, arrays, seg, options, c) for seg, c in zip(segments, crop_fields)]
         if not result.samples:
             raise ClipError("no samples", "no word spans a whole frame")
     except ClipError as e:

@@ -66,4 +66,5 @@ class ClipResult:
     key: str
     samples: list[Sample] = field(default_factory=list)
     rejection: Rejection | None = None
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # wall seconds per stage
+    cpu_timings: dict[str, float] = field(default_factory=dict)  # process CPU seconds per stage

@@ -116,7 +116,7 @@ def test_rotated_face_is_turned_upright(upright, tmp_path, monkeypatch, turns):
     assert diff < 8.0, diff  # the same face crop as from the upright clip (re-encoding and mesh noise)
 
     # Without the turn the 180-degree clip is meshed upside down ("mouth" on the eyes), or rejected.
-    monkeypatch.setattr(landmarks, "upright_turns", lambda *a, **k: 0)
+    monkeypatch.setattr(landmarks, "upright_turns", lambda det, frame, **k: (0, landmarks._faces(det, frame)))
     blind = process_clip(spec, Options(PRESET))
     if turns == 2 and blind.rejection is None:
         assert np.abs(_mouth(blind) - want)[:, 16:-16, 16:-16].mean() > 3 * max(diff, 5.0)
