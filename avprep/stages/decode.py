@@ -32,13 +32,35 @@ class DecodedClip:
         return len(self.frames)
 
 
-def _rgb(frame) -> np.ndarray:
-    import cv2
+class _FrameBuffer:
+    """Decoded RGB frames written straight into one growing (T, H, W, 3) array: no per-frame arrays to stack."""
 
-    if frame.format.name == "yuv420p" and frame.width % 2 == 0 and frame.height % 2 == 0:
-        # cv2 converts the raw I420 planes about twice as fast as swscale's rgb24 path.
-        return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420)
-    return frame.to_ndarray(format="rgb24")
+    def __init__(self, expected: int):
+        self.expected = max(expected, 8)
+        self.array: np.ndarray | None = None
+        self.count = 0
+
+    def add(self, frame) -> None:
+        import cv2
+
+        if self.array is None:
+            self.array = np.empty((self.expected, frame.height, frame.width, 3), np.uint8)
+        elif self.count == len(self.array):
+            self.array = np.concatenate([self.array, np.empty_like(self.array)])
+        if (frame.height, frame.width) != self.array.shape[1:3]:
+            raise ClipError("unreadable video", f"frame size changes from {self.array.shape[2]}x{self.array.shape[1]} "
+                            f"to {frame.width}x{frame.height} at frame {self.count}")
+        out = self.array[self.count]
+        if frame.format.name == "yuv420p" and frame.width % 2 == 0 and frame.height % 2 == 0:
+            # cv2 converts the raw I420 planes about twice as fast as swscale's rgb24 path.
+            cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420, dst=out)
+        else:
+            out[:] = frame.to_ndarray(format="rgb24")
+        self.count += 1
+
+    @property
+    def frames(self) -> np.ndarray:
+        return self.array[: self.count] if self.array is not None else np.empty((0, 0, 0, 3), np.uint8)
 
 
 def _declared_seconds(container, stream) -> float | None:
@@ -122,7 +144,6 @@ def decode_clip(
 
     info: dict = {}
     own_audio = audio is None and not silent
-    frames: list[np.ndarray] = []
     times: list[float | None] = []
     try:
         with av.open(str(video)) as container:
@@ -136,11 +157,13 @@ def decode_clip(
             nominal = float(vstream.average_rate) if vstream.average_rate else float(fps)
             declared = _declared_seconds(container, vstream)
             zero = container.start_time / 1_000_000 if container.start_time is not None else 0.0
+            # Sized from the header, capped (a header can lie); it grows when a clip has more frames.
+            buffer = _FrameBuffer(min(int(vstream.frames or round((declared or 3.0) * nominal)) + 2, 3000))
             sink = _AudioSink(sample_rate) if astream is not None else None
             for packet in container.demux(*(s for s in (vstream, astream) if s is not None)):
                 if packet.stream is vstream:
                     for frame in packet.decode():
-                        frames.append(_rgb(frame))
+                        buffer.add(frame)
                         times.append(float(frame.time) if frame.time is not None else None)
                 else:
                     for frame in packet.decode():
@@ -155,6 +178,7 @@ def decode_clip(
     except (av.error.FFmpegError, OSError, ValueError) as e:
         raise ClipError("unreadable video", f"{type(e).__name__}: {e}".splitlines()[0][:200]) from None
 
+    frames = buffer.frames
     if len(frames) < min_frames:
         raise ClipError("too few frames", f"{len(frames)} decoded frames")
     if any(t is None for t in times):  # no timestamps at all: the nominal rate is all there is
@@ -171,7 +195,9 @@ def decode_clip(
         # A cut-off file decodes cleanly up to the cut; its header still says how long it was meant to be.
         raise ClipError("truncated video", f"decoded {decoded:.2f} s of the {declared:.2f} s the file declares")
     picks = order[place_frames(stamps, fps, last_duration)]
-    stacked = np.stack([frames[i] for i in picks])
+    # The common case, one source frame per target frame in order, keeps the decoded array as it is.
+    identity = len(picks) == len(frames) and (picks == np.arange(len(frames))).all()
+    stacked = frames if identity else frames[picks]
     info["source_fps"] = round(nominal, 4)
     info["source_frames"] = len(frames)
     if abs(nominal - fps) > 1e-3:
