@@ -90,7 +90,7 @@ def test_cut_off_mpeg_program_stream_is_truncated_and_empty_file_says_so(grid_ro
     assert reasons["bbaf2n"].reason == "empty file"
 
 
-def _mouth(result) -> np.ndarray:
+def _face_crop(result) -> np.ndarray:
     assert result.rejection is None, result.rejection
     return decode_field("face.mp4", result.samples[0].fields["face.mp4"]).astype(np.float32)
 
@@ -98,7 +98,7 @@ def _mouth(result) -> np.ndarray:
 @pytest.fixture(scope="module")
 def upright(grid_root):
     clip = {c.utterance: c for c in grid.find_clips(grid_root, ["s1"])}["bbaf2n"]
-    return clip, _mouth(process_clip(clip, Options(PRESET)))
+    return clip, _face_crop(process_clip(clip, Options(PRESET)))
 
 
 @pytest.mark.slow
@@ -109,17 +109,22 @@ def test_rotated_face_is_turned_upright(upright, tmp_path, monkeypatch, turns):
     path = write_clip(tmp_path / "turned.mkv", landmarks.quarter_turn(frames, turns), 25, audio, rate)
     spec = ClipSpec(key="turned", corpus="grid", speaker="s1", utterance="bbaf2n", split="test", video=path)
     result = process_clip(spec, Options(PRESET))
-    got = _mouth(result)
+    got = _face_crop(result)
     meta = decode_field("json", result.samples[0].fields["json"])
     assert meta["face_turned_degrees"] == (180 if turns == 2 else 0)  # a face on its side is meshed as it is
     diff = np.abs(got - want)[:, 16:-16, 16:-16].mean()
-    assert diff < 8.0, diff  # the same face crop as from the upright clip (re-encoding and mesh noise)
+    # The same face crop as from the upright clip, up to re-encoding and mesh noise (measured 2.1-2.6 grey levels).
+    assert diff < 5.0, diff
 
-    # Without the turn the 180-degree clip is meshed upside down ("mouth" on the eyes), or rejected.
+    # Without the half turn the 180-degree clip is meshed upside down; the mesh then disagrees with the detector
+    # and the clip is rejected (measured) -- it never yields a crop of the wrong part of the face.
     monkeypatch.setattr(landmarks, "upright_turns", lambda det, frame, **k: (0, landmarks._faces(det, frame)))
     blind = process_clip(spec, Options(PRESET))
-    if turns == 2 and blind.rejection is None:
-        assert np.abs(_mouth(blind) - want)[:, 16:-16, 16:-16].mean() > 3 * max(diff, 5.0)
+    if turns == 2:
+        if blind.rejection is not None:
+            assert blind.rejection.reason == "implausible face geometry", blind.rejection
+        else:
+            assert np.abs(_face_crop(blind) - want)[:, 16:-16, 16:-16].mean() > 3 * max(diff, 5.0)
 
 
 @pytest.mark.slow
