@@ -224,3 +224,18 @@ def test_lips_and_audio_stay_in_sync_through_the_pipeline(source, tmp_path):
     wave = decode_field("wav.flac", wrong["wav.flac"])
     wrong["wav.flac"] = encode_field("wav.flac", np.roll(wave, -4800), sample_rate=16000)
     assert _lip_lag(wrong)[0] - ref_lag >= 6
+
+
+def test_timestamp_jump_and_far_away_audio_are_rejected_not_allocated(source, tmp_path):
+    from avprep.stages.errors import ClipError
+
+    clip, frames, audio = source
+    # Frame 40 stamped an hour late: placing by timestamp would mean ~90 000 duplicated frames.
+    times = [k / 25 + (3600.0 if k >= 40 else 0.0) for k in range(75)]
+    with pytest.raises(ClipError, match="bad timestamps"):
+        decode_clip(write_timed(tmp_path / "jump.mkv", frames, times, audio, 16000), None, 25, 16000)
+    # An audio track that starts after the picture has ended (write_timed keeps the sound from 60 s on).
+    late = write_timed(tmp_path / "late.mkv", frames, [k / 25 for k in range(75)], np.tile(audio, 22), 16000,
+                       audio_start=60.0)
+    with pytest.raises(ClipError, match="audio/video offset"):
+        decode_clip(late, None, 25, 16000)

@@ -191,9 +191,20 @@ def decode_clip(
     steps = np.diff(stamps)
     last_duration = float(np.median(steps)) if len(steps) else 1.0 / nominal
     decoded = stamps[-1] - stamps[0] + last_duration
+    # A/V offset from the first decoded frame and sample (used below). An audio track that starts after the picture
+    # ends, or ends before it starts, has nothing to align (and would mean a huge block of padding).
+    offset = 0 if silent else int(round(((astart if astart is not None else stamps[0]) - stamps[0]) * sample_rate))
+    if offset / sample_rate >= decoded or (not silent and (offset + len(wave)) / sample_rate <= 0):
+        raise ClipError("audio/video offset", f"audio starts {offset / sample_rate:+.2f} s from the first frame, "
+                        f"outside the {decoded:.2f} s of video")
     if declared and decoded < 0.9 * declared - 0.1:
         # A cut-off file decodes cleanly up to the cut; its header still says how long it was meant to be.
         raise ClipError("truncated video", f"decoded {decoded:.2f} s of the {declared:.2f} s the file declares")
+    stretch = decoded * nominal / len(frames)  # timestamp span against what the frame count at the nominal rate gives
+    if not np.isfinite(stretch) or stretch > 4:
+        # A timestamp jump (a corrupt or hostile file) would stretch a few frames over hours of duplicates.
+        raise ClipError("bad timestamps", f"{len(frames)} frames span {decoded:.1f} s of timestamps "
+                        f"({stretch:.1f}x what {nominal:g} fps gives)")
     picks = order[place_frames(stamps, fps, last_duration)]
     # The common case, one source frame per target frame in order, keeps the decoded array as it is.
     identity = len(picks) == len(frames) and (picks == np.arange(len(frames))).all()
@@ -211,9 +222,7 @@ def decode_clip(
         return DecodedClip(frames=stacked, audio=np.zeros(num_frames * spf, np.float32), fps=fps,
                            sample_rate=sample_rate, info=info)
 
-    # A/V offset from the first decoded frame and sample: audio that starts later than the video gets silence in
-    # front, audio that starts earlier loses its head.
-    offset = int(round(((astart if astart is not None else stamps[0]) - stamps[0]) * sample_rate))
+    # Audio that starts later than the video gets silence in front, audio that starts earlier loses its head.
     if offset > 0:
         wave = np.concatenate([np.zeros(offset, np.float32), wave])
     elif offset < 0:
