@@ -64,3 +64,25 @@ def test_reused_detectors_give_the_landmarks_of_fresh_ones(grid_root, frames):
     np.testing.assert_array_equal(got, want)
     first = _to_pixels(leaked[0], frames.shape[2], frames.shape[1])
     assert not np.array_equal(first, want[0])
+
+
+@pytest.mark.slow
+def test_word_samples_carry_their_own_frames_of_the_sentence_crops(grid_root):
+    from avbridge.sample import decode_field
+    from avprep.pipeline import Options, process_clip
+    from avprep.presets import get_preset
+
+    clip = {c.utterance: c for c in grid.find_clips(grid_root, ["s1"])}["bbaf2n"]
+    preset = get_preset("vca-grid")  # per-clip registration: no mean face needed
+    sentence = process_clip(clip, Options(preset))
+    words = process_clip(clip, Options(preset, unit="word", vocabulary=tuple(grid.vocabulary())))
+    assert sentence.rejection is None and words.rejection is None
+    whole = decode_field("face.mp4", sentence.samples[0].fields["face.mp4"])
+    assert len(words.samples) == 6
+    for sample in words.samples:
+        meta = decode_field("json", sample.fields["json"])
+        start, count = meta["clip_start_frame"], meta["num_frames"]
+        crop = decode_field("face.mp4", sample.fields["face.mp4"])
+        assert crop.shape == (count,) + whole.shape[1:]
+        # Two CRF-18 encodes of the same crops: ~44 dB each from them, so well above 35 dB from each other.
+        assert _psnr(crop, whole[start : start + count]) > 35, (meta["key"], _psnr(crop, whole[start : start + count]))
