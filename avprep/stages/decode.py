@@ -210,7 +210,7 @@ def decode_clip(
     identity = len(picks) == len(frames) and (picks == np.arange(len(frames))).all()
     stacked = frames if identity else frames[picks]
     info["source_fps"] = round(nominal, 4)
-    info["file_frames"] = len(frames)  # decoded from the file (main's span.cut records source_frames)
+    info["file_frames"] = len(frames)  # as decoded from the file, before placing them on the target grid
     if abs(nominal - fps) > 1e-3:
         info["resampled_from_frames"] = len(frames)
     info["duplicated_frames"] = int(len(picks) - len(set(picks.tolist())))  # target frames showing a frame again
