@@ -129,6 +129,90 @@ def decode_video(data: bytes, max_frames: int | None = None, max_bytes: int | No
     return _to_rgb(video)
 
 
+def _yuv_planes(frames: np.ndarray) -> tuple[np.ndarray, bool]:
+    """yuv420p planes (T, 3H/2, W) of uint8 gray (T, H, W) or RGB (T, H, W, 3) frames, as :func:`encode_video`
+    stores them, and whether the frames are gray."""
+    frames = np.ascontiguousarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim not in (3, 4) or len(frames) == 0:
+        raise ValueError(f"encode_video wants non-empty uint8 (T,H,W) or (T,H,W,3), got {frames.dtype} {frames.shape}")
+    gray = frames.ndim == 3
+    count, height, width = frames.shape[:3]
+    if height % 2 or width % 2:
+        raise ValueError(f"crops need even sides for 4:2:0, got {height}x{width}")
+    planes = np.empty((count, height * 3 // 2, width), np.uint8)
+    if gray:
+        planes[:, :height], planes[:, height:] = frames, 128
+    else:
+        planes[:, :height] = _luma(frames)
+        planes[:, height:] = _chroma(frames).reshape(count, height // 2, width)
+    return planes, gray
+
+
+def encode_video_segments(frames: np.ndarray, segments: list[tuple[int, int]], fps: float = 25.0,
+                          crf: int = VIDEO_CRF, speed: str = "veryfast") -> list[bytes]:
+    """Frames ``[start, end)`` of each segment as its own mp4 in :func:`encode_video`'s layout, from one x264
+    session instead of one per segment (segments may overlap; frames outside every segment are not encoded).
+
+    The frames the segments cover are encoded once with an IDR frame at every segment start and end: each segment
+    is then a run of closed groups of pictures (B-frames never refer across an IDR frame), and its packets,
+    copied into a container of their own, decode to exactly the frames the whole stream decodes to there."""
+    import av
+
+    count = len(frames)
+    if not segments or any(not 0 <= s < e <= count for s, e in segments):
+        raise ValueError(f"segments {segments} do not lie within {count} frames")
+    covered = np.zeros(count, bool)
+    for s, e in segments:
+        covered[s:e] = True
+    kept = np.flatnonzero(covered)  # encoded frame j is source frame kept[j]
+    cuts = {int(i) for s, e in segments for i in (s, e) if i < count}
+    planes, gray = _yuv_planes(frames[kept])
+    height, width = frames.shape[1:3]
+    whole = io.BytesIO()
+    rate = Fraction(fps).limit_denominator(1001)
+    with av.open(whole, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": str(crf), "preset": speed, "tune": "fastdecode", "threads": "1", "forced-idr": "1"}
+        for j, frame_planes in enumerate(planes):
+            vf = av.VideoFrame.from_ndarray(frame_planes, format="yuv420p")
+            vf.color_range = 2
+            vf.pts, vf.time_base = int(kept[j]), 1 / rate  # source frame numbers: gaps are fine
+            if j == 0 or kept[j] in cuts or kept[j - 1] != kept[j] - 1:
+                vf.pict_type = av.video.frame.PictureType.I
+            for packet in stream.encode(vf):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    whole.seek(0)
+    out = []
+    with av.open(whole) as source:
+        template = source.streams.video[0]
+        step = 1 / (rate * template.time_base)  # stream ticks per frame
+        # (frame, payload, pts, dts, keyframe) in decode order: muxing consumes a packet, and segments share some.
+        packets = [(int(round(p.pts / step)), bytes(p), p.pts, p.dts, p.is_keyframe) for p in source.demux(template)
+                   if p.size]
+        if sorted(p[0] for p in packets) != kept.tolist():
+            raise RuntimeError(f"x264 gave {len(packets)} packets for {len(kept)} frames")
+        for s, e in segments:
+            run = [p for p in packets if s <= p[0] < e]
+            if not run[0][4] or run[0][0] != s:
+                raise RuntimeError(f"segment {s}-{e} does not start with its own keyframe")
+            buf = io.BytesIO()
+            with av.open(buf, mode="w", format="mp4") as container:
+                stream = container.add_stream_from_template(template)
+                stream.metadata["title"] = "gray" if gray else "rgb"
+                base = run[0][2]
+                for _, payload, pts, dts, key in run:
+                    packet = av.Packet(payload)
+                    packet.pts, packet.dts, packet.time_base = pts - base, dts - base, template.time_base
+                    packet.is_keyframe, packet.stream = key, stream
+                    container.mux(packet)
+            out.append(buf.getvalue())
+    return out
+
+
 def _to_rgb(yuv_planes: np.ndarray) -> np.ndarray:
     yuv = yuv_planes.astype(np.float32)
     yuv[..., 1:] -= 128.0

@@ -35,6 +35,9 @@ class ClipSpec:
     # A segment of a long source clip: (start, end) seconds of ``video`` that this clip covers, cut after decoding
     # (``words`` stay in the source's time; the pipeline makes them relative to the cut). None = the whole clip.
     span: tuple[float, float] | None = None
+    # How long the corpus says the clip is (GRID: 3 s, or its alignment's end): a file that decodes to less is
+    # rejected as truncated even when its container declares no length. None = unknown.
+    expected_seconds: float | None = None
     extra: tuple[tuple[str, Any], ...] = ()  # corpus-specific metadata, copied into the sample JSON
 
 
@@ -66,4 +69,5 @@ class ClipResult:
     key: str
     samples: list[Sample] = field(default_factory=list)
     rejection: Rejection | None = None
-    timings: dict[str, float] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)  # wall seconds per stage
+    cpu_timings: dict[str, float] = field(default_factory=dict)  # process CPU seconds per stage

@@ -84,10 +84,34 @@ def test_fill_missing_interpolates_and_rejects():
 
 def test_smoothing_keeps_a_linear_track_and_damps_noise():
     t = np.arange(50, dtype=np.float32)
-    track = np.stack([t, 2 * t], -1)[:, None, :]
-    np.testing.assert_allclose(register.smooth(track, 5)[2:-2], track[2:-2], atol=1e-4)
-    noise = np.random.default_rng(1).normal(0, 1, (500, 1, 2)).astype(np.float32)
-    assert register.smooth(noise, 5).std() < 0.6 * noise.std()
+    offsets = np.array([[0, 0], [10, 0], [0, 10], [10, 10]], np.float32)
+    track = np.stack([t, 2 * t], -1)[:, None, :] + offsets  # a square shape moving steadily
+    # Exact at every frame, the first and last included: the window shrinks on both sides alike at the ends.
+    np.testing.assert_allclose(register.smooth(track, 5), track, atol=1e-4)
+    np.testing.assert_allclose(register.smooth(track, 13), track, atol=1e-4)
+    rng = np.random.default_rng(1)
+    noisy = offsets + rng.normal(0, 1, (500, 4, 2)).astype(np.float32)
+    smoothed = register.smooth(noisy, 5)
+    shape = lambda p: p - p.mean(1, keepdims=True)  # noqa: E731
+    assert np.std(shape(smoothed) - offsets) < 0.6 * np.std(shape(noisy) - offsets)
+
+
+def test_smoothing_is_centred_at_the_ends_and_keeps_the_current_frame_position():
+    rng = np.random.default_rng(2)
+    points = rng.normal(0, 5, (29, 6, 2)).astype(np.float32)  # an LRW-length clip
+    smoothed = register.smooth(points, 13)
+    # Re-centred as the canonical recipe does: every frame keeps its own centroid.
+    np.testing.assert_allclose(smoothed.mean(1), points.mean(1), atol=1e-4)
+    shape = points - points.mean(1, keepdims=True)
+    got = smoothed - smoothed.mean(1, keepdims=True)
+    np.testing.assert_allclose(got[0], shape[0], atol=1e-4)  # frame 0: a window of itself only
+    np.testing.assert_allclose(got[1], shape[:3].mean(0), atol=1e-4)  # frame 1: frames 0-2
+    np.testing.assert_allclose(got[-2], shape[-3:].mean(0), atol=1e-4)
+    np.testing.assert_allclose(got[6], shape[:13].mean(0), atol=1e-4)  # the full +-6 window from frame 6 on
+    np.testing.assert_allclose(got[14], shape[8:21].mean(0), atol=1e-4)
+    # No lag at the ends: a shape that changes steadily is reproduced at the first and last frames.
+    ramp = np.arange(29, dtype=np.float32)[:, None, None] * np.array([[1, 0], [-1, 0], [0, 2]], np.float32)
+    np.testing.assert_allclose(register.smooth(ramp, 13), ramp, atol=1e-4)
 
 
 def test_crop_matrix_maps_the_box_onto_the_crop():

@@ -16,6 +16,9 @@ from avbridge.manifests_path import manifest_file
 from avprep.types import ClipSpec, Word
 
 ALIGN_UNITS_PER_SECOND = 25000.0
+# Every GRID sentence is a 3-second recording (75 frames at 25 fps; a few have 74); its alignment, when there is
+# one, ends at 74500 units = 2.98 s (all 1000 of s1). A clip that decodes shorter was cut off.
+CLIP_SECONDS = 3.0
 VIDEO_SUFFIXES = (".mpg", ".mkv", ".mp4", ".avi", ".mov")
 SPLIT_SCHEMES = ("speaker-dependent", "speaker-independent", "none")
 
@@ -44,6 +47,12 @@ def text_from_utterance(utterance: str) -> str:
     if u[3] == "w" or not u[3].isalpha():
         raise ValueError(f"{utterance!r} is not a GRID utterance id (letter {u[3]!r})")
     return " ".join(words)
+
+
+def alignment_end(path: Path) -> float | None:
+    """Where a ``.align`` file's last entry (silence included) ends, in seconds: how long the recording is."""
+    ends = [int(parts[1]) for parts in (line.split() for line in path.read_text().split("\n")) if len(parts) == 3]
+    return max(ends) / ALIGN_UNITS_PER_SECOND if ends else None
 
 
 def read_alignment(path: Path) -> tuple[Word, ...]:
@@ -132,6 +141,7 @@ def find_clips(
                     audio=audio if audio.is_file() else None,
                     text=text,
                     words=words,
+                    expected_seconds=(alignment_end(align) if align else None) or CLIP_SECONDS,
                 )
             )
     return sorted(clips, key=lambda c: c.key)
