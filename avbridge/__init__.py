@@ -1,3 +1,3 @@
 """Shared contract of avprep and avtrain: sample fields, codecs, spectrograms. Light: numpy, av, soundfile only."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -139,30 +139,35 @@ class PartitionLock:
 
 
 def _first_difference(a, b, path: str = "") -> str:
-    """Where two JSON-like values first differ, as ``path: a vs b``."""
+    """Where two JSON-like values first differ, as ``path: a vs b`` (short enough for one line)."""
     if isinstance(a, dict) and isinstance(b, dict):
         for key in sorted(set(a) | set(b)):
             if a.get(key) != b.get(key):
                 return _first_difference(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))
-    if isinstance(a, list) and isinstance(b, list) and a and b:
-        if len(a) != len(b):
-            return f"{path}: {len(a)} entries vs {len(b)}"
-        for i, (x, y) in enumerate(zip(a, b)):
-            if x != y:
-                return _first_difference(x, y, f"{path}[{i}]")
-    return f"{path}: {a!r} vs {b!r}"
+    if isinstance(a, list) and isinstance(b, list):
+        if len(repr(a)) + len(repr(b)) > 120:
+            at = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+            if len(a) != len(b):
+                return f"{path}: {len(a)} entries vs {len(b)}, first difference at [{at}]"
+            return _first_difference(a[at], b[at], f"{path}[{at}]")
+        if len(a) == len(b):
+            at = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
+            return _first_difference(a[at], b[at], f"{path}[{at}]")
+    return f"{path}: {a!r} (this folder) vs {b!r} (this run)"
 
 
 # What defines the sample set of a folder (a resume must match all of them) and how a mismatch is named.
 RUN_KEYS = {
-    "corpus": "corpus", "unit": "unit", "preset_hash": "preset", "partitions": "partitions",
-    "selection": "clip selection", "vocabulary": "vocabulary", "mean_face_sha256": "mean face", "seed": "seed",
+    "corpus": "corpus", "unit": "unit", "preset_hash": "preset hash", "partitions": "partitions",
+    "selection": "selection", "vocabulary": "vocabulary", "mean_face_sha256": "mean face", "seed": "seed",
 }
 
 
 def check_same_run(previous: dict, config: dict, out: Path, skip: tuple[str, ...] = ()) -> None:
     """Refuse (ValueError, one line naming the difference) a run whose settings differ from the folder's.
     A key the folder's run.json lacks (written by an older avprep) is not checked."""
+    if not previous:
+        return  # a new folder
     defaults = {"partitions": 1}  # run.json files from before partitioning existed
     for key, name in RUN_KEYS.items():
         if key in skip or (key not in previous and key not in defaults):
@@ -170,16 +175,13 @@ def check_same_run(previous: dict, config: dict, out: Path, skip: tuple[str, ...
         old, new = previous.get(key, defaults.get(key)), config.get(key, defaults.get(key))
         if old == new:
             continue
-        if key == "preset_hash":
-            where = _first_difference(previous.get("preset") or {}, config.get("preset") or {})
-            diff = f"preset {where}" if previous.get("preset") and config.get("preset") else f"preset hash {old} vs {new}"
+        if key == "preset_hash" and previous.get("preset") and config.get("preset"):
+            diff = _first_difference(previous["preset"], config["preset"], "preset")
         elif key == "mean_face_sha256":
             diff = (f"mean face sha256 {str(old)[:12]} (this folder) vs {str(new)[:12]} (this run); pass "
                     f"--mean-face {out / 'mean_face.npy'} to register as the folder did")
-        elif isinstance(old, (dict, list)) and isinstance(new, (dict, list)):
-            diff = f"{name}: " + _first_difference(old, new).lstrip(": ")
         else:
-            diff = f"{name}: {old!r} (this folder) vs {new!r} (this run)"
+            diff = _first_difference(old, new, name)
         raise ValueError(f"{out} holds a run with other settings ({diff}): resume with the same settings or "
                          "choose another --out")
 

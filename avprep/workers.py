@@ -57,6 +57,9 @@ def _peak_rss() -> int:
 
 
 def _worker_main(conn: Connection, fn: Callable, args: tuple, log_path: Path | None, quiet: bool) -> None:
+    # Ctrl-C reaches the whole process group: the parent stops the workers itself, and a worker dying of it must
+    # not be recorded as a clip that crashed.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if quiet:
         _redirect_output(log_path)
     conn.send(("ready", None, None, 0))
@@ -179,11 +182,6 @@ class WorkerPool:
                     elif not w.conn.poll():  # exited, and no last message left to read
                         dead[id(w)] = (w, Failure(CRASHED, _how_it_died(self._exitcode(w))))
                 now = time.monotonic()
-                for w in self._workers:
-                    if id(w) in dead or w.task is None:
-                        continue
-                    if self.timeout and now - w.started > self.timeout:
-                        dead[id(w)] = (w, Failure(TIMEOUT, f"no result after {self.timeout:g} s; the worker was killed"))
                 if self.max_rss and now - last_poll >= self.poll:
                     last_poll = now
                     for w in self._workers:
@@ -193,6 +191,11 @@ class WorkerPool:
                             if rss > self.max_rss:
                                 dead[id(w)] = (w, Failure(OUT_OF_MEMORY, f"the worker used {rss / 2**30:.2f} GiB "
                                                           f"(cap {self.max_rss / 2**30:.2f} GiB); it was killed"))
+                for w in self._workers:
+                    if id(w) in dead or w.task is None:
+                        continue
+                    if self.timeout and now - w.started > self.timeout:
+                        dead[id(w)] = (w, Failure(TIMEOUT, f"no result after {self.timeout:g} s; the worker was killed"))
                 for w, failure in dead.values():
                     task, peak = w.task, w.peak_rss
                     self._retire(w, kill=True)
