@@ -320,8 +320,20 @@ class ShardSink:
 
 
 def write_index(out_dir: Path) -> dict:
-    """Rebuild ``index.json`` from the ledgers and failure logs of every partition in the folder."""
+    """Rebuild ``index.json`` from the ledgers and failure logs of every partition in the folder.
+
+    Partitions finishing together take turns (a lock on the folder's index): each appends its last ledger rows
+    before it gets here, so the last one to write sees every partition's rows, and no stale index replaces it."""
     out = Path(out_dir)
+    fd = os.open(out / ".avprep-index.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return _write_index(out)
+    finally:
+        os.close(fd)  # (closing drops the lock)
+
+
+def _write_index(out: Path) -> dict:
     (ledger, torn_ledger), (failures, torn_failures) = ledger_rows(out, "ledger"), ledger_rows(out, "failures")
     run = json.loads((out / RUN).read_text()) if (out / RUN).exists() else {}
     splits: dict[str, dict] = {}

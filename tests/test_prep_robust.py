@@ -152,6 +152,7 @@ def test_two_partitions_run_at_the_same_time_into_one_folder(tmp_path):
     assert len(keys) == len(set(keys)) == 300  # nothing lost, nothing twice
     index = json.loads((tmp_path / "index.json").read_text())
     assert index["clips"] == 300 and index["run"]["partitions"] == 2  # the last to finish saw both ledgers
+    assert all(v == 0 for v in index["torn_lines"].values())
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
     assert {p.name for p in shard_paths(tmp_path)} == set(shard_names(tmp_path)) == set(index["splits"]["train"]["shards"])
 
@@ -366,3 +367,26 @@ def test_the_terminal_shows_the_bar_the_summary_and_one_line_per_kind_of_rejecti
     assert proc.returncode == 0
     shown = [line for line in (proc.stdout + proc.stderr).splitlines() if "skip" in line]
     assert len(shown) == 4 and all(any(r in line for r in kinds) for line in shown), proc.stderr
+
+
+@pytest.mark.slow
+def test_two_real_partitions_at_the_same_time_through_the_cli(grid_root, tmp_path):
+    """Two `avprep grid` processes, one per partition, into one folder at once; each estimates the mean face."""
+    from avprep.inspect import check_shards
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "avprep", "grid", "--root", str(grid_root), "--speakers", "s1", "--limit", "6",
+           "--out", str(out), "--num-partitions", "2", "--shard-clips", "1", "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen(cmd + ["--partition", str(i)], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    keys = [raw["__key__"] for raw in _samples(out)]
+    from avprep.corpora import grid
+
+    assert sorted(keys) == sorted(c.key for c in grid.find_clips(grid_root, ["s1"])[:6])  # each exactly once
+    assert json.loads((out / "index.json").read_text())["clips"] == 6  # the last to finish saw both ledgers
+    assert check_shards(out).errors == []
+    run = json.loads((out / "run.json").read_text())
+    assert run["partitions"] == 2 and run["mean_face_sha256"] == face_hash(np.load(out / "mean_face.npy"))
