@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import pickle
 import resource
 import signal
 import time
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 CRASHED, TIMEOUT, OUT_OF_MEMORY = "worker crashed", "timeout", "out of memory"
+START_TIMEOUT = 300.0  # seconds for a new worker to import what it needs (slow only on a very busy machine)
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,7 @@ class _Worker:
     task: tuple[int, Any] | None = None
     started: float = 0.0
     peak_rss: int = 0
+    created: float = field(default_factory=time.monotonic)
 
 
 @dataclass
@@ -168,7 +171,7 @@ class WorkerPool:
                     if handle is w.conn:
                         try:
                             kind, index, value, peak = w.conn.recv()
-                        except (EOFError, OSError):
+                        except (EOFError, OSError, pickle.UnpicklingError):  # died mid-message
                             dead[id(w)] = (w, Failure(CRASHED, _how_it_died(self._exitcode(w))))
                             continue
                         if kind == "ready":
@@ -192,6 +195,8 @@ class WorkerPool:
                                 dead[id(w)] = (w, Failure(OUT_OF_MEMORY, f"the worker used {rss / 2**30:.2f} GiB "
                                                           f"(cap {self.max_rss / 2**30:.2f} GiB); it was killed"))
                 for w in self._workers:
+                    if not w.ready and now - w.created > START_TIMEOUT:
+                        raise RuntimeError(f"a worker process did not start within {START_TIMEOUT:g} s")
                     if id(w) in dead or w.task is None:
                         continue
                     if self.timeout and now - w.started > self.timeout:
