@@ -127,7 +127,7 @@ class WorkerPool:
     max_rss: int = 0  # bytes per worker; 0 = no cap
     log_path: Path | None = None  # where workers' stdout/stderr go (None: /dev/null)
     quiet: bool = True  # False: workers keep the terminal (for debugging)
-    poll: float = 0.5  # seconds between memory checks
+    poll: float = 0.2  # seconds between memory checks
     _workers: list[_Worker] = field(default_factory=list)
 
     def _start(self) -> _Worker:
