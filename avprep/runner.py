@@ -82,6 +82,7 @@ class RunReport:
     stage_seconds: Counter = field(default_factory=Counter)
     index: dict = field(default_factory=dict)
     worker_peak_rss: int = 0  # bytes, largest over the local workers (0: not measured)
+    worker_cpu_seconds: float = 0.0  # CPU time of the local workers (the per-clip work runs there, not here)
     failures_log: Path | None = None
     worker_log: Path | None = None
 
@@ -103,6 +104,7 @@ class RunReport:
         t.add_row("throughput", f"{rate:.2f} clips/s ({self.wall_seconds:.1f} s wall)")
         if self.worker_peak_rss:
             t.add_row("peak memory per worker", f"{self.worker_peak_rss / 2**20:.0f} MiB")
+            t.add_row("CPU time of the workers", f"{self.worker_cpu_seconds:.1f} s")
         if self.rejected and self.failures_log:
             t.add_row("rejections, one per line", str(self.failures_log))
         if self.worker_log and self.worker_log.exists():
@@ -188,6 +190,7 @@ def _results(todo, process, args, backend, address, jobs, clip_timeout, max_work
             yield from _local_results(todo, pool, report)
         finally:
             pool.close()
+            report.worker_cpu_seconds += pool.cpu_seconds
         return
     from joblib import parallel_config
 

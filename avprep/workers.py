@@ -54,8 +54,10 @@ def _redirect_output(log_path: Path | None) -> None:
     os.close(target)
 
 
-def _peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux
+def _usage() -> tuple[int, float]:
+    """This process's peak RSS (bytes) and CPU seconds so far."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_maxrss * 1024, r.ru_utime + r.ru_stime  # ru_maxrss: kilobytes on Linux
 
 
 def _worker_main(conn: Connection, fn: Callable, args: tuple, log_path: Path | None, quiet: bool) -> None:
@@ -64,7 +66,7 @@ def _worker_main(conn: Connection, fn: Callable, args: tuple, log_path: Path | N
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if quiet:
         _redirect_output(log_path)
-    conn.send(("ready", None, None, 0))
+    conn.send(("ready", None, None, _usage()))
     while True:
         try:
             message = conn.recv()
@@ -73,7 +75,7 @@ def _worker_main(conn: Connection, fn: Callable, args: tuple, log_path: Path | N
         if message is None:
             return
         index, item = message
-        conn.send(("done", index, fn(item, *args), _peak_rss()))
+        conn.send(("done", index, fn(item, *args), _usage()))
 
 
 def _rss(pid: int) -> int | None:
@@ -113,6 +115,7 @@ class _Worker:
     task: tuple[int, Any] | None = None
     started: float = 0.0
     peak_rss: int = 0
+    cpu: float = 0.0  # CPU seconds it reported last
     created: float = field(default_factory=time.monotonic)
 
 
@@ -128,6 +131,7 @@ class WorkerPool:
     log_path: Path | None = None  # where workers' stdout/stderr go (None: /dev/null)
     quiet: bool = True  # False: workers keep the terminal (for debugging)
     poll: float = 0.2  # seconds between memory checks
+    cpu_seconds: float = 0.0  # CPU time the workers reported (startup included), summed over all of them
     _workers: list[_Worker] = field(default_factory=list)
 
     def _start(self) -> _Worker:
@@ -170,10 +174,12 @@ class WorkerPool:
                         continue
                     if handle is w.conn:
                         try:
-                            kind, index, value, peak = w.conn.recv()
+                            kind, index, value, (peak, cpu) = w.conn.recv()
                         except (EOFError, OSError, pickle.UnpicklingError):  # died mid-message
                             dead[id(w)] = (w, Failure(CRASHED, _how_it_died(self._exitcode(w))))
                             continue
+                        self.cpu_seconds += cpu - w.cpu
+                        w.cpu = cpu
                         if kind == "ready":
                             w.ready = True
                         else:
