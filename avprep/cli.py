@@ -40,8 +40,14 @@ def grid(
     retry_failed: bool = typer.Option(False, help="process clips an earlier run rejected again"),
     num_partitions: int = typer.Option(1, min=1, help="the corpus is split into this many partitions (machines)"),
     partition: int = typer.Option(0, min=0, help="the partition this run writes, 0 .. num-partitions - 1"),
-    backend: str = typer.Option("loky", help="loky (local processes) | dask | ray (--jobs clips in flight)"),
+    backend: str = typer.Option("local", help="local (worker processes) | dask | ray (--jobs clips in flight)"),
     address: Optional[str] = typer.Option(None, help="scheduler of a running dask/ray cluster (default: local)"),
+    seed: int = typer.Option(0, help="seed of the shuffled order clips are written in (shards mix clips)"),
+    clip_timeout: float = typer.Option(600.0, min=0, help="seconds one clip may take before its worker is "
+                                       "killed and the clip rejected as 'timeout' (0: no limit)"),
+    max_worker_mem: Optional[float] = typer.Option(None, min=0, help="GiB a worker may use before its clip "
+                                                   "is rejected as 'out of memory' (default: 80% of RAM / jobs)"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="print each rejection as it happens"),
 ) -> None:
     """GRID (Cooke et al. 2006) -> shards per split."""
     from avprep.corpora import grid as grid_corpus
@@ -50,7 +56,8 @@ def grid(
     _prepare(lambda: grid_corpus.find_clips(root, names, split_scheme), "grid", out, preset,
              grid_corpus.vocabulary if unit == "word" else None, jobs, mean_face, limit, crf, feature_dtype, wave,
              landmarks, shard_mb, shard_clips, progress, retry_failed, num_partitions, partition, unit=unit,
-             backend=backend, address=address)
+             backend=backend, address=address, selection={"split_scheme": split_scheme}, seed=seed,
+             clip_timeout=clip_timeout, max_worker_mem=max_worker_mem, verbose=verbose)
 
 
 @app.command()
@@ -113,9 +120,13 @@ def presets(as_json: bool = typer.Option(False, "--json", help="print the full p
 def _prepare(find, corpus: str, out: Path, preset: str, vocabulary, jobs: int, mean_face: Optional[Path],
              limit: Optional[int], crf: Optional[int], feature_dtype: Optional[str], wave: Optional[bool],
              landmarks: Optional[str], shard_mb: int, shard_clips: int, progress: bool, retry_failed: bool,
-             num_partitions: int = 1, partition: int = 0, unit: str = "sentence", backend: str = "loky",
-             address: Optional[str] = None) -> None:
-    """What every corpus command does once it knows how to find its clips: validate, discover, prepare, report."""
+             num_partitions: int = 1, partition: int = 0, unit: str = "sentence", backend: str = "local",
+             address: Optional[str] = None, selection: Optional[dict] = None, seed: int = 0,
+             clip_timeout: float = 600.0, max_worker_mem: Optional[float] = None, verbose: bool = False) -> None:
+    """What every corpus command does once it knows how to find its clips: validate, discover, prepare, report.
+
+    ``selection``: the command's options that choose clips or splits (checked when a run resumes); the speakers
+    found are added to it."""
     from pydantic import ValidationError
 
     from avprep.prepare import prepare
@@ -132,12 +143,16 @@ def _prepare(find, corpus: str, out: Path, preset: str, vocabulary, jobs: int, m
         _fail("; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()))
     except (KeyError, ValueError, FileNotFoundError) as e:
         _fail(str(e.args[0] if e.args else e))
+    selection = {**(selection or {}), "speakers": sorted({c.speaker for c in clips})}
     if limit:
         clips = clips[:limit]
     try:
         report = prepare(clips, corpus, out, chosen, unit=unit, vocabulary=vocab, jobs=jobs, mean_face=mean_face,
                          shard_bytes=shard_mb * 2**20, shard_clips=shard_clips, console=console, progress=progress,
-                         retry_failed=retry_failed, partition=part, backend=backend, address=address)
+                         retry_failed=retry_failed, partition=part, backend=backend, address=address,
+                         selection=selection, limit=limit, seed=seed, clip_timeout=clip_timeout or None,
+                         max_worker_rss=None if max_worker_mem is None else int(max_worker_mem * 2**30),
+                         verbose=verbose)
     except ValueError as e:
         _fail(str(e))
     Console().print(report.table())
@@ -158,8 +173,18 @@ _PROGRESS = typer.Option(True, help="show the progress bar")
 _RETRY = typer.Option(False, help="process clips an earlier run rejected again")
 _PARTITIONS = typer.Option(1, min=1, help="the corpus is split into this many partitions (machines)")
 _PARTITION = typer.Option(0, min=0, help="the partition this run writes, 0 .. num-partitions - 1")
-_BACKEND = typer.Option("loky", help="loky (local processes) | dask | ray (--jobs clips in flight on the cluster)")
+_BACKEND = typer.Option("local", help="local (worker processes) | dask | ray (--jobs clips in flight on the cluster)")
 _ADDRESS = typer.Option(None, help="scheduler of a running dask/ray cluster (default: start a local one)")
+_SEED = typer.Option(0, help="seed of the shuffled order clips are written in (shards mix clips)")
+_CLIP_TIMEOUT = typer.Option(600.0, min=0, help="seconds one clip may take before its worker is killed and the "
+                             "clip rejected as 'timeout' (0: no limit)")
+_MAX_MEM = typer.Option(None, min=0, help="GiB a worker may use before its clip is rejected as 'out of memory' "
+                        "(default: 80% of RAM / jobs)")
+_VERBOSE = typer.Option(False, "--verbose", "-v", help="print each rejection as it happens")
+
+
+def _run_options(seed: int, clip_timeout: float, max_worker_mem: Optional[float], verbose: bool) -> dict:
+    return {"seed": seed, "clip_timeout": clip_timeout, "max_worker_mem": max_worker_mem, "verbose": verbose}
 
 
 def _split_list(value: Optional[str]) -> Optional[list[str]]:
@@ -178,6 +203,8 @@ def lrw(
     landmarks: Optional[str] = _LANDMARKS, shard_mb: int = _SHARD_MB, shard_clips: int = _SHARD_CLIPS,
     progress: bool = _PROGRESS, retry_failed: bool = _RETRY, num_partitions: int = _PARTITIONS,
     partition: int = _PARTITION, backend: str = _BACKEND, address: Optional[str] = _ADDRESS,
+    seed: int = _SEED, clip_timeout: float = _CLIP_TIMEOUT, max_worker_mem: Optional[float] = _MAX_MEM,
+    verbose: bool = _VERBOSE,
 ) -> None:
     """LRW (Chung & Zisserman 2016) word clips -> shards per split, labelled with their word class."""
     from avprep.corpora import lrw as corpus
@@ -185,7 +212,8 @@ def lrw(
     _prepare(lambda: corpus.find_clips(root, _split_list(words), tuple(_split_list(splits) or ())), "lrw", out,
              preset, lambda: corpus.vocabulary(root), jobs, mean_face, limit, crf, feature_dtype, wave, landmarks,
              shard_mb, shard_clips, progress, retry_failed, num_partitions, partition,
-             backend=backend, address=address)
+             backend=backend, address=address, selection={"words": _split_list(words), "splits": splits},
+             **_run_options(seed, clip_timeout, max_worker_mem, verbose))
 
 
 @app.command()
@@ -200,6 +228,8 @@ def lrw1000(
     shard_mb: int = _SHARD_MB, shard_clips: int = _SHARD_CLIPS,
     progress: bool = _PROGRESS, retry_failed: bool = _RETRY, num_partitions: int = _PARTITIONS,
     partition: int = _PARTITION, backend: str = _BACKEND, address: Optional[str] = _ADDRESS,
+    seed: int = _SEED, clip_timeout: float = _CLIP_TIMEOUT, max_worker_mem: Optional[float] = _MAX_MEM,
+    verbose: bool = _VERBOSE,
 ) -> None:
     """LRW-1000 (pre-cropped lip images + audio) -> shards per split, the video span matched to the audio."""
     from avprep.corpora import lrw1000 as corpus
@@ -207,7 +237,8 @@ def lrw1000(
     _prepare(lambda: corpus.find_clips(root, tuple(_split_list(splits) or ()), audio_lead), "lrw1000", out, preset,
              lambda: corpus.vocabulary(root), jobs, None, limit, crf, feature_dtype, wave, None, shard_mb,
              shard_clips, progress, retry_failed, num_partitions, partition,
-             backend=backend, address=address)
+             backend=backend, address=address, selection={"splits": splits, "audio_lead": audio_lead},
+             **_run_options(seed, clip_timeout, max_worker_mem, verbose))
 
 
 @app.command("tcd-timit")
@@ -219,12 +250,14 @@ def tcd_timit(
     preset: str = typer.Option("two-tower-tcd-timit", help="see `avprep presets`"),
     camera: str = typer.Option("straightcam", help="straightcam | 30degcam"),
     test_fraction: float = typer.Option(0.1, help="per speaker, the share of clips in the test split"),
-    seed: int = typer.Option(0, help="seed of the reproducible random split"),
+    seed: int = typer.Option(0, help="seed of the reproducible random split (and of the shuffled write order)"),
     jobs: int = _JOBS, mean_face: Optional[Path] = _MEAN_FACE, limit: Optional[int] = _LIMIT,
     crf: Optional[int] = _CRF, feature_dtype: Optional[str] = _DTYPE, wave: Optional[bool] = _WAVE,
     landmarks: Optional[str] = _LANDMARKS, shard_mb: int = _SHARD_MB, shard_clips: int = _SHARD_CLIPS,
     progress: bool = _PROGRESS, retry_failed: bool = _RETRY, num_partitions: int = _PARTITIONS,
     partition: int = _PARTITION, backend: str = _BACKEND, address: Optional[str] = _ADDRESS,
+    clip_timeout: float = _CLIP_TIMEOUT, max_worker_mem: Optional[float] = _MAX_MEM,
+    verbose: bool = _VERBOSE,
 ) -> None:
     """TCD-TIMIT (Harte & Gillen 2015) -> shards, 29.97 fps kept by the two-tower preset, 90/10 split per speaker."""
     from avprep.corpora import tcd_timit as corpus
@@ -232,7 +265,9 @@ def tcd_timit(
     _prepare(lambda: corpus.find_clips(root, speakers, camera, test_fraction, seed), "tcd-timit", out, preset, None,
              jobs, mean_face, limit, crf, feature_dtype, wave, landmarks, shard_mb, shard_clips, progress,
              retry_failed, num_partitions, partition,
-             backend=backend, address=address)
+             backend=backend, address=address,
+             selection={"speaker_set": speakers, "camera": camera, "test_fraction": test_fraction, "split_seed": seed},
+             **_run_options(seed, clip_timeout, max_worker_mem, verbose))
 
 
 _MAX_SECONDS = typer.Option(15.0, min=1.0, help="cut pretrain clips at word boundaries into segments of at most this "
@@ -296,13 +331,17 @@ def folder(
     landmarks: Optional[str] = _LANDMARKS, shard_mb: int = _SHARD_MB, shard_clips: int = _SHARD_CLIPS,
     progress: bool = _PROGRESS, retry_failed: bool = _RETRY, num_partitions: int = _PARTITIONS,
     partition: int = _PARTITION, backend: str = _BACKEND, address: Optional[str] = _ADDRESS,
+    seed: int = _SEED, clip_timeout: float = _CLIP_TIMEOUT, max_worker_mem: Optional[float] = _MAX_MEM,
+    verbose: bool = _VERBOSE,
 ) -> None:
     """Any folder of talking-face videos (transcripts from NAME.txt sidecars or a CSV manifest) -> shards."""
     from avprep.corpora import folder as corpus
 
     _prepare(lambda: corpus.find_clips(root, manifest, split), "folder", out, preset, None, jobs, mean_face, limit,
              crf, feature_dtype, wave, landmarks, shard_mb, shard_clips, progress, retry_failed, num_partitions, partition,
-             backend=backend, address=address)
+             backend=backend, address=address,
+             selection={"manifest": str(manifest) if manifest else None, "split": split},
+             **_run_options(seed, clip_timeout, max_worker_mem, verbose))
 
 
 download_app = typer.Typer(no_args_is_help=True, help="Download a corpus from its official archive.")

@@ -1,8 +1,10 @@
-"""Where the per-clip work runs: local processes (loky) or an existing Dask or Ray cluster, all through joblib.
+"""Where the per-clip work runs: local worker processes (avprep.workers) or an existing Dask or Ray cluster
+(through joblib).
 
-The per-clip function and the shard writing are the same in every case: joblib ships ``process_clip`` calls to
-the workers and hands results back to this process, which alone writes shards. A cluster only changes how many
-clips are in flight at once. For a cluster too big for one writer, run one partition per machine instead
+The per-clip function and the shard writing are the same in every case: ``process_clip`` calls go to the workers
+and results come back to this process, which alone writes shards. A cluster only changes how many clips are in
+flight at once. The local workers isolate each clip (a crash, hang or memory blow-up costs that clip alone); on a
+cluster, the cluster's own worker supervision applies. For a cluster too big for one writer, run one partition per machine instead
 (``--num-partitions``), each with its own local or cluster backend.
 """
 
@@ -11,7 +13,16 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator
 
-BACKENDS = ("loky", "dask", "ray")
+BACKENDS = ("local", "dask", "ray")
+ALIASES = {"loky": "local"}  # the local backend's name when it was joblib's loky
+
+
+def check_backend(name: str) -> str:
+    """The backend's canonical name, or a ValueError naming the choices."""
+    name = ALIASES.get(name, name)
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    return name
 
 
 @contextmanager
@@ -21,9 +32,7 @@ def joblib_backend(name: str, address: str | None = None, local_workers: int = 2
     ``address``: the scheduler of a running cluster (dask ``tcp://host:8786``, ray ``host:6379`` or ``auto``);
     without one, a local cluster of ``local_workers`` processes is started and stopped around the block.
     """
-    if name == "loky":
-        yield "loky", "generator_unordered"
-    elif name == "dask":
+    if name == "dask":
         try:
             from distributed import Client, LocalCluster
         except ImportError:

@@ -1,47 +1,96 @@
-"""prepare(): clips of any corpus -> shards in one output folder. What every corpus command does after discovery."""
+"""prepare(): clips of any corpus -> shards in one output folder. What every corpus command does after discovery.
+
+A run into a folder that holds an earlier run resumes it, and first checks that it would add samples of the same
+set: corpus, unit, preset, clip selection (split scheme, speakers, ...), vocabulary, mean face (by hash) and seed
+must all match (avprep.shards.check_same_run), else the run is refused with one line naming the difference.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from rich.console import Console
 
 from avbridge import __version__
-from avprep.pipeline import Options
+from avprep.cluster import check_backend
+from avprep.pipeline import Options, process_clip
 from avprep.presets import Preset
-from avprep.reference import estimate_mean_face, load_mean_face
-from avprep.runner import RunReport, run_clips
-from avprep.shards import Partition
+from avprep.reference import central_shape, load_mean_face, mean_face_from, mean_face_picks
+from avprep.runner import DEFAULT_CLIP_TIMEOUT, RunReport, run_clips, worker_log
+from avprep.shards import RUN, Partition, PartitionLock, check_same_run
 from avprep.types import ClipSpec
+from avprep.workers import WorkerPool, default_max_rss
 
 MEAN_FACE_FILE = "mean_face.npy"
 
 
+def face_hash(face: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(face, np.float32).tobytes()).hexdigest()
+
+
+def _picks_id(picks: list[ClipSpec]) -> str:
+    return hashlib.sha1("\n".join(c.key for c in picks).encode()).hexdigest()
+
+
+def _estimate(picks: list[ClipSpec], preset: Preset, jobs: int, log_path: Path, timeout: float | None,
+              max_rss: int | None) -> np.ndarray:
+    """The mean face from ``picks``, detected in worker processes (the detector never loads in this one)."""
+    cap = default_max_rss(jobs) if max_rss is None else max_rss
+    pool = WorkerPool(central_shape, (preset,), jobs=jobs, timeout=timeout, max_rss=cap, log_path=log_path)
+    outcomes = sorted(pool.map(picks), key=lambda o: o.index)  # the Procrustes mean follows the clip order
+    return mean_face_from([o.value for o in outcomes if o.failure is None], preset, len(picks))
+
+
 def resolve_mean_face(clips: list[ClipSpec], preset: Preset, out_dir: Path, given: Path | None, jobs: int,
-                      console: Console) -> np.ndarray | None:
-    """The mean face to register with: the one given, else the one an earlier run saved in out_dir, else a new one
-    estimated from the clips (and saved there, so a resumed run registers exactly as the first did)."""
+                      console: Console, previous: dict | None = None, log_path: Path | None = None,
+                      clip_timeout: float | None = DEFAULT_CLIP_TIMEOUT,
+                      max_worker_rss: int | None = None) -> tuple[np.ndarray | None, dict]:
+    """The mean face to register with, and what run.json records of it (hash, where it came from).
+
+    The one given; else the one an earlier run saved in out_dir, if it was estimated from the same clips (a
+    ``--limit`` run's face is refused by a full run: its samples would be registered differently); else a new one
+    estimated from the clips and saved there, so a resumed run registers exactly as the first did."""
     if preset.registration.mode != "mean-face":
-        return None
-    saved = Path(out_dir) / MEAN_FACE_FILE
+        return None, {}
+    out, previous = Path(out_dir), previous or {}
+    saved = out / MEAN_FACE_FILE
+    picks = mean_face_picks(clips)
     if given is not None:
         face = load_mean_face(given)
+        record = {"mean_face_source": f"given: {given}"}
     elif saved.exists():
         face = load_mean_face(saved)
+        recorded = previous.get("mean_face_estimated_from")
+        if recorded and recorded != _picks_id(picks):
+            limit = previous.get("limit")
+            raise ValueError(
+                f"{saved} was estimated from the clips of an earlier run{f' with --limit {limit}' if limit else ''}, "
+                f"not from this run's {len(clips)} clips: pass --mean-face {saved} to register with it anyway, "
+                "or choose another --out")
         console.log(f"mean face: reusing {saved}")
-        return face
+        record = {"mean_face_source": previous.get("mean_face_source", f"found in {out}")}
+        if recorded:
+            record["mean_face_estimated_from"] = recorded
+        return face, {**record, "mean_face_sha256": face_hash(face)}
     else:
-        console.log(f"mean face: estimating from up to 64 of {len(clips)} clips")
-        face = estimate_mean_face(clips, preset, jobs=jobs)
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
+        console.log(f"mean face: estimating from {len(picks)} of {len(clips)} clips")
+        face = _estimate(picks, preset, jobs, log_path or worker_log(out), clip_timeout, max_worker_rss)
+        record = {"mean_face_source": f"estimated from {len(picks)} of {len(clips)} clips",
+                  "mean_face_estimated_from": _picks_id(picks)}
+    # Refused before the folder's mean face is replaced: its samples were registered with that one.
+    check_same_run(previous, {**previous, "mean_face_sha256": face_hash(face)}, out)
+    out.mkdir(parents=True, exist_ok=True)
     # Partitions sharing the folder may all get here: each writes the same array (the estimate is deterministic
     # and uses the full clip list), atomically, so none reads a half-written file.
     tmp = saved.with_suffix(f".{os.getpid()}.tmp.npy")
     np.save(tmp, face)
     tmp.rename(saved)
-    return face
+    return face, {**record, "mean_face_sha256": face_hash(face)}
 
 
 def prepare(
@@ -59,19 +108,44 @@ def prepare(
     progress: bool = True,
     retry_failed: bool = False,
     partition: Partition = Partition(),
-    backend: str = "loky",
+    backend: str = "local",
     address: str | None = None,
+    selection: dict | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    clip_timeout: float | None = DEFAULT_CLIP_TIMEOUT,
+    max_worker_rss: int | None = None,
+    verbose: bool = False,
+    process: Callable = process_clip,
 ) -> RunReport:
-    """Write the shards of ``clips`` (those of ``partition``) to ``out_dir``; resumes what is there."""
+    """Write the shards of ``clips`` (those of ``partition``) to ``out_dir``; resumes what is there.
+
+    ``selection``: what the corpus command was asked for (split scheme, speakers, ...), checked on resume;
+    ``limit``: the N of a ``--limit N`` run (recorded: its mean face is not reused by a later full run);
+    ``seed``: of the shuffled write order."""
     if unit not in ("sentence", "word"):
         raise ValueError(f"unit must be 'sentence' or 'word', got {unit!r}")
+    backend = check_backend(backend)
     console = console or Console(stderr=True)
-    face = resolve_mean_face(clips, preset, out_dir, mean_face, jobs, console)
-    run_config = {
-        "corpus": corpus, "unit": unit, "preset": preset.to_dict(), "preset_hash": preset.hash,
-        "tool_version": __version__, "vocabulary": list(vocabulary), "partitions": partition.count,
-    }
-    options = Options(preset=preset, unit=unit, vocabulary=vocabulary)
-    return run_clips(clips, options, out_dir, run_config, mean_face=face, jobs=jobs, shard_bytes=shard_bytes,
-                     shard_clips=shard_clips, console=console, progress=progress, retry_failed=retry_failed,
-                     partition=partition, backend=backend, address=address)
+    out = Path(out_dir)
+    lock = PartitionLock(out, partition)  # before anything else: a second process on this partition is refused
+    try:
+        run_config = {
+            "corpus": corpus, "unit": unit, "preset": preset.to_dict(), "preset_hash": preset.hash,
+            "tool_version": __version__, "vocabulary": list(vocabulary), "partitions": partition.count,
+            "selection": dict(selection or {}), "seed": seed, "limit": limit,
+        }
+        previous = json.loads((out / RUN).read_text()) if (out / RUN).exists() else {}
+        # Everything but the mean face first: a mismatch is refused before minutes of mean-face estimation.
+        check_same_run(previous, run_config, out, skip=("mean_face_sha256",))
+        face, face_record = resolve_mean_face(clips, preset, out, mean_face, jobs, console, previous,
+                                              worker_log(out, partition), clip_timeout, max_worker_rss)
+        run_config.update(face_record)
+        options = Options(preset=preset, unit=unit, vocabulary=vocabulary)
+        return run_clips(clips, options, out, run_config, mean_face=face, jobs=jobs, shard_bytes=shard_bytes,
+                         shard_clips=shard_clips, console=console, progress=progress, retry_failed=retry_failed,
+                         partition=partition, backend=backend, address=address, seed=seed,
+                         clip_timeout=clip_timeout, max_worker_rss=max_worker_rss, verbose=verbose,
+                         process=process, lock=lock)
+    finally:
+        lock.release()

@@ -1,14 +1,21 @@
-"""Run the per-clip pipeline over many clips: joblib processes, a progress bar, shards, a summary."""
+"""Run the per-clip pipeline over many clips: isolated worker processes, a progress bar, shards, a summary.
+
+Clips go out in a seeded shuffled order (a hash of seed and key, so the same for any listing order, subset or
+partition of the corpus): sorted corpora (LRW: ~1000 clips of one word in a row) would otherwise fill each shard
+with one word or one speaker. The terminal shows the bar and the summary; each rejection goes to the failure log
+(and to the terminal as it happens with ``verbose``), the workers' own output to ``avprep-workers.log``.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
-from joblib import Parallel, delayed, parallel_config
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
@@ -16,18 +23,45 @@ from rich.text import Text
 
 from avprep.cluster import joblib_backend
 from avprep.pipeline import Options, process_clip
-from avprep.shards import Partition, ShardSink
-from avprep.types import ClipSpec
+from avprep.shards import Partition, PartitionLock, ShardSink
+from avprep.types import ClipResult, ClipSpec, Rejection
+from avprep.workers import WorkerPool, default_max_rss
+
+DEFAULT_CLIP_TIMEOUT = 600.0  # seconds; a 3 s GRID clip takes ~1 s of CPU, a 10-minute video a few minutes
 
 
-def _results(todo: list[ClipSpec], options: Options, mean_face, return_as: str, chunk: int):
-    """Clip results as they come. Unordered where the backend allows (results are written as they finish, so one
-    slow clip never holds the others in memory); in chunks where it returns only whole lists."""
+def worker_log(out_dir: Path, partition: Partition = Partition()) -> Path:
+    return Path(out_dir) / f"avprep-workers{partition.tag}.log"
+
+
+def write_order(clips: list[ClipSpec], seed: int) -> list[ClipSpec]:
+    """The clips in a seeded shuffled order that depends on (seed, key) only."""
+    return sorted(clips, key=lambda c: hashlib.sha1(f"{seed}:{c.key}".encode()).digest())
+
+
+def _cluster_results(todo: list[ClipSpec], process: Callable, args: tuple, return_as: str,
+                     chunk: int) -> Iterator[ClipResult]:
+    """Clip results from a dask or ray cluster through joblib, as they come (in chunks where the backend returns
+    only whole lists). The cluster handles its workers' deaths itself."""
+    from joblib import Parallel, delayed
+
     if return_as != "list":
-        yield from Parallel(return_as=return_as, batch_size=1)(delayed(process_clip)(c, options, mean_face) for c in todo)
+        yield from Parallel(return_as=return_as, batch_size=1)(delayed(process)(c, *args) for c in todo)
         return
     for start in range(0, len(todo), chunk):
-        yield from Parallel(batch_size=1)(delayed(process_clip)(c, options, mean_face) for c in todo[start : start + chunk])
+        yield from Parallel(batch_size=1)(delayed(process)(c, *args) for c in todo[start : start + chunk])
+
+
+def _local_results(todo: list[ClipSpec], pool: WorkerPool, report: "RunReport") -> Iterator[ClipResult]:
+    for outcome in pool.map(todo):
+        report.worker_peak_rss = max(report.worker_peak_rss, outcome.peak_rss)
+        if outcome.failure is None:
+            yield outcome.value
+        else:
+            spec = outcome.item
+            rejection = Rejection(key=spec.key, split=spec.split, reason=outcome.failure.reason,
+                                  detail=outcome.failure.detail)
+            yield ClipResult(key=spec.key, rejection=rejection)
 
 
 class _RateColumn(ProgressColumn):
@@ -47,6 +81,10 @@ class RunReport:
     wall_seconds: float = 0.0
     stage_seconds: Counter = field(default_factory=Counter)
     index: dict = field(default_factory=dict)
+    worker_peak_rss: int = 0  # bytes, largest over the local workers (0: not measured)
+    worker_cpu_seconds: float = 0.0  # CPU time of the local workers (the per-clip work runs there, not here)
+    failures_log: Path | None = None
+    worker_log: Path | None = None
 
     def table(self) -> Table:
         t = Table(title=f"avprep → {self.out_dir}", show_header=False)
@@ -64,6 +102,13 @@ class RunReport:
         done = self.clips_written + sum(self.rejected.values())
         rate = done / self.wall_seconds if self.wall_seconds else 0.0
         t.add_row("throughput", f"{rate:.2f} clips/s ({self.wall_seconds:.1f} s wall)")
+        if self.worker_peak_rss:
+            t.add_row("peak memory per worker", f"{self.worker_peak_rss / 2**20:.0f} MiB")
+            t.add_row("CPU time of the workers", f"{self.worker_cpu_seconds:.1f} s")
+        if self.rejected and self.failures_log:
+            t.add_row("rejections, one per line", str(self.failures_log))
+        if self.worker_log and self.worker_log.exists():
+            t.add_row("worker output (detector logs)", str(self.worker_log))
         return t
 
 
@@ -80,34 +125,46 @@ def run_clips(
     progress: bool = True,
     retry_failed: bool = False,
     partition: Partition = Partition(),
-    backend: str = "loky",
+    backend: str = "local",
     address: str | None = None,
+    seed: int = 0,
+    clip_timeout: float | None = DEFAULT_CLIP_TIMEOUT,
+    max_worker_rss: int | None = None,
+    verbose: bool = False,
+    process: Callable[..., ClipResult] = process_clip,
+    lock: PartitionLock | None = None,
 ) -> RunReport:
     """Process every clip of ``partition`` not already done in ``out_dir`` and write its samples to shards.
 
-    ``backend``: loky (local processes), dask or ray (an existing cluster at ``address``, else a local one).
+    ``backend``: local (worker processes of this machine, each clip isolated: a crash, a hang past ``clip_timeout``
+    seconds or a worker past ``max_worker_rss`` bytes (None: 80% of memory over the jobs, 0: no cap) costs that clip
+    alone), dask or ray (an existing cluster at ``address``, else a local one). ``process(spec, options, mean_face)``
+    is the per-clip function (tests put a faulty one in).
     """
     console = console or Console(stderr=True)
     start = time.perf_counter()
     sink = ShardSink(out_dir, run_config, max_bytes=shard_bytes, max_clips=shard_clips, retry_failed=retry_failed,
-                     partition=partition)
+                     partition=partition, lock=lock)
     clips = [c for c in clips if partition.owns(c.key)]
-    todo = [c for c in clips if not sink.is_done(c.key)]
-    report = RunReport(out_dir=Path(out_dir), clips_total=len(clips), clips_skipped=len(clips) - len(todo))
+    todo = write_order([c for c in clips if not sink.is_done(c.key)], seed)
+    report = RunReport(out_dir=Path(out_dir), clips_total=len(clips), clips_skipped=len(clips) - len(todo),
+                       failures_log=sink.failures_path)
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), _RateColumn(),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
+    args = (options, mean_face)
     try:
-        with joblib_backend(backend, address, jobs) as (backend_name, return_as), \
-                parallel_config(backend=backend_name, n_jobs=jobs), \
-                Progress(*columns, console=console, disable=not progress) as bar:
+        with Progress(*columns, console=console, disable=not progress) as bar:
             task = bar.add_task("clips", total=len(todo))
-            for result in _results(todo, options, mean_face, return_as, chunk=4 * jobs):
+            for result in _results(todo, process, args, backend, address, jobs, clip_timeout, max_worker_rss,
+                                   worker_log(out_dir, partition), report):
                 sink.add(result)
                 report.stage_seconds.update(result.timings)
                 if result.rejection:
                     report.rejected[result.rejection.reason] += 1
-                    style = "red" if result.rejection.trace else "yellow"
-                    console.log(f"[{style}]skip[/] {result.key}: {result.rejection.reason} ({result.rejection.detail})")
+                    if verbose:
+                        style = "red" if result.rejection.trace else "yellow"
+                        console.log(f"[{style}]skip[/] {result.key}: {result.rejection.reason} "
+                                    f"({result.rejection.detail})")
                 else:
                     report.clips_written += 1
                     report.samples_written += len(result.samples)
@@ -117,5 +174,26 @@ def run_clips(
         sink.abort()
         raise
     report.index = sink.close()
+    report.worker_log = worker_log(out_dir, partition)
     report.wall_seconds = time.perf_counter() - start
     return report
+
+
+def _results(todo, process, args, backend, address, jobs, clip_timeout, max_worker_rss, log_path,
+             report) -> Iterator[ClipResult]:
+    if not todo:
+        return
+    if backend in ("local", "loky"):  # "loky": the name of the local backend before avprep ran its own workers
+        cap = default_max_rss(jobs) if max_worker_rss is None else max_worker_rss
+        pool = WorkerPool(process, args, jobs=jobs, timeout=clip_timeout, max_rss=cap, log_path=log_path)
+        try:
+            yield from _local_results(todo, pool, report)
+        finally:
+            pool.close()
+            report.worker_cpu_seconds += pool.cpu_seconds
+        return
+    from joblib import parallel_config
+
+    with joblib_backend(backend, address, jobs) as (backend_name, return_as), \
+            parallel_config(backend=backend_name, n_jobs=jobs):
+        yield from _cluster_results(todo, process, args, return_as, chunk=4 * jobs)

@@ -8,21 +8,30 @@ Guarantees, for an output folder:
 - a re-run skips clips in the ledger or the failure log, deletes leftover ``.tmp`` files and numbers new shards after
   the existing ones: a killed and resumed run ends with exactly the uninterrupted run's samples;
 - ``index.json`` (counts, durations, bytes per field, the preset) is rebuilt from the ledger at the end of each run.
+
+Several partitions may write into one folder at the same time (one process each): every file a partition writes
+carries its tag, ``run.json`` is created once (atomically; the others check theirs against it), ``index.json`` is
+written under a temporary name of its own and renamed, and a lock file per partition refuses a second process on
+the same partition. A line cut short by a kill is skipped by readers, and the next line starts on a fresh line.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import io
 import json
 import os
 import tarfile
 import time
+import uuid
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from avbridge.shardlist import ledger_rows, read_jsonl, shard_names
 from avprep.types import ClipResult, Rejection, Sample
 
 INDEX, RUN = "index.json", "run.json"
@@ -59,26 +68,122 @@ class Partition:
 
 def _all_rows(out: Path, stem: str) -> list[dict]:
     """Rows of every partition's ledger (stem 'ledger') or failure log (stem 'failures') in a folder."""
-    return [row for path in sorted(out.glob(f"{stem}*.jsonl")) for row in _read_jsonl(path)]
+    return ledger_rows(out, stem)[0]
 
 
 def _read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue  # a line cut short by a kill; the clip it named is simply redone
-    return rows
+    return read_jsonl(path)[0]  # a line cut short by a kill is skipped: the clip it named is simply redone
 
 
 def _append_jsonl(path: Path, row: dict) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(row, sort_keys=True) + "\n")
+    line = (json.dumps(row, sort_keys=True) + "\n").encode()
+    with path.open("ab+") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell():
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                line = b"\n" + line  # the last line was torn by a kill: ours must not be glued onto it
+        f.write(line)
         f.flush()
         os.fsync(f.fileno())
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a file under a temporary name of this process's own, then rename it into place."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def create_once(path: Path, text: str) -> bool:
+    """Create ``path`` with ``text`` unless it exists, atomically (a hard link does not replace): True if created."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(text)
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink()
+
+
+class PartitionLock:
+    """Held by the one process writing a partition of a folder; a second one is refused. The kernel drops the lock
+    when its process ends, however it ends, so a killed run never leaves a stale lock behind."""
+
+    def __init__(self, out_dir: Path, partition: "Partition"):
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self.path = out / f".avprep{partition.tag}.lock"
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = os.pread(self._fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(self._fd)
+            self._fd = -1
+            if e.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            which = "this folder" if partition.count == 1 else f"partition {partition.index} of {partition.count}"
+            raise ValueError(f"another avprep process (pid {holder}) is writing {which} of {out}: wait for it "
+                             "to finish (or stop it) before running this partition again") from None
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, str(os.getpid()).encode(), 0)
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = -1
+
+
+def _first_difference(a, b, path: str = "") -> str:
+    """Where two JSON-like values first differ, as ``path: a vs b`` (short enough for one line)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                return _first_difference(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))
+    if isinstance(a, list) and isinstance(b, list):
+        if len(repr(a)) + len(repr(b)) > 120:
+            at = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+            if len(a) != len(b):
+                return f"{path}: {len(a)} entries vs {len(b)}, first difference at [{at}]"
+            return _first_difference(a[at], b[at], f"{path}[{at}]")
+        if len(a) == len(b):
+            at = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
+            return _first_difference(a[at], b[at], f"{path}[{at}]")
+    return f"{path}: {a!r} (this folder) vs {b!r} (this run)"
+
+
+# What defines the sample set of a folder (a resume must match all of them) and how a mismatch is named.
+RUN_KEYS = {
+    "corpus": "corpus", "unit": "unit", "preset_hash": "preset hash", "partitions": "partitions",
+    "selection": "selection", "vocabulary": "vocabulary", "mean_face_sha256": "mean face", "seed": "seed",
+}
+
+
+def check_same_run(previous: dict, config: dict, out: Path, skip: tuple[str, ...] = ()) -> None:
+    """Refuse (ValueError, one line naming the difference) a run whose settings differ from the folder's.
+    A key the folder's run.json lacks (written by an older avprep) is not checked."""
+    if not previous:
+        return  # a new folder
+    defaults = {"partitions": 1}  # run.json files from before partitioning existed
+    for key, name in RUN_KEYS.items():
+        if key in skip or (key not in previous and key not in defaults):
+            continue
+        old, new = previous.get(key, defaults.get(key)), config.get(key, defaults.get(key))
+        if old == new:
+            continue
+        if key == "preset_hash" and previous.get("preset") and config.get("preset"):
+            diff = _first_difference(previous["preset"], config["preset"], "preset")
+        elif key == "mean_face_sha256":
+            diff = (f"mean face sha256 {str(old)[:12]} (this folder) vs {str(new)[:12]} (this run); pass "
+                    f"--mean-face {out / 'mean_face.npy'} to register as the folder did")
+        else:
+            diff = _first_difference(old, new, name)
+        raise ValueError(f"{out} holds a run with other settings ({diff}): resume with the same settings or "
+                         "choose another --out")
 
 
 @dataclass
@@ -99,13 +204,20 @@ class ShardSink:
     """Collects clip results into per-split shards of bounded size. End with close() (or abort() on error)."""
 
     def __init__(self, out_dir: Path, run_config: dict, max_bytes: int = 100 * 2**20, max_clips: int = 250,
-                 retry_failed: bool = False, partition: Partition = Partition()):
+                 retry_failed: bool = False, partition: Partition = Partition(), lock: PartitionLock | None = None):
         self.out = Path(out_dir)
         self.partition = partition
         self.ledger_path, self.failures_path = self.out / partition.ledger, self.out / partition.failures
         self.out.mkdir(parents=True, exist_ok=True)
         self.max_bytes, self.max_clips = max_bytes, max_clips
-        self._check_run_config(run_config)
+        # The lock first: the leftovers deleted below would be a running process's open shards otherwise.
+        self._own_lock = lock is None
+        self.lock = lock or PartitionLock(self.out, partition)
+        try:
+            self._check_run_config(run_config)
+        except BaseException:
+            self._release()
+            raise
         for leftover in self.out.glob(f"*{partition.tag}-*.tar.tmp" if partition.tag else "*.tar.tmp"):
             leftover.unlink()  # a killed run's unfinished shard: its clips are not in the ledger, so they are redone
         if retry_failed and self.failures_path.exists():
@@ -121,17 +233,13 @@ class ShardSink:
 
     def _check_run_config(self, config: dict) -> None:
         path = self.out / RUN
-        if path.exists():
-            previous = json.loads(path.read_text())
-            defaults = {"partitions": 1}  # run.json files from before partitioning existed
-            for key in ("preset_hash", "unit", "corpus", "partitions"):
-                if previous.get(key, defaults.get(key)) != config.get(key, defaults.get(key)):
-                    raise ValueError(
-                        f"{self.out} holds a run with {key}={previous.get(key)!r}, this run has {config.get(key)!r}: "
-                        "resume with the same settings or choose another --out"
-                    )
-        else:
-            path.write_text(json.dumps(config, indent=2, sort_keys=True))
+        # Created once, atomically: of partitions starting together, one writes it and the others check against it.
+        if not create_once(path, json.dumps(config, indent=2, sort_keys=True)):
+            check_same_run(json.loads(path.read_text()), config, self.out)
+
+    def _release(self) -> None:
+        if self._own_lock:
+            self.lock.release()
 
     def is_done(self, key: str) -> bool:
         return key in self.done_clips or key in self.failed_clips
@@ -197,7 +305,10 @@ class ShardSink:
                 shard.tar.close()
                 shard.path.unlink()
                 del self._open[shard.split]
-        return write_index(self.out)
+        try:
+            return write_index(self.out)
+        finally:
+            self._release()
 
     def abort(self) -> None:
         """Interrupted: keep finished shards, drop the open ones (their clips are redone on the next run)."""
@@ -205,12 +316,25 @@ class ShardSink:
             shard.tar.close()
             shard.path.unlink(missing_ok=True)
         self._open.clear()
+        self._release()
 
 
 def write_index(out_dir: Path) -> dict:
-    """Rebuild ``index.json`` from the ledgers and failure logs of every partition in the folder."""
+    """Rebuild ``index.json`` from the ledgers and failure logs of every partition in the folder.
+
+    Partitions finishing together take turns (a lock on the folder's index): each appends its last ledger rows
+    before it gets here, so the last one to write sees every partition's rows, and no stale index replaces it."""
     out = Path(out_dir)
-    ledger, failures = _all_rows(out, "ledger"), _all_rows(out, "failures")
+    fd = os.open(out / ".avprep-index.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return _write_index(out)
+    finally:
+        os.close(fd)  # (closing drops the lock)
+
+
+def _write_index(out: Path) -> dict:
+    (ledger, torn_ledger), (failures, torn_failures) = ledger_rows(out, "ledger"), ledger_rows(out, "failures")
     run = json.loads((out / RUN).read_text()) if (out / RUN).exists() else {}
     splits: dict[str, dict] = {}
     field_bytes: Counter = Counter()
@@ -233,12 +357,11 @@ def write_index(out_dir: Path) -> dict:
         "bytes": sum(s["bytes"] for s in splits.values()),
         "rejected": len(failures),
         "rejected_by_reason": dict(Counter(r["reason"] for r in failures)),
+        "torn_lines": {"ledger": torn_ledger, "failures": torn_failures},  # cut short by a kill, skipped
         "field_bytes_total": dict(field_bytes),
         "field_bytes_per_sample": {k: round(v / total_samples) for k, v in field_bytes.items()} if total_samples else {},
     }
-    tmp = out / (INDEX + ".tmp")
-    tmp.write_text(json.dumps(index, indent=2, sort_keys=True))
-    tmp.rename(out / INDEX)
+    write_atomic(out / INDEX, json.dumps(index, indent=2, sort_keys=True))  # partitions may do this at once
     return index
 
 
@@ -246,10 +369,9 @@ def shard_paths(target: Path) -> list[Path]:
     """The finished shards of an output folder (from its ledger), or the given .tar files."""
     target = Path(target)
     if target.is_dir():
-        ledger = _all_rows(target, "ledger")
-        if ledger:
-            return [target / row["shard"] for row in sorted(ledger, key=lambda r: r["shard"])]
-        return sorted(target.glob("*.tar"))
+        if _all_rows(target, "ledger"):
+            return [target / name for name in shard_names(target)]
+        return sorted(target.glob("*.tar"))  # shards without their ledger: every .tar there (inspect finds twins)
     return [target]
 
 

@@ -21,6 +21,7 @@ import torch
 import webdataset as wds
 
 from avbridge.sample import decode_sample
+from avbridge.shardlist import shard_names
 from avbridge.spectra import SpectrogramParams, mel_spectrogram
 from avtrain.augment import ClipAugment, resize_frames
 from avtrain.bad_samples import Guarded, RaisingLoader, WithSkips
@@ -35,10 +36,9 @@ def read_index(root: str | Path) -> dict[str, Any]:
 
 
 def split_shards(root: str | Path, split: str) -> list[str]:
-    """Shard paths of a split: from index.json when present, else ``{split}-*.tar`` in the folder."""
+    """Shard paths of a split: from avprep's ledgers (index.json may lag them), else index.json or the file names."""
     root = Path(root)
-    info = read_index(root).get("splits", {}).get(split)
-    names = info["shards"] if info else sorted(p.name for p in root.glob(f"{split}-*.tar"))
+    names = shard_names(root, split)
     if not names:
         raise FileNotFoundError(f"no shards for split {split!r} in {root}")
     return [str(root / n) for n in names]

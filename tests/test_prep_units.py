@@ -201,7 +201,7 @@ def test_shard_sink_resumes_without_loss_or_duplicates(tmp_path: Path):
 
 def test_shard_sink_refuses_another_preset(tmp_path: Path):
     ShardSink(tmp_path, {"corpus": "t", "unit": "word", "preset_hash": "abc"}).close()
-    with pytest.raises(ValueError, match="preset_hash"):
+    with pytest.raises(ValueError, match=r"preset hash: 'abc' \(this folder\) vs 'def' \(this run\)"):
         ShardSink(tmp_path, {"corpus": "t", "unit": "word", "preset_hash": "def"})
 
 

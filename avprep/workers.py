@@ -1,0 +1,238 @@
+"""Local worker processes in which one clip can crash, hang or run out of memory without stopping the run.
+
+Each worker is a process of its own that takes one item at a time, so the parent always knows which item a worker
+was on when it died: a segfault or a kill (exit by a signal) costs that item alone (``worker crashed``), an item
+running past ``timeout`` seconds gets its worker killed (``timeout``), a worker whose resident memory passes
+``max_rss`` bytes is killed (``out of memory``); a new worker takes the dead one's place and the run goes on.
+
+Workers write their stdout and stderr (file descriptors 1 and 2, where mediapipe's and TensorFlow's C++ logging
+goes) to a log file instead of the terminal. The redirection is done on the file descriptors in the worker itself:
+no environment variable is set anywhere.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import pickle
+import resource
+import signal
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+CRASHED, TIMEOUT, OUT_OF_MEMORY = "worker crashed", "timeout", "out of memory"
+START_TIMEOUT = 300.0  # seconds for a new worker to import what it needs (slow only on a very busy machine)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An item whose worker died on it: the reason (one of the three above) and a line saying how."""
+
+    reason: str
+    detail: str
+
+
+@dataclass
+class Outcome:
+    """What became of one item: ``value`` (the function's return) or ``failure``; its worker's peak RSS so far."""
+
+    index: int
+    item: Any
+    value: Any = None
+    failure: Failure | None = None
+    peak_rss: int = 0  # bytes
+
+
+def _redirect_output(log_path: Path | None) -> None:
+    target = os.open(os.fspath(log_path) if log_path else os.devnull, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    for fd in (1, 2):
+        os.dup2(target, fd)
+    os.close(target)
+
+
+def _usage() -> tuple[int, float]:
+    """This process's peak RSS (bytes) and CPU seconds so far."""
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_maxrss * 1024, r.ru_utime + r.ru_stime  # ru_maxrss: kilobytes on Linux
+
+
+def _worker_main(conn: Connection, fn: Callable, args: tuple, log_path: Path | None, quiet: bool) -> None:
+    # Ctrl-C reaches the whole process group: the parent stops the workers itself, and a worker dying of it must
+    # not be recorded as a clip that crashed.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if quiet:
+        _redirect_output(log_path)
+    conn.send(("ready", None, None, _usage()))
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:  # the parent is gone
+            return
+        if message is None:
+            return
+        index, item = message
+        conn.send(("done", index, fn(item, *args), _usage()))
+
+
+def _rss(pid: int) -> int | None:
+    """Resident memory of a process in bytes (Linux /proc), None where unknown."""
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _how_it_died(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        hint = " (the system may have run out of memory)" if -exitcode == signal.SIGKILL else ""
+        return f"the worker was killed by {name}{hint}"
+    return f"the worker exited with code {exitcode}"
+
+
+def default_max_rss(jobs: int) -> int:
+    """Per-worker memory cap: 80% of the machine's memory shared by the workers (at least 1 GiB each)."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 0
+    return max(2**30, int(0.8 * total / max(1, jobs)))
+
+
+@dataclass
+class _Worker:
+    process: Any
+    conn: Connection
+    ready: bool = False
+    task: tuple[int, Any] | None = None
+    started: float = 0.0
+    peak_rss: int = 0
+    cpu: float = 0.0  # CPU seconds it reported last
+    created: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class WorkerPool:
+    """``jobs`` processes running ``fn(item, *args)``; ``map`` yields an Outcome per item as each finishes."""
+
+    fn: Callable
+    args: tuple = ()
+    jobs: int = 1
+    timeout: float | None = 600.0  # seconds per item
+    max_rss: int = 0  # bytes per worker; 0 = no cap
+    log_path: Path | None = None  # where workers' stdout/stderr go (None: /dev/null)
+    quiet: bool = True  # False: workers keep the terminal (for debugging)
+    poll: float = 0.2  # seconds between memory checks
+    cpu_seconds: float = 0.0  # CPU time the workers reported (startup included), summed over all of them
+    _workers: list[_Worker] = field(default_factory=list)
+
+    def _start(self) -> _Worker:
+        ctx = mp.get_context("spawn")  # no fork: the parent may hold threads (progress bar) and native libraries
+        parent, child = ctx.Pipe()
+        process = ctx.Process(target=_worker_main, args=(child, self.fn, self.args, self.log_path, self.quiet),
+                              daemon=True)
+        process.start()
+        child.close()
+        return _Worker(process=process, conn=parent)
+
+    def _retire(self, worker: _Worker, kill: bool) -> None:
+        if kill and worker.process.is_alive():
+            worker.process.kill()
+        worker.process.join(timeout=10)
+        worker.conn.close()
+        self._workers.remove(worker)
+
+    def map(self, items: Iterable[Any]) -> Iterator[Outcome]:
+        pending = deque(enumerate(items))
+        total = len(pending)
+        done = 0
+        self._workers = [self._start() for _ in range(min(self.jobs, total))]
+        last_poll = time.monotonic()
+        try:
+            while done < total:
+                for w in self._workers:
+                    if w.ready and w.task is None and pending:
+                        w.task, w.started = pending.popleft(), time.monotonic()
+                        w.conn.send(w.task)
+                by_handle = {}
+                for w in self._workers:
+                    by_handle[w.conn] = w
+                    by_handle[w.process.sentinel] = w
+                fired = wait(list(by_handle), timeout=self.poll)
+                dead: dict[int, tuple[_Worker, Failure | None]] = {}
+                for handle in fired:
+                    w = by_handle[handle]
+                    if id(w) in dead:
+                        continue
+                    if handle is w.conn:
+                        try:
+                            kind, index, value, (peak, cpu) = w.conn.recv()
+                        except (EOFError, OSError, pickle.UnpicklingError):  # died mid-message
+                            dead[id(w)] = (w, Failure(CRASHED, _how_it_died(self._exitcode(w))))
+                            continue
+                        self.cpu_seconds += cpu - w.cpu
+                        w.cpu = cpu
+                        if kind == "ready":
+                            w.ready = True
+                        else:
+                            w.peak_rss = max(w.peak_rss, peak)
+                            _, item = w.task
+                            w.task = None
+                            done += 1
+                            yield Outcome(index=index, item=item, value=value, peak_rss=w.peak_rss)
+                    elif not w.conn.poll():  # exited, and no last message left to read
+                        dead[id(w)] = (w, Failure(CRASHED, _how_it_died(self._exitcode(w))))
+                now = time.monotonic()
+                if self.max_rss and now - last_poll >= self.poll:
+                    last_poll = now
+                    for w in self._workers:
+                        rss = _rss(w.process.pid) if id(w) not in dead and w.task is not None else None
+                        if rss is not None:
+                            w.peak_rss = max(w.peak_rss, rss)
+                            if rss > self.max_rss:
+                                dead[id(w)] = (w, Failure(OUT_OF_MEMORY, f"the worker used {rss / 2**30:.2f} GiB "
+                                                          f"(cap {self.max_rss / 2**30:.2f} GiB); it was killed"))
+                for w in self._workers:
+                    if not w.ready and now - w.created > START_TIMEOUT:
+                        raise RuntimeError(f"a worker process did not start within {START_TIMEOUT:g} s")
+                    if id(w) in dead or w.task is None:
+                        continue
+                    if self.timeout and now - w.started > self.timeout:
+                        dead[id(w)] = (w, Failure(TIMEOUT, f"no result after {self.timeout:g} s; the worker was killed"))
+                for w, failure in dead.values():
+                    task, peak = w.task, w.peak_rss
+                    self._retire(w, kill=True)
+                    if task is not None:
+                        done += 1
+                        yield Outcome(index=task[0], item=task[1], failure=failure, peak_rss=peak)
+                    elif not w.ready:
+                        raise RuntimeError(f"a worker process failed to start ({failure.detail}); "
+                                           f"its output is in {self.log_path or 'the terminal'}")
+                    if len(self._workers) < min(self.jobs, total - done):
+                        self._workers.append(self._start())  # the pool rebuilt: the run goes on
+        finally:
+            self.close()
+
+    @staticmethod
+    def _exitcode(w: _Worker) -> int | None:
+        w.process.join(timeout=5)
+        return w.process.exitcode
+
+    def close(self) -> None:
+        for w in list(self._workers):
+            try:
+                w.conn.send(None)
+            except (OSError, ValueError):
+                pass
+        deadline = time.monotonic() + 5
+        for w in list(self._workers):
+            w.process.join(timeout=max(0.0, deadline - time.monotonic()))
+            self._retire(w, kill=True)
