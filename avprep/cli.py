@@ -286,6 +286,8 @@ def lrs3(
     landmarks: Optional[str] = _LANDMARKS, shard_mb: int = _SHARD_MB, shard_clips: int = _SHARD_CLIPS,
     progress: bool = _PROGRESS, retry_failed: bool = _RETRY, num_partitions: int = _PARTITIONS,
     partition: int = _PARTITION, backend: str = _BACKEND, address: Optional[str] = _ADDRESS,
+    seed: int = _SEED, clip_timeout: float = _CLIP_TIMEOUT, max_worker_mem: Optional[float] = _MAX_MEM,
+    verbose: bool = _VERBOSE,
 ) -> None:
     """LRS3-TED (Afouras et al. 2018) -> shards per subset, text and word timings from the .txt, pretrain cut."""
     from avprep.corpora import lrs3 as corpus
@@ -293,7 +295,9 @@ def lrs3(
     chosen = tuple(_split_list(subsets) or ()) or None
     _prepare(lambda: corpus.find_clips(root, chosen, max_seconds), "lrs3", out, preset, None, jobs, mean_face, limit,
              crf, feature_dtype, wave, landmarks, shard_mb, shard_clips, progress, retry_failed, num_partitions,
-             partition, backend=backend, address=address)
+             partition, backend=backend, address=address,
+             selection={"subsets": list(chosen) if chosen else None, "max_seconds": max_seconds},
+             **_run_options(seed, clip_timeout, max_worker_mem, verbose))
 
 
 @app.command()
@@ -309,6 +313,8 @@ def lrs2(
     landmarks: Optional[str] = _LANDMARKS, shard_mb: int = _SHARD_MB, shard_clips: int = _SHARD_CLIPS,
     progress: bool = _PROGRESS, retry_failed: bool = _RETRY, num_partitions: int = _PARTITIONS,
     partition: int = _PARTITION, backend: str = _BACKEND, address: Optional[str] = _ADDRESS,
+    seed: int = _SEED, clip_timeout: float = _CLIP_TIMEOUT, max_worker_mem: Optional[float] = _MAX_MEM,
+    verbose: bool = _VERBOSE,
 ) -> None:
     """LRS2-BBC (Afouras et al. 2018) -> shards per split list, text and word timings from the .txt, pretrain cut."""
     from avprep.corpora import lrs2 as corpus
@@ -316,7 +322,9 @@ def lrs2(
     chosen = tuple(_split_list(splits) or ()) or None
     _prepare(lambda: corpus.find_clips(root, chosen, max_seconds), "lrs2", out, preset, None, jobs, mean_face, limit,
              crf, feature_dtype, wave, landmarks, shard_mb, shard_clips, progress, retry_failed, num_partitions,
-             partition, backend=backend, address=address)
+             partition, backend=backend, address=address,
+             selection={"splits": list(chosen) if chosen else None, "max_seconds": max_seconds},
+             **_run_options(seed, clip_timeout, max_worker_mem, verbose))
 
 
 @app.command()
