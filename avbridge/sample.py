@@ -9,6 +9,8 @@ Keys never contain dots: webdataset splits the member name at the first dot.
 | ``face.mp4``    | H.264                     | uint8 (T, H, W) or (T, H, W, 3)                               |
 | ``mouth.npy``   | raw uint8 (crop_codec=npy)| as above                                                      |
 | ``face.npy``    | raw uint8 (crop_codec=npy)| as above                                                      |
+| ``mouth.jpg``   | one JPEG, frames stacked top to bottom, frame count in a comment (crop_codec=jpg) | as above |
+| ``face.jpg``    | as mouth.jpg              | as above                                                      |
 | ``flow.npz``    | int8 (T-1, H, W, 2), deflate | float32 pixels/frame = int8 * meta["flow"]["scale"]          |
 | ``wav.flac``    | 16-bit FLAC               | float32 (T * samples_per_frame,)                              |
 | ``mel.npy``     | float16 (n_mels, 4T)      | float32                                                       |
@@ -35,6 +37,8 @@ FIELDS = (
     "face.mp4",
     "mouth.npy",
     "face.npy",
+    "mouth.jpg",
+    "face.jpg",
     "flow.npz",
     "wav.flac",
     "mel.npy",
@@ -88,6 +92,8 @@ def encode_field(
     """Encode one field value to the bytes stored in the shard."""
     if name.endswith(".mp4"):
         return codecs.encode_video(value, fps=fps, crf=crf, speed=speed)
+    if name.endswith(".jpg"):
+        return codecs.encode_jpeg_frames(value)
     if name == "wav.flac":
         return codecs.encode_flac(value, sample_rate)
     if name == "flow.npz":
@@ -109,6 +115,8 @@ def decode_field(name: str, data: bytes) -> Any:
     """Decode the stored bytes of one field (see the table in this module's docstring)."""
     if name.endswith(".mp4"):
         return codecs.decode_video(data)
+    if name.endswith(".jpg"):
+        return codecs.decode_jpeg_frames(data)
     if name == "wav.flac":
         return codecs.decode_flac(data)[0]
     if name == "flow.npz":
@@ -128,7 +136,7 @@ def decode_sample(raw: dict[str, Any], fields: tuple[str, ...] | None = None) ->
 
     ``fields`` limits decoding to the named fields (others are dropped, not decoded), so a loader pays only for
     what the model reads. Video fields come back under their bare names ("mouth", "face"), so a consumer need not
-    know whether crops were stored as mp4 or npy; 8-bit features come back as ``mel.npy`` / ``linear.npy``.
+    know whether crops were stored as mp4, jpg or npy; 8-bit features come back as ``mel.npy`` / ``linear.npy``.
     """
     out: dict[str, Any] = {"__key__": raw["__key__"]}
     for name, data in raw.items():
