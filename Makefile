@@ -51,9 +51,9 @@ bench-loader: venv  # synthetic LRW-shaped clips; real GRID mouth crops too when
 bench: bench-prep bench-train bench-loader
 
 # Wheels that scripts/gpu_check.sh installs on a GPU machine without network (the image has torch and numpy only):
-# CPython 3.10-3.12, manylinux x86_64; pure-python ones once. WITH_AV=1 adds PyAV (~35 MB each) for the mp4 loader
-# figure. Carry the wheels/ folder with the repo.
-GPU_PYTHONS ?= 3.10 3.11 3.12
+# CPython 3.11-3.13 (the pins need >= 3.11, as the project does), manylinux x86_64, pure-python ones once: 38 MB.
+# WITH_AV=1 adds PyAV (~35 MB each) for the mp4 loader figure. Carry the wheels/ folder with the repo.
+GPU_PYTHONS ?= 3.11 3.12 3.13
 gpu-wheels: venv
 	@mkdir -p wheels
 	for v in $(GPU_PYTHONS); do \

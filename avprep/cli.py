@@ -12,6 +12,9 @@ from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Audio-visual speech corpora to WebDataset shards.")
 console = Console(stderr=True)
+# Shared by every corpus command (defined before the first one); docs/benchmarks.md "Crop codecs" measures them.
+_CODEC = typer.Option(None, help="mp4 | jpg | npy: crop storage (preset: mp4); jpg decodes ~2.5x faster than mp4 "
+                      "for ~4.5x the bytes, npy is raw")
 
 
 def _fail(message: str) -> None:
@@ -42,6 +45,7 @@ def grid(
     partition: int = typer.Option(0, min=0, help="the partition this run writes, 0 .. num-partitions - 1"),
     backend: str = typer.Option("loky", help="loky (local processes) | dask | ray (--jobs clips in flight)"),
     address: Optional[str] = typer.Option(None, help="scheduler of a running dask/ray cluster (default: local)"),
+    crop_codec: Optional[str] = _CODEC,
 ) -> None:
     """GRID (Cooke et al. 2006) -> shards per split."""
     from avprep.corpora import grid as grid_corpus
@@ -50,7 +54,7 @@ def grid(
     _prepare(lambda: grid_corpus.find_clips(root, names, split_scheme), "grid", out, preset,
              grid_corpus.vocabulary if unit == "word" else None, jobs, mean_face, limit, crf, feature_dtype, wave,
              landmarks, shard_mb, shard_clips, progress, retry_failed, num_partitions, partition, unit=unit,
-             backend=backend, address=address)
+             backend=backend, address=address, crop_codec=crop_codec)
 
 
 @app.command()
@@ -114,7 +118,7 @@ def _prepare(find, corpus: str, out: Path, preset: str, vocabulary, jobs: int, m
              limit: Optional[int], crf: Optional[int], feature_dtype: Optional[str], wave: Optional[bool],
              landmarks: Optional[str], shard_mb: int, shard_clips: int, progress: bool, retry_failed: bool,
              num_partitions: int = 1, partition: int = 0, unit: str = "sentence", backend: str = "loky",
-             address: Optional[str] = None) -> None:
+             address: Optional[str] = None, crop_codec: Optional[str] = None) -> None:
     """What every corpus command does once it knows how to find its clips: validate, discover, prepare, report."""
     from pydantic import ValidationError
 
@@ -125,7 +129,7 @@ def _prepare(find, corpus: str, out: Path, preset: str, vocabulary, jobs: int, m
     try:
         part = Partition(partition, num_partitions)
         chosen = with_overrides(get_preset(preset), video_crf=crf, feature_dtype=feature_dtype, store_wave=wave,
-                                landmarks=landmarks)
+                                landmarks=landmarks, crop_codec=crop_codec)
         clips = find()
         vocab = tuple(vocabulary()) if vocabulary else ()
     except ValidationError as e:
@@ -178,6 +182,7 @@ def lrw(
     landmarks: Optional[str] = _LANDMARKS, shard_mb: int = _SHARD_MB, shard_clips: int = _SHARD_CLIPS,
     progress: bool = _PROGRESS, retry_failed: bool = _RETRY, num_partitions: int = _PARTITIONS,
     partition: int = _PARTITION, backend: str = _BACKEND, address: Optional[str] = _ADDRESS,
+    crop_codec: Optional[str] = _CODEC,
 ) -> None:
     """LRW (Chung & Zisserman 2016) word clips -> shards per split, labelled with their word class."""
     from avprep.corpora import lrw as corpus
@@ -185,7 +190,7 @@ def lrw(
     _prepare(lambda: corpus.find_clips(root, _split_list(words), tuple(_split_list(splits) or ())), "lrw", out,
              preset, lambda: corpus.vocabulary(root), jobs, mean_face, limit, crf, feature_dtype, wave, landmarks,
              shard_mb, shard_clips, progress, retry_failed, num_partitions, partition,
-             backend=backend, address=address)
+             backend=backend, address=address, crop_codec=crop_codec)
 
 
 @app.command()
@@ -200,6 +205,7 @@ def lrw1000(
     shard_mb: int = _SHARD_MB, shard_clips: int = _SHARD_CLIPS,
     progress: bool = _PROGRESS, retry_failed: bool = _RETRY, num_partitions: int = _PARTITIONS,
     partition: int = _PARTITION, backend: str = _BACKEND, address: Optional[str] = _ADDRESS,
+    crop_codec: Optional[str] = _CODEC,
 ) -> None:
     """LRW-1000 (pre-cropped lip images + audio) -> shards per split, the video span matched to the audio."""
     from avprep.corpora import lrw1000 as corpus
@@ -207,7 +213,7 @@ def lrw1000(
     _prepare(lambda: corpus.find_clips(root, tuple(_split_list(splits) or ()), audio_lead), "lrw1000", out, preset,
              lambda: corpus.vocabulary(root), jobs, None, limit, crf, feature_dtype, wave, None, shard_mb,
              shard_clips, progress, retry_failed, num_partitions, partition,
-             backend=backend, address=address)
+             backend=backend, address=address, crop_codec=crop_codec)
 
 
 @app.command("tcd-timit")
@@ -225,6 +231,7 @@ def tcd_timit(
     landmarks: Optional[str] = _LANDMARKS, shard_mb: int = _SHARD_MB, shard_clips: int = _SHARD_CLIPS,
     progress: bool = _PROGRESS, retry_failed: bool = _RETRY, num_partitions: int = _PARTITIONS,
     partition: int = _PARTITION, backend: str = _BACKEND, address: Optional[str] = _ADDRESS,
+    crop_codec: Optional[str] = _CODEC,
 ) -> None:
     """TCD-TIMIT (Harte & Gillen 2015) -> shards, 29.97 fps kept by the two-tower preset, 90/10 split per speaker."""
     from avprep.corpora import tcd_timit as corpus
@@ -232,7 +239,7 @@ def tcd_timit(
     _prepare(lambda: corpus.find_clips(root, speakers, camera, test_fraction, seed), "tcd-timit", out, preset, None,
              jobs, mean_face, limit, crf, feature_dtype, wave, landmarks, shard_mb, shard_clips, progress,
              retry_failed, num_partitions, partition,
-             backend=backend, address=address)
+             backend=backend, address=address, crop_codec=crop_codec)
 
 
 _MAX_SECONDS = typer.Option(15.0, min=1.0, help="cut pretrain clips at word boundaries into segments of at most this "
@@ -296,13 +303,14 @@ def folder(
     landmarks: Optional[str] = _LANDMARKS, shard_mb: int = _SHARD_MB, shard_clips: int = _SHARD_CLIPS,
     progress: bool = _PROGRESS, retry_failed: bool = _RETRY, num_partitions: int = _PARTITIONS,
     partition: int = _PARTITION, backend: str = _BACKEND, address: Optional[str] = _ADDRESS,
+    crop_codec: Optional[str] = _CODEC,
 ) -> None:
     """Any folder of talking-face videos (transcripts from NAME.txt sidecars or a CSV manifest) -> shards."""
     from avprep.corpora import folder as corpus
 
     _prepare(lambda: corpus.find_clips(root, manifest, split), "folder", out, preset, None, jobs, mean_face, limit,
              crf, feature_dtype, wave, landmarks, shard_mb, shard_clips, progress, retry_failed, num_partitions, partition,
-             backend=backend, address=address)
+             backend=backend, address=address, crop_codec=crop_codec)
 
 
 download_app = typer.Typer(no_args_is_help=True, help="Download a corpus from its official archive.")

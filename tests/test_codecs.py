@@ -4,14 +4,14 @@ avtrain's loader reads them into the same batches as H.264 crops within the code
 from __future__ import annotations
 
 import io
-import os
+import json
 
 import numpy as np
 import pytest
-from rich.console import Console
 
 from avbridge import codecs
 from avbridge.sample import decode_field, decode_sample, encode_field
+from avprep.presets import get_preset
 from avtrain.config import validate_recipe
 from avtrain.data import build_loader
 from avtrain.synthetic import _TINT, make_clip, write_shards
@@ -31,6 +31,7 @@ def test_jpeg_gray_round_trip_keeps_shape_and_is_within_psnr_bound(lrw_clip):
     data = codecs.encode_jpeg_frames(lrw_clip)
     back = codecs.decode_jpeg_frames(data)
     assert back.shape == lrw_clip.shape and back.dtype == np.uint8 and back.flags.writeable
+    assert codecs.encode_jpeg_frames(lrw_clip) == data  # byte-reproducible, unlike x264 (docs/format.md)
     # measured 36.6 dB at quality 90 (H.264 at CRF 18: 35.9 dB on the same clip); noise-free content is ~50 dB
     assert psnr(lrw_clip, back) > 34.0
     assert len(data) < lrw_clip.nbytes / 2.5
@@ -109,26 +110,36 @@ def test_avtrain_loader_reads_jpg_and_npy_crops_like_mp4(tmp_path):
 
 @pytest.mark.slow
 def test_avprep_writes_jpg_and_npy_crops_of_a_real_clip(grid_root, tmp_path):
-    """A real GRID clip through the real detector, once per crop codec: the jpg crops are the npy (uncompressed)
-    crops within the PSNR bound, and avprep's inspect checks them."""
-    from avprep.corpora import grid
+    """A real GRID clip through the real detector, once per crop codec chosen on avprep's command line: the jpg
+    crops are the npy (uncompressed) crops within the PSNR bound, and avprep's inspect checks them."""
+    from typer.testing import CliRunner
+
+    from avprep.cli import app
     from avprep.inspect import check_shards
-    from avprep.prepare import prepare
-    from avprep.presets import get_preset, with_overrides
     from avprep.shards import iter_raw_samples, shard_paths
 
-    clip = [c for c in grid.find_clips(grid_root, ["s1"], "none") if c.utterance == "bbaf2n"]
-    quiet = Console(file=open(os.devnull, "w"))
     crops = {}
     for codec in ("npy", "jpg"):
         out = tmp_path / codec
-        preset = with_overrides(get_preset("bridging-grid"), crop_codec=codec)
-        report = prepare(clip, "grid", out, preset, console=quiet, progress=False)
-        assert report.clips_written == 1 and not report.rejected, report.rejected
+        result = CliRunner().invoke(app, ["grid", "--root", str(grid_root), "--speakers", "s1", "--limit", "1",
+                                          "--split-scheme", "none", "--crop-codec", codec, "--out", str(out),
+                                          "--no-progress"])
+        assert result.exit_code == 0, result.output
         (raw,) = [r for p in shard_paths(out) for r in iter_raw_samples(p)]
         assert {f"mouth.{codec}", f"face.{codec}"} <= set(raw) and not {"mouth.mp4", "face.mp4"} & set(raw)
+        assert json.loads(raw["json"])["preset_hash"] != get_preset("bridging-grid").hash  # the choice is recorded
         crops[codec] = decode_sample(raw)
         assert not check_shards(out).errors
     for name, bound in (("mouth", 45.0), ("face", 34.0)):  # measured 50.7 (12 clips) and 36.9 dB
         ref, got = crops["npy"][name], crops["jpg"][name]
         assert got.shape == ref.shape and psnr(ref, got) > bound, (name, psnr(ref, got))
+
+
+def test_avprep_refuses_an_unknown_crop_codec(tmp_path):
+    from typer.testing import CliRunner
+
+    from avprep.cli import app
+
+    result = CliRunner().invoke(app, ["grid", "--root", str(tmp_path), "--crop-codec", "gif", "--out",
+                                      str(tmp_path / "out")])
+    assert result.exit_code == 2 and "crop_codec" in result.output and "'jpg'" in result.output
