@@ -19,7 +19,9 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -69,8 +71,8 @@ class BatchClock:
         steady = slice(min(warmup, max(len(waits) - 1, 0)), None)
         w, c = waits[steady], computes[steady]
         if not w:
-            return {"steps_timed": 0}
-        return {"steps_timed": len(w), "wait_ms_median": 1e3 * statistics.median(w),
+            return {"steps_timed": 0, "batches": len(waits)}
+        return {"steps_timed": len(w), "batches": len(waits), "wait_ms_median": 1e3 * statistics.median(w),
                 "compute_ms_median": 1e3 * statistics.median(c), "wait_s_total": sum(w), "compute_s_total": sum(c),
                 "wait_fraction": sum(w) / max(sum(w) + sum(c), 1e-12),
                 "step_ms_median": 1e3 * statistics.median([a + b for a, b in zip(w, c)])}
@@ -82,18 +84,89 @@ def avtrain_run(recipe: Path, overrides: list[str]) -> None:
     args = ["run", str(recipe)]
     for o in overrides:
         args += ["--set", o]
-    app(args, standalone_mode=False)  # raises on failure instead of exiting
+    code = app(args, standalone_mode=False)  # errors raise or come back as the exit code, instead of exiting
+    if code not in (None, 0):
+        raise RuntimeError(f"avtrain run exited with code {code}")
 
 
-def checkpoint_step(run_dir: Path) -> int:
-    state = torch.load(run_dir / "checkpoints" / "last.pt", map_location="cpu", weights_only=False)
-    return int(state["step"])
+def checkpoint_step(run_dir: Path) -> int | None:
+    path = run_dir / "checkpoints" / "last.pt"
+    return int(torch.load(path, map_location="cpu", weights_only=False)["step"]) if path.exists() else None
 
 
-def train(name: str, shards: Path, out: Path, steps: int, args, *, resume_at: int | None) -> dict:
+def child(spec_path: Path) -> int:
+    """``--child SPEC``: one ``avtrain run`` under the batch clock, in a process of its own (a clean peak-memory
+    count, and a run past its time can be stopped); writes its result, also when stopped or failed."""
+    spec = json.loads(spec_path.read_text())
+    cuda = spec["cuda"]
+    result: dict = {"completed": False}
+    stopped: list[int] = []  # the command line may swallow the interrupt: the flag says it came
+
+    def stop(signum, frame):
+        stopped.append(signum)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    clock = BatchClock(sync=cuda)
+    start = time.perf_counter()
+    try:
+        with clock:
+            avtrain_run(Path(spec["recipe"]), spec["overrides"])
+        result["completed"] = not stopped
+    except BaseException as e:  # noqa: BLE001 - the parent reports it with the rest
+        if not stopped:
+            traceback.print_exc()
+            result["error"] = f"{type(e).__name__}: {e}"
+    if stopped:
+        result["stopped"] = True
+        result["error"] = f"stopped at the time budget after {time.perf_counter() - start:.0f} s"
+    result["wall_s"] = time.perf_counter() - start
+    result.update(clock.split(warmup=spec["warmup"]))
+    if cuda:
+        result["peak_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        result["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
+    Path(spec["result"]).write_text(json.dumps(result))
+    return 0 if result["completed"] else 1
+
+
+def invoke(recipe: Path, overrides: list[str], *, cuda: bool, warmup: int, timeout: float, work: Path) -> dict:
+    """Run :func:`child` in a subprocess; past ``timeout`` it is stopped (SIGTERM, then SIGKILL)."""
+    tag = f"{recipe.stem}-{time.monotonic_ns()}"
+    spec, out = work / f"spec-{tag}.json", work / f"result-{tag}.json"
+    spec.write_text(json.dumps({"recipe": str(recipe), "overrides": overrides, "cuda": cuda, "warmup": warmup,
+                                "result": str(out)}))
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--child", str(spec)])
+    try:
+        proc.wait(timeout=max(timeout, 1.0))
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if out.exists():
+        return json.loads(out.read_text())
+    return {"completed": False, "error": f"the run exited with {proc.returncode} and wrote no result"}
+
+
+class Budget:
+    """The check's wall-clock limit: each stage gets what is left minus what the later stages are promised."""
+
+    def __init__(self, seconds: float):
+        self.deadline = time.monotonic() + seconds
+
+    def left(self, reserve: float = 0.0) -> float:
+        return self.deadline - time.monotonic() - reserve
+
+
+def train(name: str, shards: Path, work: Path, steps: int, args, budget: Budget, reserve: float, *,
+          resume_at: int | None) -> dict:
     """One recipe: train to ``steps`` (in two invocations when ``resume_at``: the second resumes), timed."""
     cuda = args.device == "cuda"
-    run_dir = out / f"run-{name}"
+    run_dir = work / f"run-{name}"
     common = [f"data.shards={shards}", f"output_dir={run_dir}", f"data.batch_size={args.batch}",
               f"data.num_workers={args.workers}", "data.shuffle_buffer=256", "trainer.epochs=100000",
               "trainer.val_each_epoch=false", "trainer.progress=false", f"trainer.device={args.device}",
@@ -101,36 +174,36 @@ def train(name: str, shards: Path, out: Path, steps: int, args, *, resume_at: in
               "trainer.save_every_steps=null", *args.set]
     result: dict = {"recipe": str(RECIPES[name].relative_to(ROOT)), "batch": args.batch, "steps": steps,
                     "workers": args.workers, "precision": args.precision}
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
     first = resume_at if resume_at else steps
-    clock = BatchClock(sync=cuda)
-    start = time.perf_counter()
-    with clock:
-        avtrain_run(RECIPES[name], [*common, f"trainer.max_steps={first}"])
-    result["wall_s"] = time.perf_counter() - start
-    result.update(clock.split(warmup=min(10, first // 5)))
-    if result.get("steps_timed"):
-        result["samples_per_s"] = args.batch / (result["step_ms_median"] / 1e3)
-        result["model_samples_per_s"] = args.batch / (result["compute_ms_median"] / 1e3)
-    if cuda:
-        result["peak_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
-        result["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
+    resume_share = 0.3 * budget.left(reserve) if resume_at else 0.0
+    r = invoke(RECIPES[name], [*common, f"trainer.max_steps={first}"], cuda=cuda, warmup=min(10, first // 5),
+               timeout=budget.left(reserve + resume_share), work=work)
+    result.update(r)
+    if r.get("steps_timed"):
+        result["samples_per_s"] = args.batch / (r["step_ms_median"] / 1e3)
+        result["model_samples_per_s"] = args.batch / (r["compute_ms_median"] / 1e3)
+    if not r["completed"]:
+        if resume_at:
+            result["resume"] = "not run: the first run did not finish"
+        return result
     result["step_after_first_run"] = checkpoint_step(run_dir)
+    if result["step_after_first_run"] != first:
+        result["completed"] = False
+        result["error"] = f"the run ended without a checkpoint at step {first} ({result['step_after_first_run']})"
+        return result
     if resume_at:
-        start = time.perf_counter()
-        try:
-            avtrain_run(RECIPES[name], [*common, f"trainer.max_steps={steps}"])
-            got = checkpoint_step(run_dir)
+        again = invoke(RECIPES[name], [*common, f"trainer.max_steps={steps}"], cuda=cuda, warmup=0,
+                       timeout=budget.left(reserve), work=work)
+        result["resume_wall_s"] = again["wall_s"]
+        got = checkpoint_step(run_dir)
+        if not again["completed"]:
+            result["resume"] = f"FAILED: {again.get('error')}"
+        else:
             result["resume"] = "ok" if got == steps else f"FAILED: checkpoint at step {got}, expected {steps}"
-        except Exception as e:  # noqa: BLE001 - a failed resume is a finding, reported with the rest
-            result["resume"] = f"FAILED: {type(e).__name__}: {e}"
-            traceback.print_exc()
-        result["resume_wall_s"] = time.perf_counter() - start
     return result
 
 
-def loader_rates(tmp: Path, args) -> dict:
+def loader_rates(tmp: Path, args, budget: Budget) -> dict:
     """What ``--workers`` loader workers deliver per crop codec (LRW-shaped, lrw-bridging's augmentation)."""
     import importlib.util
 
@@ -142,6 +215,9 @@ def loader_rates(tmp: Path, args) -> dict:
     for codec in CODECS:
         if codec == "mp4" and importlib.util.find_spec("av") is None:
             out[codec] = {"skipped": "PyAV not installed (make gpu-wheels WITH_AV=1 carries it)"}
+            continue
+        if budget.left() < 10:
+            out[codec] = {"skipped": "out of the time budget"}
             continue
         root = tmp / f"loader-{codec}"
         lrw_shards(root, (args.loader_batches + 2) * args.batch * 2, shards=max(16, 2 * args.workers), codec=codec)
@@ -162,13 +238,14 @@ def markdown(report: dict) -> str:
              "| run | steps | samples/s | model alone, samples/s | step ms (median) | data wait ms | compute ms "
              "| wait share | peak alloc GiB | resume |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for name, r in report["train"].items():
-        if "error" in r:
-            lines.append(f"| {name} | FAILED: {r['error']} |")
+        if not r.get("completed") and not r.get("stopped"):
+            lines.append(f"| {name} ({r['recipe']}) | FAILED: {r.get('error')} |")
             continue
         def num(key: str, fmt: str = ".1f", scale: float = 1.0) -> str:
             return format(r[key] * scale, fmt) if key in r else "-"
 
-        lines.append(f"| {name} ({r['recipe']}) | {r['steps']} | {num('samples_per_s', '.0f')} | "
+        steps = f"{r['batches']} of {r['steps']} (time budget)" if r.get("stopped") else str(r["steps"])
+        lines.append(f"| {name} ({r['recipe']}) | {steps} | {num('samples_per_s', '.0f')} | "
                      f"{num('model_samples_per_s', '.0f')} | {num('step_ms_median')} | {num('wait_ms_median')} | "
                      f"{num('compute_ms_median')} | {num('wait_fraction', '.0%')} | {num('peak_allocated_gib')} | "
                      f"{r.get('resume', '-')} |")
@@ -200,6 +277,8 @@ def main() -> int:
     parser.add_argument("--only", nargs="+", choices=["lrw", "grid", "loader"], default=["lrw", "grid", "loader"])
     parser.add_argument("--set", action="append", default=[], help="extra --set for both recipes (repeatable)")
     parser.add_argument("--out", type=Path, help="results folder (default: $OUT when set, else a temporary one)")
+    parser.add_argument("--budget-s", type=float, default=450.0,
+                        help="wall-clock limit of the whole check; a run still going at its share is stopped")
     args = parser.parse_args()
     cuda = args.device == "cuda"
     if cuda and not torch.cuda.is_available():
@@ -222,31 +301,30 @@ def main() -> int:
     from avtrain.synthetic import grid_speech_shards, lrw_shards
 
     t0 = time.perf_counter()
+    budget = Budget(args.budget_s - 20.0)  # 20 s for start-up and the report
     # enough clips that an epoch (and its loader start-up) is rare: at most 8192, repeating 64 distinct clips
     per_epoch = min(args.steps * args.batch, 8192)
     shards = max(2, min(32, 4 * args.workers))
     failed = False
-    for name, steps, make in (("lrw", args.steps, lrw_shards), ("grid", grid_steps, grid_speech_shards)):
-        if name not in args.only:
-            continue
+    stages = [(n, st, mk) for n, st, mk in (("lrw", args.steps, lrw_shards), ("grid", grid_steps, grid_speech_shards))
+              if n in args.only]
+    loader_reserve = 45.0 if "loader" in args.only and args.loader_batches > 0 else 0.0
+    for i, (name, steps, make) in enumerate(stages):
+        # promised to what comes later: the GRID run a quarter of what is left, the loader 45 s
+        later = loader_reserve + (0.25 * budget.left(loader_reserve) if i + 1 < len(stages) else 0.0)
         t1 = time.perf_counter()
         data = make(work / name, max(per_epoch, shards), shards=shards, codec=args.codec)
         print(f"{name}: shards written in {time.perf_counter() - t1:.0f} s, training {steps} steps", flush=True)
         # resume with steps left to train: a run resumed at its max_steps trains one step more (the engine checks
         # the cap only after a step)
         resume_at = steps - max(1, steps // 3) if name == "lrw" and steps > 1 else None
-        try:
-            report["train"][name] = r = train(name, data, work, steps, args, resume_at=resume_at)
-        except Exception as e:  # noqa: BLE001 - report what failed and go on with the other checks
-            traceback.print_exc()
-            report["train"][name] = {"error": f"{type(e).__name__}: {e}"}
-            failed = True
-            continue
-        failed |= r.get("resume", "ok") != "ok"
+        report["train"][name] = r = train(name, data, work, steps, args, budget, later, resume_at=resume_at)
+        # a run stopped by the time budget is reported with what it measured; a failed one fails the check
+        failed |= not (r["completed"] or r.get("stopped")) or r.get("resume", "ok").startswith("FAILED")
         print(f"{name}: {json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()})}",
               flush=True)
-    if "loader" in args.only and args.loader_batches > 0:
-        report["loader"] = loader_rates(work, args)
+    if loader_reserve:
+        report["loader"] = loader_rates(work, args, budget)
     report["wall_s"] = time.perf_counter() - t0
     shutil.rmtree(work, ignore_errors=True)  # GBs of shards on a GPU run
     (out / "gpu_check.json").write_text(json.dumps(report, indent=1))
@@ -257,4 +335,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--child":
+        sys.exit(child(Path(sys.argv[2])))
     sys.exit(main())
