@@ -230,6 +230,10 @@ def loader_rates(tmp: Path, args, budget: Budget) -> dict:
     return out
 
 
+def _formatter(r: dict):
+    return lambda key, fmt=".1f": format(r[key], fmt) if key in r else "-"
+
+
 def markdown(report: dict) -> str:
     env = report["environment"]
     lines = [f"GPU check {report['date']}: {env['device_name']}, torch {env['torch']}, Python {env['python']}, "
@@ -241,9 +245,7 @@ def markdown(report: dict) -> str:
         if not r.get("completed") and not r.get("stopped"):
             lines.append(f"| {name} ({r['recipe']}) | FAILED: {r.get('error')} |")
             continue
-        def num(key: str, fmt: str = ".1f", scale: float = 1.0) -> str:
-            return format(r[key] * scale, fmt) if key in r else "-"
-
+        num = _formatter(r)
         steps = f"{r['batches']} of {r['steps']} (time budget)" if r.get("stopped") else str(r["steps"])
         lines.append(f"| {name} ({r['recipe']}) | {steps} | {num('samples_per_s', '.0f')} | "
                      f"{num('model_samples_per_s', '.0f')} | {num('step_ms_median')} | {num('wait_ms_median')} | "
