@@ -88,10 +88,11 @@ def write_shards(root: str | Path, *, splits: dict[str, tuple[int, int]] | None 
 
 
 def lrw_shards(root: str | Path, samples: int, *, shards: int = 16, codec: str = "mp4", distinct: int = 64,
-               splits: tuple[str, ...] = ("train",)) -> Path:
-    """LRW-shaped word clips: 29 frames of 112x112 gray mouth, an 80 x 116 mel, 500 classes (``lrw-bridging``)."""
+               splits: tuple[str, ...] = ("train",), size: int = 112) -> Path:
+    """LRW-shaped word clips: 29 frames of 112x112 (``size``) gray mouth, an 80 x 116 mel, 500 classes
+    (``lrw-bridging``)."""
     per = -(-samples // shards)
-    return write_shards(root, splits={s: (shards, per) for s in splits}, num_classes=500, size=112,
+    return write_shards(root, splits={s: (shards, per) for s in splits}, num_classes=500, size=size,
                         min_frames=29, max_frames=29, codec=codec, distinct=distinct)
 
 

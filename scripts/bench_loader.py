@@ -98,12 +98,12 @@ def field_stats(shards: Path, codec: str, count: int = 16) -> tuple[float, float
     return float(np.mean([len(b) for b in blobs]) / 1024), ms
 
 
-def run_loader(shards: Path, workers: int, batches: int | None, batch_size: int) -> dict:
+def run_loader(shards: Path, workers: int, batches: int | None, batch_size: int, size: int = 112) -> dict:
     """Samples/s after the first batch (worker start-up, shuffle-buffer fill). ``batches=None`` reads the split to
     its end, so the workers have decoded exactly the split when their CPU time is read."""
     recipe = load_recipe(ROOT / "recipes" / "lrw-bridging.yaml",
                          [f"data.shards={shards}", f"data.num_workers={workers}", f"data.batch_size={batch_size}",
-                          "data.shuffle_buffer=256"])
+                          "data.shuffle_buffer=256", f"data.video_size={size}"])
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     loader = iter(build_loader(recipe, "train", train=True))
     total = int(next(loader)["video"].shape[0])
@@ -130,6 +130,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=20, help="timed batches per measurement (after 1 warm-up)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, nargs="*", default=[1], help="worker counts for the wall-clock runs")
+    parser.add_argument("--size", type=int, default=112, help="side of the synthetic crops (LRW: 88-112)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--tmp", type=Path, help="where to write the shards (default: a new temporary folder)")
     args = parser.parse_args()
@@ -140,24 +141,25 @@ def main() -> None:
     shards = max(16, most * 2)
     windows = None if args.content == "synthetic" else real_windows(Path(args.content), 64)
     results = []
-    print(f"content: {args.content if windows is None else f'{len(windows)} real windows from {args.content}'}, "
+    what = f"synthetic {args.size}x{args.size}" if windows is None else f"{len(windows)} real windows from {args.content}"
+    print(f"content: {what}, "
           f"batch {args.batch_size}, {args.batches} timed batches, {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.2f}", flush=True)
     for codec in args.codecs:
         root = tmp / codec
         root.mkdir(parents=True, exist_ok=True)
         if windows is None:
-            lrw_shards(root, samples, shards=shards, codec=codec)
+            lrw_shards(root, samples, shards=shards, codec=codec, size=args.size)
         else:
             real_shards(root, windows, codec, samples, shards)
         kib, decode_ms = field_stats(root, codec)
-        inproc = run_loader(root, 0, args.batches, args.batch_size)
+        inproc = run_loader(root, 0, args.batches, args.batch_size, args.size)
         row = {"codec": codec, "kib_per_clip": kib, "decode_cpu_ms": decode_ms,
                "cpu_ms_per_sample": inproc["cpu_ms_per_sample"], "samples_per_cpu_s": 1e3 / inproc["cpu_ms_per_sample"],
                "workers": {}}
         for w in args.workers:
             # 1 worker reads the whole split (exact worker CPU per sample); more workers: the timed batches
-            row["workers"][w] = run_loader(root, w, None if w == 1 else args.batches, args.batch_size)
+            row["workers"][w] = run_loader(root, w, None if w == 1 else args.batches, args.batch_size, args.size)
         results.append(row)
         walls = ", ".join(f"{w} workers {r['samples_per_s']:.0f}/s" + (
             f" (worker CPU {r['worker_cpu_ms_per_sample']:.2f} ms/sample)" if w == 1 else "")
