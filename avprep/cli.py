@@ -258,6 +258,7 @@ def lrs3(
     landmarks: Optional[str] = _LANDMARKS, shard_mb: int = _SHARD_MB, shard_clips: int = _SHARD_CLIPS,
     progress: bool = _PROGRESS, retry_failed: bool = _RETRY, num_partitions: int = _PARTITIONS,
     partition: int = _PARTITION, backend: str = _BACKEND, address: Optional[str] = _ADDRESS,
+    crop_codec: Optional[str] = _CODEC,
 ) -> None:
     """LRS3-TED (Afouras et al. 2018) -> shards per subset, text and word timings from the .txt, pretrain cut."""
     from avprep.corpora import lrs3 as corpus
@@ -265,7 +266,7 @@ def lrs3(
     chosen = tuple(_split_list(subsets) or ()) or None
     _prepare(lambda: corpus.find_clips(root, chosen, max_seconds), "lrs3", out, preset, None, jobs, mean_face, limit,
              crf, feature_dtype, wave, landmarks, shard_mb, shard_clips, progress, retry_failed, num_partitions,
-             partition, backend=backend, address=address)
+             partition, backend=backend, address=address, crop_codec=crop_codec)
 
 
 @app.command()
@@ -281,6 +282,7 @@ def lrs2(
     landmarks: Optional[str] = _LANDMARKS, shard_mb: int = _SHARD_MB, shard_clips: int = _SHARD_CLIPS,
     progress: bool = _PROGRESS, retry_failed: bool = _RETRY, num_partitions: int = _PARTITIONS,
     partition: int = _PARTITION, backend: str = _BACKEND, address: Optional[str] = _ADDRESS,
+    crop_codec: Optional[str] = _CODEC,
 ) -> None:
     """LRS2-BBC (Afouras et al. 2018) -> shards per split list, text and word timings from the .txt, pretrain cut."""
     from avprep.corpora import lrs2 as corpus
@@ -288,7 +290,7 @@ def lrs2(
     chosen = tuple(_split_list(splits) or ()) or None
     _prepare(lambda: corpus.find_clips(root, chosen, max_seconds), "lrs2", out, preset, None, jobs, mean_face, limit,
              crf, feature_dtype, wave, landmarks, shard_mb, shard_clips, progress, retry_failed, num_partitions,
-             partition, backend=backend, address=address)
+             partition, backend=backend, address=address, crop_codec=crop_codec)
 
 
 @app.command()
