@@ -22,7 +22,8 @@ VIDEO_CRF = 18
 JPEG_QUALITY = 90
 # The frame count rides in a JPEG comment (COM) segment right after SOI, so the field stays a plain JPEG that any
 # viewer opens (as a filmstrip) and decoders that do not know the tag skip it.
-_JPEG_TAG = b"avbridge-frames="
+_JPEG_TAG = b"avbridge-frames="  # then T, or "T,C" for frames laid out in C columns
+_JPEG_SIDE = 65535  # the format's limit on either side of an image
 
 
 # Full-range BT.601, done in numpy: exact control of the range, and ~10x faster than swscale on small crops.
@@ -129,11 +130,13 @@ def _to_rgb(yuv_planes: np.ndarray) -> np.ndarray:
 
 
 def encode_jpeg_frames(frames: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
-    """Encode uint8 frames (T, H, W) gray or (T, H, W, 3) RGB as one baseline JPEG of T*H x W (frames top to bottom).
+    """Encode uint8 frames (T, H, W) gray or (T, H, W, 3) RGB as one baseline JPEG: the frames top to bottom (T*H x W),
+    or, where that passes JPEG's 65535-pixel side (T*H > 65535: ~23 s of 112-pixel crops), in C columns filled
+    row by row, the last row padded with black frames.
 
     One image instead of T: a single libjpeg-turbo call per clip, 3x faster to decode than T small JPEGs of the
-    same quality (measured, docs/benchmarks.md). RGB is stored 4:2:0 like the H.264 crops; with H a multiple of 16
-    no chroma block spans two frames (8 for gray).
+    same quality (measured, docs/benchmarks.md). RGB is stored 4:2:0 like the H.264 crops; with H and W multiples
+    of 16 no chroma block spans two frames (8 for gray).
     """
     from PIL import Image
 
@@ -142,14 +145,19 @@ def encode_jpeg_frames(frames: np.ndarray, quality: int = JPEG_QUALITY) -> bytes
             (frames.ndim == 4 and frames.shape[3] != 3):
         raise ValueError(f"encode_jpeg_frames wants non-empty uint8 (T,H,W) or (T,H,W,3), got {frames.dtype} "
                          f"{frames.shape}")
-    count, height = frames.shape[:2]
-    if count * height > 65535:  # the JPEG format's limit on a side
-        raise ValueError(f"{count} frames of height {height} exceed JPEG's 65535-pixel side")
+    count, height, width = frames.shape[:3]
+    columns = -(-count * height // _JPEG_SIDE)
+    rows = -(-count // columns)
+    if rows * height > _JPEG_SIDE or columns * width > _JPEG_SIDE:
+        raise ValueError(f"{count} frames of {height}x{width} do not fit one JPEG (65535-pixel sides)")
+    if rows * columns > count:
+        frames = np.concatenate([frames, np.zeros((rows * columns - count, *frames.shape[1:]), np.uint8)])
+    grid = frames.reshape(rows, columns, *frames.shape[1:]).swapaxes(1, 2)
     buf = io.BytesIO()
-    Image.fromarray(frames.reshape(count * height, *frames.shape[2:])).save(buf, "JPEG", quality=quality,
-                                                                           subsampling="4:2:0")
+    Image.fromarray(np.ascontiguousarray(grid).reshape(rows * height, columns * width, *frames.shape[3:])).save(
+        buf, "JPEG", quality=quality, subsampling="4:2:0")
     data = buf.getvalue()
-    comment = _JPEG_TAG + str(count).encode()
+    comment = _JPEG_TAG + (f"{count}" if columns == 1 else f"{count},{columns}").encode()
     return data[:2] + b"\xff\xfe" + struct.pack(">H", len(comment) + 2) + comment + data[2:]
 
 
@@ -163,14 +171,19 @@ def decode_jpeg_frames(data: bytes) -> np.ndarray:
     comment = data[6 : 4 + size]
     if not comment.startswith(_JPEG_TAG):
         raise ValueError(f"jpg crop field has a foreign comment {comment[:40]!r}, not a frame count")
-    count = int(comment[len(_JPEG_TAG) :])
+    count, _, cols = comment[len(_JPEG_TAG) :].decode().partition(",")
+    count, columns = int(count), int(cols or 1)
     with Image.open(io.BytesIO(data)) as image:
         if image.mode not in ("L", "RGB"):
             raise ValueError(f"jpg crop field is {image.mode}, expected L (gray) or RGB")
-        strip = np.array(image)  # a writable copy; the decoder's buffer is not ours to keep
-    if count <= 0 or strip.shape[0] % count:
-        raise ValueError(f"jpg crop field: {strip.shape[0]} rows do not split into {count} frames")
-    return strip.reshape(count, strip.shape[0] // count, *strip.shape[1:])
+        grid = np.array(image)  # a writable copy; the decoder's buffer is not ours to keep
+    rows = -(-count // max(columns, 1))
+    if count <= 0 or columns <= 0 or grid.shape[0] % rows or grid.shape[1] % columns:
+        raise ValueError(f"jpg crop field: a {grid.shape[0]}x{grid.shape[1]} image does not hold {count} frames in "
+                         f"{columns} columns")
+    height, width = grid.shape[0] // rows, grid.shape[1] // columns
+    frames = grid.reshape(rows, height, columns, width, *grid.shape[2:]).swapaxes(1, 2)
+    return np.ascontiguousarray(frames.reshape(rows * columns, height, width, *grid.shape[2:])[:count])
 
 
 def encode_flac(wave: np.ndarray, sample_rate: int) -> bytes:

@@ -59,11 +59,25 @@ def test_jpeg_frames_do_not_bleed_into_each_other():
     assert back[1].max() < 8 and back[0].min() > 247 and back[2].min() > 247
 
 
+def test_jpeg_long_clips_go_into_columns():
+    """Past JPEG's 65535-pixel side (here 601 frames x 112 rows = 24 s), frames are laid out in columns."""
+    rng = np.random.default_rng(1)
+    frames = np.repeat(rng.integers(0, 256, (601, 1, 1), dtype=np.uint8), 112, 1).repeat(96, 2)  # flat frames
+    frames[:, 40:60, 30:50] = 255 - frames[:, :1, :1]  # a contrasting square: position and order both matter
+    data = codecs.encode_jpeg_frames(frames)
+    assert b"avbridge-frames=601,2" in data[:40]
+    back = codecs.decode_jpeg_frames(data)
+    assert back.shape == frames.shape and psnr(frames, back) > 40
+    assert np.abs(back.astype(int) - frames).reshape(601, -1).mean(1).max() < 3  # every frame where it belongs
+    rgb = np.stack([frames[:300]] * 3, -1)
+    assert codecs.decode_jpeg_frames(codecs.encode_jpeg_frames(rgb)).shape == rgb.shape
+
+
 def test_jpeg_field_errors_are_clear():
     with pytest.raises(ValueError, match="uint8"):
         codecs.encode_jpeg_frames(np.zeros((2, 8, 8), np.float32))
     with pytest.raises(ValueError, match="65535"):
-        codecs.encode_jpeg_frames(np.zeros((600, 112, 112), np.uint8))
+        codecs.encode_jpeg_frames(np.zeros((1, 8, 70000), np.uint8))
     from PIL import Image
 
     plain = io.BytesIO()
