@@ -70,9 +70,9 @@ def write_shards(root: str | Path, *, splits: dict[str, tuple[int, int]] | None 
             name = f"{split}-{s:06d}.tar"
             with wds.TarWriter(str(root / name)) as sink:
                 for i in range(per_shard):
-                    if distinct is None or len(pool) < distinct:
+                    if distinct is not None and len(pool) < distinct:
                         pool.append(draw())
-                    label, length, video_bytes, mel_bytes = pool[-1] if distinct is None else pool[count % distinct]
+                    label, length, video_bytes, mel_bytes = draw() if distinct is None else pool[count % distinct]
                     count += 1
                     key = f"syn_{split}_{s}_{i:04d}"
                     meta = {"key": key, "corpus": "synthetic", "speaker": "s0", "utterance": key, "split": split,
