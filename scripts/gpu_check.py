@@ -273,7 +273,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, help="default: 64 on cuda (the issue's figure), 2 on cpu")
     parser.add_argument("--workers", type=int, help="loader workers (default: 8 on cuda, 1 on cpu)")
     parser.add_argument("--precision", choices=["bf16", "fp32", "fp16"],
-                        help="default: bf16 on cuda, fp32 on cpu (CPU bf16 is ~4x slower than fp32 here)")
+                        help="default: bf16 on cuda, fp32 on cpu (bf16 autocast on the dev CPU was far slower)")
     parser.add_argument("--codec", default="jpg", choices=["mp4", "jpg", "npy"], help="crop codec of the shards")
     parser.add_argument("--loader-batches", type=int, default=30, help="timed batches per codec (0: skip)")
     parser.add_argument("--only", nargs="+", choices=["lrw", "grid", "loader"], default=["lrw", "grid", "loader"])
