@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 GRID   ?= ../shared/data/grid
 JOBS   ?= 2
 
-.PHONY: venv demo test test-fast bench bench-prep bench-train bench-loader clean
+.PHONY: venv demo test test-fast bench bench-prep bench-train bench-loader gpu-wheels gpu-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,10 +43,28 @@ bench-train: venv
 	OMP_NUM_THREADS=1 $(PY) scripts/bench_train.py --batch 8 --threads 1 --steps 3 --warmup 1 --json out/bench-train.json
 	OMP_NUM_THREADS=2 $(PY) scripts/bench_train.py --batch 8 --threads 2 --steps 3 --warmup 1 --json out/bench-train-2threads.json
 
-bench-loader: venv  # needs the word shards `make demo` writes
-	$(PY) scripts/bench_loader.py --grid-shards out/grid-s1-words --batches 40
+bench-loader: venv  # synthetic LRW-shaped clips; real GRID mouth crops too when sentence shards are in out/
+	OMP_NUM_THREADS=1 $(PY) scripts/bench_loader.py --batches 20 --json out/bench-loader.json
+	if [ -f out/grid-s1-sentence/index.json ]; then OMP_NUM_THREADS=1 $(PY) scripts/bench_loader.py --batches 20 \
+	  --content out/grid-s1-sentence --json out/bench-loader-real.json; fi
 
 bench: bench-prep bench-train bench-loader
+
+# Wheels that scripts/gpu_check.sh installs on a GPU machine without network (the image has torch and numpy only):
+# CPython 3.11-3.13 (the pins need >= 3.11, as the project does), manylinux x86_64, pure-python ones once: 38 MB.
+# WITH_AV=1 adds PyAV (~35 MB each) for the mp4 loader figure. Carry the wheels/ folder with the repo.
+GPU_PYTHONS ?= 3.11 3.12 3.13
+gpu-wheels: venv
+	@mkdir -p wheels
+	for v in $(GPU_PYTHONS); do \
+	  $(PY) -m pip download -q --dest wheels --no-deps --only-binary=:all: --python-version $$v \
+	    --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+	    --platform manylinux2014_x86_64 -r scripts/gpu_requirements.txt $(if $(WITH_AV),av==18.1.0) || exit 1; \
+	done
+	@du -sh wheels
+
+gpu-check:  # on the GPU machine
+	scripts/gpu_check.sh
 
 clean:
 	rm -rf out runs .pytest_cache

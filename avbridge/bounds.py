@@ -8,11 +8,13 @@ The bound each decoder enforces, before it allocates the result (decoded bytes p
 | ``.npz``    | the zip's declared uncompressed size, at most ``NPZ_MAX_RATIO`` (deflate's own maximum, 1032x) x    |
 |             | the compressed size; zipfile stops reading at the declared size, and the inner ``.npy`` must fill it |
 | FLAC        | the sample count STREAMINFO declares, x 4 bytes (float32), at most ``FLAC_MAX_RATIO`` x the member  |
+| JPEG (jpg)  | the pixels the JPEG header declares, at most ``JPEG_MAX_RATIO`` x the member, checked before    |
+|             | decoding (and the frame count its comment declares, at most the JSON's)                             |
 | H.264 (mp4) | decoding stops once decoded pixels pass ``VIDEO_MAX_RATIO`` x the member (the declared frame size  |
 |             | is checked before the first frame)                                                                  |
 
 The ratios sit above the most compressible real content measured (all-zero clips: FLAC 1381x for 60 s at 16 kHz,
-H.264 617x for 75 RGB 96x96 frames, deflated int8 flow 956x); see docs/reliability.md. On top of these,
+H.264 617x for 75 RGB 96x96 frames, JPEG q90 181x for 75 RGB 96x96 frames, deflated int8 flow 956x); see docs/reliability.md. On top of these,
 :func:`avbridge.sample.decode_sample` caps each field at the length its sample's JSON declares.
 """
 
@@ -28,6 +30,7 @@ import numpy as np
 NPZ_MAX_RATIO = 1032
 FLAC_MAX_RATIO = 4096
 VIDEO_MAX_RATIO = 2048
+JPEG_MAX_RATIO = 1024
 
 
 def npy(data: bytes, dtype: np.dtype | None = None) -> np.ndarray:
@@ -101,3 +104,8 @@ def flac(data: bytes, max_samples: int | None = None) -> tuple[np.ndarray, int]:
 
 def video_budget(data: bytes) -> int:
     return VIDEO_MAX_RATIO * len(data)
+
+
+def jpeg_budget(data: bytes) -> int:
+    """Decoded bytes a ``.jpg`` crop field may declare: ``JPEG_MAX_RATIO`` x its stored size."""
+    return JPEG_MAX_RATIO * len(data)

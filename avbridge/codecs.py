@@ -1,20 +1,29 @@
-"""Bytes <-> arrays for every field a sample stores: H.264 crops, FLAC audio, npy arrays, JSON.
+"""Bytes <-> arrays for every field a sample stores: H.264 or JPEG crops, FLAC audio, npy arrays, JSON.
 
 Both sides use these: avprep to encode, avtrain to decode. Video decoding is tuned for speed at load time:
 raw H.264 in an mp4 with ``tune=fastdecode``, decoded single-threaded (a thread pool per clip costs more than it
-saves on 75 small frames) and read straight from the decoded planes.
+saves on 75 small frames) and read straight from the decoded planes. JPEG crops (one image of the frames stacked
+top to bottom) decode ~2.5x faster than H.264 for ~4.5x the bytes (docs/benchmarks.md, "Crop codecs").
 """
 
 from __future__ import annotations
 
 import io
 import json
+import struct
 from fractions import Fraction
 from typing import Any
 
 import numpy as np
 
 VIDEO_CRF = 18
+# 90: on GRID mouth crops 50.7 dB PSNR (H.264 at CRF 18: 44.4 dB) for 43 KiB per 29 frames; 95 costs 1.5x the
+# bytes for 2 dB no model can use (docs/benchmarks.md, "Crop codecs").
+JPEG_QUALITY = 90
+# The frame count rides in a JPEG comment (COM) segment right after SOI, so the field stays a plain JPEG that any
+# viewer opens (as a filmstrip) and decoders that do not know the tag skip it.
+_JPEG_TAG = b"avbridge-frames="  # then T, or "T,C" for frames laid out in C columns
+_JPEG_SIDE = 65535  # the format's limit on either side of an image
 
 
 # Full-range BT.601, done in numpy: exact control of the range, and ~10x faster than swscale on small crops.
@@ -217,6 +226,72 @@ def _to_rgb(yuv_planes: np.ndarray) -> np.ndarray:
     yuv = yuv_planes.astype(np.float32)
     yuv[..., 1:] -= 128.0
     return np.clip(np.round(yuv @ _YUV2RGB.T), 0, 255).astype(np.uint8)
+
+
+def encode_jpeg_frames(frames: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
+    """Encode uint8 frames (T, H, W) gray or (T, H, W, 3) RGB as one baseline JPEG: the frames top to bottom (T*H x W),
+    or, where that passes JPEG's 65535-pixel side (T*H > 65535: ~23 s of 112-pixel crops), in C columns filled
+    row by row, the last row padded with black frames.
+
+    One image instead of T: a single libjpeg-turbo call per clip, 3x faster to decode than T small JPEGs of the
+    same quality (measured, docs/benchmarks.md). RGB is stored 4:2:0 like the H.264 crops; with H and W multiples
+    of 16 no chroma block spans two frames (8 for gray).
+    """
+    from PIL import Image
+
+    frames = np.ascontiguousarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim not in (3, 4) or len(frames) == 0 or \
+            (frames.ndim == 4 and frames.shape[3] != 3):
+        raise ValueError(f"encode_jpeg_frames wants non-empty uint8 (T,H,W) or (T,H,W,3), got {frames.dtype} "
+                         f"{frames.shape}")
+    count, height, width = frames.shape[:3]
+    columns = -(-count * height // _JPEG_SIDE)
+    rows = -(-count // columns)
+    if rows * height > _JPEG_SIDE or columns * width > _JPEG_SIDE:
+        raise ValueError(f"{count} frames of {height}x{width} do not fit one JPEG (65535-pixel sides)")
+    if rows * columns > count:
+        frames = np.concatenate([frames, np.zeros((rows * columns - count, *frames.shape[1:]), np.uint8)])
+    grid = frames.reshape(rows, columns, *frames.shape[1:]).swapaxes(1, 2)
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(grid).reshape(rows * height, columns * width, *frames.shape[3:])).save(
+        buf, "JPEG", quality=quality, subsampling="4:2:0")
+    data = buf.getvalue()
+    comment = _JPEG_TAG + (f"{count}" if columns == 1 else f"{count},{columns}").encode()
+    return data[:2] + b"\xff\xfe" + struct.pack(">H", len(comment) + 2) + comment + data[2:]
+
+
+def decode_jpeg_frames(data: bytes, max_frames: int | None = None, max_bytes: int | None = None) -> np.ndarray:
+    """Decode bytes from :func:`encode_jpeg_frames` back to uint8 (T, H, W) or (T, H, W, 3).
+
+    ``max_frames`` caps the frame count the comment may declare, ``max_bytes`` the decoded size the JPEG header may
+    declare; both are checked before any pixel is decoded (ValueError)."""
+    from PIL import Image
+
+    if data[:4] != b"\xff\xd8\xff\xfe":
+        raise ValueError("jpg crop field does not start with avbridge's frame-count comment")
+    size = struct.unpack(">H", data[4:6])[0]
+    comment = data[6 : 4 + size]
+    if not comment.startswith(_JPEG_TAG):
+        raise ValueError(f"jpg crop field has a foreign comment {comment[:40]!r}, not a frame count")
+    count, _, cols = comment[len(_JPEG_TAG) :].decode().partition(",")
+    count, columns = int(count), int(cols or 1)
+    if max_frames is not None and count > max_frames:
+        raise ValueError(f"jpg crop field declares {count} frames, more than the {max_frames} of its sample")
+    with Image.open(io.BytesIO(data)) as image:  # reads the header only; pixels are decoded by np.array below
+        if image.mode not in ("L", "RGB"):
+            raise ValueError(f"jpg crop field is {image.mode}, expected L (gray) or RGB")
+        declared = image.width * image.height * len(image.mode)
+        if max_bytes is not None and declared > max_bytes:
+            raise ValueError(f"jpg crop field declares {image.width}x{image.height} {image.mode} = {declared} bytes, "
+                             f"over the {max_bytes} its {len(data)} stored bytes allow")
+        grid = np.array(image)  # a writable copy; the decoder's buffer is not ours to keep
+    rows = -(-count // max(columns, 1))
+    if count <= 0 or columns <= 0 or grid.shape[0] % rows or grid.shape[1] % columns:
+        raise ValueError(f"jpg crop field: a {grid.shape[0]}x{grid.shape[1]} image does not hold {count} frames in "
+                         f"{columns} columns")
+    height, width = grid.shape[0] // rows, grid.shape[1] // columns
+    frames = grid.reshape(rows, height, columns, width, *grid.shape[2:]).swapaxes(1, 2)
+    return np.ascontiguousarray(frames.reshape(rows * columns, height, width, *grid.shape[2:])[:count])
 
 
 def encode_flac(wave: np.ndarray, sample_rate: int) -> bytes:

@@ -9,6 +9,8 @@ Keys never contain dots: webdataset splits the member name at the first dot.
 | ``face.mp4``    | H.264                     | uint8 (T, H, W) or (T, H, W, 3)                               |
 | ``mouth.npy``   | raw uint8 (crop_codec=npy)| as above                                                      |
 | ``face.npy``    | raw uint8 (crop_codec=npy)| as above                                                      |
+| ``mouth.jpg``   | one JPEG, frames stacked top to bottom, frame count in a comment (crop_codec=jpg) | as above |
+| ``face.jpg``    | as mouth.jpg              | as above                                                      |
 | ``flow.npz``    | int8 (T-1, H, W, 2), deflate | float32 pixels/frame = int8 * meta["flow"]["scale"]          |
 | ``wav.flac``    | 16-bit FLAC               | float32 (T * samples_per_frame,)                              |
 | ``mel.npy``     | float16 (n_mels, 4T)      | float32                                                       |
@@ -27,6 +29,8 @@ member decodes to more than its size allows (:mod:`avbridge.bounds`) nor past th
 
 from __future__ import annotations
 
+import struct
+
 import math
 from typing import Any
 
@@ -41,6 +45,8 @@ FIELDS = (
     "face.mp4",
     "mouth.npy",
     "face.npy",
+    "mouth.jpg",
+    "face.jpg",
     "flow.npz",
     "wav.flac",
     "mel.npy",
@@ -94,6 +100,8 @@ def encode_field(
     """Encode one field value to the bytes stored in the shard."""
     if name.endswith(".mp4"):
         return codecs.encode_video(value, fps=fps, crf=crf, speed=speed)
+    if name.endswith(".jpg"):
+        return codecs.encode_jpeg_frames(value)
     if name == "wav.flac":
         return codecs.encode_flac(value, sample_rate)
     if name == "flow.npz":
@@ -139,6 +147,11 @@ def decode_field(name: str, data: bytes, *, max_frames: int | None = None, max_s
             if getattr(e, "strerror", None):  # PyAV's FFmpeg errors: keep FFmpeg's reason, drop the errno noise
                 raise ValueError(f"not a readable mp4 video ({e.strerror})") from None
             raise
+    if name.endswith(".jpg"):
+        try:
+            return codecs.decode_jpeg_frames(data, max_frames=max_frames, max_bytes=bounds.jpeg_budget(data))
+        except (OSError, SyntaxError, struct.error, UnicodeDecodeError) as e:  # what Pillow and the comment raise
+            raise ValueError(f"not a readable jpg crop field ({type(e).__name__}: {e})") from None
     if name == "wav.flac":
         return bounds.flac(data, max_samples)[0]
     if name == "flow.npz":
@@ -281,8 +294,8 @@ def decode_sample(raw: dict[str, Any], fields: tuple[str, ...] | None = None) ->
 
     ``fields`` limits decoding to the named fields (others are dropped, not decoded), so a loader pays only for
     what the model reads; the JSON is always read (it says how long every field must be). Video fields come back
-    under their bare names ("mouth", "face"), so a consumer need not know whether crops were stored as mp4 or npy;
-    8-bit features come back as ``mel.npy`` / ``linear.npy``. A bad sample raises one SampleError (key, field).
+    under their bare names ("mouth", "face"), so a consumer need not know whether crops were stored as mp4, jpg or
+    npy; 8-bit features come back as ``mel.npy`` / ``linear.npy``. A bad sample raises one SampleError (key, field).
     """
     meta, decoded, problems = check_sample(raw, fields)
     if problems:

@@ -12,6 +12,9 @@ from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Audio-visual speech corpora to WebDataset shards.")
 console = Console(stderr=True)
+# Shared by every corpus command (defined before the first one); docs/benchmarks.md "Crop codecs" measures them.
+_CODEC = typer.Option(None, help="mp4 | jpg | npy: crop storage (preset: mp4); jpg decodes ~2.5x faster than mp4 "
+                      "for ~4.5x the bytes, npy is raw")
 
 
 def _fail(message: str) -> None:
@@ -48,6 +51,7 @@ def grid(
     max_worker_mem: Optional[float] = typer.Option(None, min=0, help="GiB a worker may use before its clip "
                                                    "is rejected as 'out of memory' (default: 80% of RAM / jobs)"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="print each rejection as it happens"),
+    crop_codec: Optional[str] = _CODEC,
 ) -> None:
     """GRID (Cooke et al. 2006) -> shards per split."""
     from avprep.corpora import grid as grid_corpus
@@ -57,7 +61,7 @@ def grid(
              grid_corpus.vocabulary if unit == "word" else None, jobs, mean_face, limit, crf, feature_dtype, wave,
              landmarks, shard_mb, shard_clips, progress, retry_failed, num_partitions, partition, unit=unit,
              backend=backend, address=address, selection={"split_scheme": split_scheme}, seed=seed,
-             clip_timeout=clip_timeout, max_worker_mem=max_worker_mem, verbose=verbose)
+             clip_timeout=clip_timeout, max_worker_mem=max_worker_mem, verbose=verbose, crop_codec=crop_codec)
 
 
 @app.command()
@@ -122,7 +126,8 @@ def _prepare(find, corpus: str, out: Path, preset: str, vocabulary, jobs: int, m
              landmarks: Optional[str], shard_mb: int, shard_clips: int, progress: bool, retry_failed: bool,
              num_partitions: int = 1, partition: int = 0, unit: str = "sentence", backend: str = "local",
              address: Optional[str] = None, selection: Optional[dict] = None, seed: int = 0,
-             clip_timeout: float = 600.0, max_worker_mem: Optional[float] = None, verbose: bool = False) -> None:
+             clip_timeout: float = 600.0, max_worker_mem: Optional[float] = None, verbose: bool = False,
+             crop_codec: Optional[str] = None) -> None:
     """What every corpus command does once it knows how to find its clips: validate, discover, prepare, report.
 
     ``selection``: the command's options that choose clips or splits (checked when a run resumes); the speakers
@@ -136,7 +141,7 @@ def _prepare(find, corpus: str, out: Path, preset: str, vocabulary, jobs: int, m
     try:
         part = Partition(partition, num_partitions)
         chosen = with_overrides(get_preset(preset), video_crf=crf, feature_dtype=feature_dtype, store_wave=wave,
-                                landmarks=landmarks)
+                                landmarks=landmarks, crop_codec=crop_codec)
         clips = find()
         vocab = tuple(vocabulary()) if vocabulary else ()
     except ValidationError as e:
@@ -204,7 +209,7 @@ def lrw(
     progress: bool = _PROGRESS, retry_failed: bool = _RETRY, num_partitions: int = _PARTITIONS,
     partition: int = _PARTITION, backend: str = _BACKEND, address: Optional[str] = _ADDRESS,
     seed: int = _SEED, clip_timeout: float = _CLIP_TIMEOUT, max_worker_mem: Optional[float] = _MAX_MEM,
-    verbose: bool = _VERBOSE,
+    verbose: bool = _VERBOSE, crop_codec: Optional[str] = _CODEC,
 ) -> None:
     """LRW (Chung & Zisserman 2016) word clips -> shards per split, labelled with their word class."""
     from avprep.corpora import lrw as corpus
@@ -213,7 +218,7 @@ def lrw(
              preset, lambda: corpus.vocabulary(root), jobs, mean_face, limit, crf, feature_dtype, wave, landmarks,
              shard_mb, shard_clips, progress, retry_failed, num_partitions, partition,
              backend=backend, address=address, selection={"words": _split_list(words), "splits": splits},
-             **_run_options(seed, clip_timeout, max_worker_mem, verbose))
+             crop_codec=crop_codec, **_run_options(seed, clip_timeout, max_worker_mem, verbose))
 
 
 @app.command()
@@ -229,7 +234,7 @@ def lrw1000(
     progress: bool = _PROGRESS, retry_failed: bool = _RETRY, num_partitions: int = _PARTITIONS,
     partition: int = _PARTITION, backend: str = _BACKEND, address: Optional[str] = _ADDRESS,
     seed: int = _SEED, clip_timeout: float = _CLIP_TIMEOUT, max_worker_mem: Optional[float] = _MAX_MEM,
-    verbose: bool = _VERBOSE,
+    verbose: bool = _VERBOSE, crop_codec: Optional[str] = _CODEC,
 ) -> None:
     """LRW-1000 (pre-cropped lip images + audio) -> shards per split, the video span matched to the audio."""
     from avprep.corpora import lrw1000 as corpus
@@ -238,7 +243,7 @@ def lrw1000(
              lambda: corpus.vocabulary(root), jobs, None, limit, crf, feature_dtype, wave, None, shard_mb,
              shard_clips, progress, retry_failed, num_partitions, partition,
              backend=backend, address=address, selection={"splits": splits, "audio_lead": audio_lead},
-             **_run_options(seed, clip_timeout, max_worker_mem, verbose))
+             crop_codec=crop_codec, **_run_options(seed, clip_timeout, max_worker_mem, verbose))
 
 
 @app.command("tcd-timit")
@@ -257,7 +262,7 @@ def tcd_timit(
     progress: bool = _PROGRESS, retry_failed: bool = _RETRY, num_partitions: int = _PARTITIONS,
     partition: int = _PARTITION, backend: str = _BACKEND, address: Optional[str] = _ADDRESS,
     clip_timeout: float = _CLIP_TIMEOUT, max_worker_mem: Optional[float] = _MAX_MEM,
-    verbose: bool = _VERBOSE,
+    verbose: bool = _VERBOSE, crop_codec: Optional[str] = _CODEC,
 ) -> None:
     """TCD-TIMIT (Harte & Gillen 2015) -> shards, 29.97 fps kept by the two-tower preset, 90/10 split per speaker."""
     from avprep.corpora import tcd_timit as corpus
@@ -267,7 +272,7 @@ def tcd_timit(
              retry_failed, num_partitions, partition,
              backend=backend, address=address,
              selection={"speaker_set": speakers, "camera": camera, "test_fraction": test_fraction, "split_seed": seed},
-             **_run_options(seed, clip_timeout, max_worker_mem, verbose))
+             crop_codec=crop_codec, **_run_options(seed, clip_timeout, max_worker_mem, verbose))
 
 
 _MAX_SECONDS = typer.Option(15.0, min=1.0, help="cut pretrain clips at word boundaries into segments of at most this "
@@ -287,7 +292,7 @@ def lrs3(
     progress: bool = _PROGRESS, retry_failed: bool = _RETRY, num_partitions: int = _PARTITIONS,
     partition: int = _PARTITION, backend: str = _BACKEND, address: Optional[str] = _ADDRESS,
     seed: int = _SEED, clip_timeout: float = _CLIP_TIMEOUT, max_worker_mem: Optional[float] = _MAX_MEM,
-    verbose: bool = _VERBOSE,
+    verbose: bool = _VERBOSE, crop_codec: Optional[str] = _CODEC,
 ) -> None:
     """LRS3-TED (Afouras et al. 2018) -> shards per subset, text and word timings from the .txt, pretrain cut."""
     from avprep.corpora import lrs3 as corpus
@@ -297,7 +302,7 @@ def lrs3(
              crf, feature_dtype, wave, landmarks, shard_mb, shard_clips, progress, retry_failed, num_partitions,
              partition, backend=backend, address=address,
              selection={"subsets": list(chosen) if chosen else None, "max_seconds": max_seconds},
-             **_run_options(seed, clip_timeout, max_worker_mem, verbose))
+             crop_codec=crop_codec, **_run_options(seed, clip_timeout, max_worker_mem, verbose))
 
 
 @app.command()
@@ -314,7 +319,7 @@ def lrs2(
     progress: bool = _PROGRESS, retry_failed: bool = _RETRY, num_partitions: int = _PARTITIONS,
     partition: int = _PARTITION, backend: str = _BACKEND, address: Optional[str] = _ADDRESS,
     seed: int = _SEED, clip_timeout: float = _CLIP_TIMEOUT, max_worker_mem: Optional[float] = _MAX_MEM,
-    verbose: bool = _VERBOSE,
+    verbose: bool = _VERBOSE, crop_codec: Optional[str] = _CODEC,
 ) -> None:
     """LRS2-BBC (Afouras et al. 2018) -> shards per split list, text and word timings from the .txt, pretrain cut."""
     from avprep.corpora import lrs2 as corpus
@@ -324,7 +329,7 @@ def lrs2(
              crf, feature_dtype, wave, landmarks, shard_mb, shard_clips, progress, retry_failed, num_partitions,
              partition, backend=backend, address=address,
              selection={"splits": list(chosen) if chosen else None, "max_seconds": max_seconds},
-             **_run_options(seed, clip_timeout, max_worker_mem, verbose))
+             crop_codec=crop_codec, **_run_options(seed, clip_timeout, max_worker_mem, verbose))
 
 
 @app.command()
@@ -340,7 +345,7 @@ def folder(
     progress: bool = _PROGRESS, retry_failed: bool = _RETRY, num_partitions: int = _PARTITIONS,
     partition: int = _PARTITION, backend: str = _BACKEND, address: Optional[str] = _ADDRESS,
     seed: int = _SEED, clip_timeout: float = _CLIP_TIMEOUT, max_worker_mem: Optional[float] = _MAX_MEM,
-    verbose: bool = _VERBOSE,
+    verbose: bool = _VERBOSE, crop_codec: Optional[str] = _CODEC,
 ) -> None:
     """Any folder of talking-face videos (transcripts from NAME.txt sidecars or a CSV manifest) -> shards."""
     from avprep.corpora import folder as corpus
@@ -349,7 +354,7 @@ def folder(
              crf, feature_dtype, wave, landmarks, shard_mb, shard_clips, progress, retry_failed, num_partitions, partition,
              backend=backend, address=address,
              selection={"manifest": str(manifest) if manifest else None, "split": split},
-             **_run_options(seed, clip_timeout, max_worker_mem, verbose))
+             crop_codec=crop_codec, **_run_options(seed, clip_timeout, max_worker_mem, verbose))
 
 
 download_app = typer.Typer(no_args_is_help=True, help="Download a corpus from its official archive.")

@@ -102,7 +102,8 @@ def contact_sheet(target: Path, out_png: Path, count: int = 6, frames_per_row: i
     rows = np.atleast_1d(rows)
     for sub, raw in zip(rows, samples):
         meta = decode_field("json", raw["json"])
-        crops = [decode_field(n, raw[n]) for n in ("mouth.mp4", "mouth.npy", "face.mp4", "face.npy") if n in raw]
+        crops = [decode_field(f"{v}.{c}", raw[f"{v}.{c}"]) for v in ("mouth", "face") for c in ("mp4", "jpg", "npy")
+                 if f"{v}.{c}" in raw]
         axes = sub.subplots(len(crops) + 1, frames_per_row, gridspec_kw={"height_ratios": [1] * len(crops) + [1.2]})
         axes = np.atleast_2d(axes)
         for r, video in enumerate(crops):

@@ -90,8 +90,9 @@ class Preset(_Strict):
     # Spectrograms as float16 .npy, or as 8 bits over the normalisation's value range (max error 1/510 of it:
     # 0.026 nats for "log"), deflated: ~2.3x smaller.
     feature_dtype: Literal["float16", "uint8"] = "float16"
-    # "mp4": H.264 crops (small, ~4 ms to decode per clip); "npy": raw uint8 (large, fastest to decode).
-    crop_codec: Literal["mp4", "npy"] = "mp4"
+    # "mp4": H.264 crops (smallest); "jpg": one JPEG per crop clip, ~2.5x faster to decode than mp4 for ~4.5x the
+    # bytes; "npy": raw uint8 (largest, fastest to decode). Measured per loader worker: docs/benchmarks.md.
+    crop_codec: Literal["mp4", "jpg", "npy"] = "mp4"
     # x264 settings of mp4 crops: CRF 18 is visually lossless on these crops; "veryfast" gives files ~40% smaller
     # than "superfast" for ~1.7x the encode time (measured on s1 mouth crops, docs/benchmarks.md).
     video_crf: int = Field(default=18, ge=0, le=51)
