@@ -56,11 +56,11 @@ def run(
 def _evaluate(r: Recipe, **kwargs) -> dict:
     """Word accuracy for lip-reading models, STOI/ESTOI/PESQ for speech models."""
     if r.model in SPEECH_MODELS:
-        from avtrain.evaluate_speech import evaluate_speech
+        from avtrain.tasks.speech.evaluate import evaluate_speech
 
         kwargs.pop("flip_tta", None)
         return evaluate_speech(r, console=err, **kwargs)
-    from avtrain.evaluate import evaluate
+    from avtrain.tasks.lipreading.evaluate import evaluate
 
     return evaluate(r, **kwargs)
 
@@ -93,7 +93,7 @@ def sweep_levels_(
     out: Optional[Path] = typer.Option(None, help="Table path without suffix (default: <output_dir>-levels)."),
 ):
     """Train and evaluate one run per set of MTLAM memory levels; print and write the table (Table 1)."""
-    from avtrain.sweep import PAPER_LRW_TOP1, parse_levels, sweep_levels
+    from avtrain.tasks.lipreading.mtlam_sweep import PAPER_LRW_TOP1, parse_levels, sweep_levels
 
     try:
         level_sets = [parse_levels(t) for t in levels] if levels else list(PAPER_LRW_TOP1)
@@ -114,7 +114,7 @@ def synth(
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
 ):
     """Reconstruct speech from one video: avprep's per-clip pipeline, the model, Griffin-Lim."""
-    from avtrain.synth import SynthError, synthesise
+    from avtrain.tasks.speech.synth import SynthError, synthesise
 
     try:
         res = synthesise(checkpoint, video, out, mode=synthesis, n_iter=iters, device=device)

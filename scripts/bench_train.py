@@ -20,7 +20,7 @@ import torch
 
 from avtrain.config import load_recipe
 from avtrain.engine import autocast_dtype, build_optimizer, select_device
-from avtrain.losses import lipreading_loss
+from avtrain.tasks.lipreading.losses import lipreading_loss
 from avtrain.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,7 +22,7 @@ from rich.table import Table
 from avbridge.spectra import SpectrogramParams
 from avtrain.config import load_recipe
 from avtrain.data import MEL_PER_FRAME, build_loader
-from avtrain.speech_eval import SpeechEvaluator
+from avtrain.tasks.speech.scoring import SpeechEvaluator
 
 
 def mean_frames(recipe, clips: int) -> tuple[np.ndarray, np.ndarray | None]:

@@ -15,7 +15,7 @@ from avtrain.synthetic import write_shards
 
 WORKER = textwrap.dedent("""
     import json, sys, torch
-    from avtrain import distributed
+    from avtrain.engine import distributed
     from avtrain.config import load_recipe
     from avtrain.engine import Trainer
     t = Trainer(load_recipe(sys.argv[1]))

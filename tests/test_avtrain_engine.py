@@ -6,7 +6,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from avtrain.checkpoint import load, save_atomic
+from avtrain.engine.checkpoint import load, save_atomic
 from avtrain.cli import app
 from avtrain.config import load_recipe
 from avtrain.engine import train

@@ -21,7 +21,7 @@ import torch
 from avtrain.config import RecipeError, load_recipe, validate_recipe
 from avtrain.data import MEL_PER_FRAME, build_loader
 from avtrain.engine import Trainer, train
-from avtrain.evaluate_speech import evaluate_speech
+from avtrain.tasks.speech.evaluate import evaluate_speech
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
@@ -171,7 +171,7 @@ def test_bridging_speech_trains_and_scores_on_real_grid(bridging_run):
 
 
 def test_diagonal_attention_mass():
-    from avtrain.speech_predict import diagonal_mass
+    from avtrain.tasks.speech.predict import diagonal_mass
 
     t = 10
     assert diagonal_mass(torch.eye(t), t) == pytest.approx(1.0)

@@ -15,7 +15,7 @@ def build_model(recipe):
             recipe.model_conf, recipe.visual_frontend_conf, recipe.audio_frontend_conf,
             recipe.temporal, recipe.temporal_conf, recipe.memory_conf))
     if recipe.model == "speech":
-        from avtrain.models.speech import SpeechModel
+        from avtrain.models.bridging_speech import SpeechModel
 
         return SpeechModel.from_recipe(recipe)
     if recipe.model == "two_tower":

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from avtrain.models.cbhg import CBHG
-from avtrain.sliding import sliding_window_average
+from avtrain.models.sliding import sliding_window_average
 
 TOWER_STEM = 128
 TOWER_WIDTHS = (128, 128, 256, 256, 256, 256, 512, 512, 512, 512)

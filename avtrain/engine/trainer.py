@@ -21,11 +21,11 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from avtrain import checkpoint as ckpt
-from avtrain import distributed
+from avtrain.engine import checkpoint as ckpt
+from avtrain.engine import distributed
 from avtrain.config import SPEECH_MODELS, Recipe
 from avtrain.data import build_loader, preprocessing_record, split_size
-from avtrain.losses import lipreading_loss
+from avtrain.tasks.lipreading.losses import lipreading_loss
 from avtrain.models import build_model
 from avtrain.models.mtlam import mtlam_loss
 

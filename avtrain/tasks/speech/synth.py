@@ -18,16 +18,16 @@ import numpy as np
 import torch
 
 from avbridge.spectra import SpectrogramParams
-from avtrain import checkpoint as ckpt
+from avtrain.engine import checkpoint as ckpt
 from avtrain.config import SPEECH_MODELS, Recipe, validate_recipe
 from avtrain.data import ClipLoader, collate, preprocessing_record
 from avtrain.engine import select_device
-from avtrain.evaluate_speech import DEFAULT_SYNTHESIS
-from avtrain.metrics import score_clip
+from avtrain.tasks.speech.evaluate import DEFAULT_SYNTHESIS
+from avtrain.tasks.speech.metrics import score_clip
 from avtrain.models import build_model
-from avtrain.speech_eval import SpeechEvaluator
-from avtrain.speech_plots import write_wav
-from avtrain.speech_predict import predict_batch
+from avtrain.tasks.speech.scoring import SpeechEvaluator
+from avtrain.tasks.speech.plots import write_wav
+from avtrain.tasks.speech.predict import predict_batch
 
 
 class SynthError(RuntimeError):

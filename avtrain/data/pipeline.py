@@ -22,7 +22,7 @@ import webdataset as wds
 
 from avbridge.sample import decode_sample
 from avbridge.spectra import SpectrogramParams, mel_spectrogram
-from avtrain.augment import ClipAugment, resize_frames
+from avtrain.data.augment import ClipAugment, resize_frames
 from avtrain.config import Recipe
 
 MEL_PER_FRAME = 4  # 100 fps spectrogram frames per 25 fps video frame

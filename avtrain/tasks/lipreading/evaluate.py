@@ -13,12 +13,12 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from avtrain import checkpoint as ckpt
+from avtrain.engine import checkpoint as ckpt
 from avtrain.config import Recipe
 from avtrain.data import build_loader, vocabulary
 from avtrain.engine import autocast_dtype, select_device, to_device
 from avtrain.models import build_model
-from avtrain.plots import plot_addressing, plot_level_addressing
+from avtrain.tasks.lipreading.plots import plot_addressing, plot_level_addressing
 
 
 def load_weights(recipe: Recipe, which: str | None, device: torch.device) -> tuple[torch.nn.Module, Path]:

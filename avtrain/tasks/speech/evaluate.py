@@ -20,10 +20,10 @@ from avbridge.spectra import SpectrogramParams
 from avtrain.config import Recipe
 from avtrain.data import MEL_PER_FRAME, build_loader, split_size
 from avtrain.engine import select_device
-from avtrain.evaluate import load_weights
-from avtrain.speech_eval import SpeechEvaluator
-from avtrain.speech_predict import predict_batch
-from avtrain.vocoder import ExemplarBank
+from avtrain.tasks.lipreading.evaluate import load_weights
+from avtrain.tasks.speech.scoring import SpeechEvaluator
+from avtrain.tasks.speech.predict import predict_batch
+from avtrain.tasks.speech.vocoder import ExemplarBank
 
 # The papers' synthesis: the bridging model's mel through Griffin-Lim; the two-tower model's Lin-synth and Mel-synth.
 DEFAULT_SYNTHESIS = {"speech": ["mel"], "two_tower": ["linear", "exemplar"]}
