@@ -14,7 +14,7 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
-from avtrain.config import SPEECH_MODELS, Recipe, RecipeError, load_recipe
+from avtrain.config import Recipe, RecipeError, load_recipe
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train and evaluate memory-augmented lip reading (associative bridging, MTLAM) and speech "
@@ -54,15 +54,10 @@ def run(
 
 
 def _evaluate(r: Recipe, **kwargs) -> dict:
-    """Word accuracy for lip-reading models, STOI/ESTOI/PESQ for speech models."""
-    if r.model in SPEECH_MODELS:
-        from avtrain.tasks.speech.evaluate import evaluate_speech
+    """The recipe's task evaluates: word accuracy for lip reading, STOI/ESTOI/PESQ for speech models."""
+    from avtrain.tasks import task_for
 
-        kwargs.pop("flip_tta", None)
-        return evaluate_speech(r, console=err, **kwargs)
-    from avtrain.tasks.lipreading.evaluate import evaluate
-
-    return evaluate(r, **kwargs)
+    return task_for(r).evaluate(console=err, **kwargs)
 
 
 @app.command("eval")

@@ -48,9 +48,24 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def all_reduce_sum(info: DistInfo, values: list[float], device: torch.device) -> list[float]:
+def sum_across_ranks(info: DistInfo, sums: dict[str, float]) -> dict[str, float]:
+    """Add per-rank sums key by key. Ranks may hold different numbers of validation clips, or none (GRID's val split
+    is one shard), so each sends its own dict (gathered as objects) instead of a tensor whose size could differ."""
     if not info.enabled:
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.tolist()
+        return dict(sums)
+    gathered: list[dict[str, float] | None] = [None] * info.world_size
+    dist.all_gather_object(gathered, dict(sums))
+    out: dict[str, float] = {}
+    for part in gathered:
+        for k, v in (part or {}).items():
+            out[k] = out.get(k, 0.0) + float(v)
+    return out
+
+
+def check_shards_per_rank(num_shards: int, world_size: int, split: str) -> None:
+    """Every rank needs a shard of its own: webdataset's node splitter would leave a rank with nothing to train
+    on while the others wait for it in the gradient all-reduce (a deadlock)."""
+    if world_size > 1 and num_shards < world_size:
+        raise RuntimeError(f"split {split!r} has {num_shards} shard(s) for {world_size} ranks: each rank needs at "
+                           f"least one training shard; write the split as at least {world_size} shards or run "
+                           f"fewer ranks")

@@ -192,6 +192,13 @@ class MTLAMLipReading(nn.Module):
         self.audio_head = ClipClassifier(audio_tcn.level_dims[-1], num_classes, head_dropout) if memories else None
 
     @classmethod
+    def from_recipe(cls, recipe) -> "MTLAMLipReading":
+        """From an MTLAM recipe's validated component confs (model, front-ends, temporal, memory)."""
+        return cls.from_config(MTLAMConfig.from_confs(
+            recipe.model_conf, recipe.visual_frontend_conf, recipe.audio_frontend_conf, recipe.temporal,
+            recipe.temporal_conf, recipe.memory_conf))
+
+    @classmethod
     def from_config(cls, cfg: MTLAMConfig) -> "MTLAMLipReading":
         levels = tuple(cfg.memory.levels)
         n = cfg.temporal.num_levels

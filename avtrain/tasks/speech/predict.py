@@ -1,8 +1,8 @@
 """A trained speech model's predicted spectrograms for a batch of whole clips, in ``avbridge.spectra`` units.
 
-Shared by ``avtrain eval`` (test split) and ``avtrain synth`` (one new video): the bridging model decodes freely
-from video alone (no audio, no teacher forcing); the two-tower model predicts every frame from its K-frame window and
-runs its post-net over sliding windows with Gaussian-weighted overlaps. The data module's mel normalisation
+Used through each speech task's ``predict`` by ``avtrain eval`` (test split) and ``avtrain synth`` (one new video):
+the bridging model decodes freely from video alone (no audio, no teacher forcing); the two-tower model predicts
+every frame from its K-frame window and runs its post-net over sliding windows with Gaussian-weighted overlaps. The data module's mel normalisation
 (``data.mel_mean`` / ``data.mel_std``) is undone so that the vocoder sees the units the shards were written in.
 """
 
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from avtrain.config import Recipe
-from avtrain.data import MEL_PER_FRAME
+from avtrain.data import MEL_PER_FRAME, denormalise_mel
 
 
 @dataclass
@@ -41,26 +41,29 @@ def post_net_window(recipe: Recipe) -> int:
 
 
 @torch.no_grad()
-def predict_batch(model: torch.nn.Module, recipe: Recipe, batch: dict, device: torch.device) -> list[Prediction]:
-    d = recipe.data
+def predict_bridging(model: torch.nn.Module, recipe: Recipe, batch: dict, device: torch.device) -> list[Prediction]:
+    """The bridging model decodes freely from video alone (no audio, no teacher forcing)."""
     lengths = batch["lengths"]
-    preds: list[Prediction] = []
-    if recipe.model == "speech":
-        out = model.infer(batch["video"].to(device), lengths.to(device))
-        mel = out["mel_post"].float().cpu() * d.mel_std + d.mel_mean
-        align = out["alignments"].cpu()
-        for i, key in enumerate(batch["keys"]):
-            t = int(lengths[i])
-            preds.append(Prediction(key, mel[i, :, : MEL_PER_FRAME * t].numpy(), None, diagonal_mass(align[i], t)))
-        return preds
-    if recipe.model == "two_tower":
-        window = post_net_window(recipe)
-        for i, key in enumerate(batch["keys"]):
-            t = int(lengths[i])
-            flow = batch["flow"][i, : t - 1].to(device) if "flow" in batch else None
-            out = model.predict_clip(batch["video"][i, :t].to(device), flow, window=window)
-            mel = out["mel"].float().cpu() * d.mel_std + d.mel_mean
-            linear = out["linear"].float().cpu().numpy() if "linear" in out else None
-            preds.append(Prediction(key, mel.numpy(), linear))
-        return preds
-    raise ValueError(f"model {recipe.model!r} does not predict speech")
+    out = model.infer(batch["video"].to(device), lengths.to(device))
+    mel = denormalise_mel(out["mel_post"].float().cpu(), recipe.data)
+    align = out["alignments"].cpu()
+    preds = []
+    for i, key in enumerate(batch["keys"]):
+        t = int(lengths[i])
+        preds.append(Prediction(key, mel[i, :, : MEL_PER_FRAME * t].numpy(), None, diagonal_mass(align[i], t)))
+    return preds
+
+
+@torch.no_grad()
+def predict_two_tower(model: torch.nn.Module, recipe: Recipe, batch: dict, device: torch.device) -> list[Prediction]:
+    """Every frame from its K-frame window; the post-net over sliding windows with Gaussian-weighted overlaps."""
+    window = post_net_window(recipe)
+    preds = []
+    for i, key in enumerate(batch["keys"]):
+        t = int(batch["lengths"][i])
+        flow = batch["flow"][i, : t - 1].to(device) if "flow" in batch else None
+        out = model.predict_clip(batch["video"][i, :t].to(device), flow, window=window)
+        mel = denormalise_mel(out["mel"].float().cpu(), recipe.data)
+        linear = out["linear"].float().cpu().numpy() if "linear" in out else None
+        preds.append(Prediction(key, mel.numpy(), linear))
+    return preds
