@@ -119,9 +119,6 @@ class Recipe(_Strict):
             conf = choices[name].model_validate(getattr(self, f"{component}_conf"))
             # store the validated conf back as a plain dict with defaults filled in
             object.__setattr__(self, f"{component}_conf", conf.model_dump())
-        if self.scheduler == "plateau" and not (self.data.valid_split and self.trainer.val_each_epoch):
-            raise ValueError("scheduler plateau steps on the validation metric: it needs data.valid_split and "
-                             "trainer.val_each_epoch (or choose another scheduler)")
         if self.trainer.compile and not self.COMPILABLE:
             raise ValueError(f"trainer.compile: model {self.model!r} does not support torch.compile (its decoder "
                              "is a Python loop over steps)")

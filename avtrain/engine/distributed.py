@@ -55,8 +55,13 @@ def sum_across_ranks(info: DistInfo, sums: dict[str, float]) -> dict[str, float]
         return dict(sums)
     gathered: list[dict[str, float] | None] = [None] * info.world_size
     dist.all_gather_object(gathered, dict(sums))
+    return add_sums(gathered)
+
+
+def add_sums(parts: list[dict[str, float] | None]) -> dict[str, float]:
+    """Key-by-key sum of several ranks' sums; a rank without clips sends an empty dict."""
     out: dict[str, float] = {}
-    for part in gathered:
+    for part in parts:
         for k, v in (part or {}).items():
             out[k] = out.get(k, 0.0) + float(v)
     return out

@@ -323,8 +323,11 @@ class Trainer:
                 self.console.log(f"epoch {self.epoch}: {self.task.validation_line(val)}, "
                                  f"{samples * self.dist.world_size / max(seconds, 1e-9):.1f} train samples/s")
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            if metric is not None:  # never a made-up value: a plateau schedule moves on validation results only
+            # a plateau schedule moves on validation results only, never on a made-up value
+            if metric is not None:
                 self.scheduler.step(metric)
+            elif self.dist.is_main and self.epoch == 0:
+                self.console.log("scheduler plateau: no validation this run, the learning rate stays constant")
         else:
             self.scheduler.step()
         improved = metric is not None and self.better(metric)

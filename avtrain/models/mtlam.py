@@ -27,16 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from avtrain.models.frontends import AudioFrontend, VisualFrontend
+from avtrain.models.masked import masked_mean, masked_time_mean
 from avtrain.models.tcn import (DCTCNSpec, MSTCNSpec, TemporalModel, TemporalSpec, build_matched_towers,
                                 build_temporal_model)
-
-
-def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Mean of (B, T) values over real frames."""
-    if mask is None:
-        return values.mean()
-    m = mask.to(values.dtype)
-    return (values * m).sum() / m.sum().clamp_min(1.0)
 
 
 # ---------------------------------------------------------------- the memory of one level
@@ -71,17 +64,21 @@ class LipAudioMemory(nn.Module):
         self.aggregate = nn.Linear(num_heads * dim, dim)  # W_a
 
     def address(self, visual: torch.Tensor) -> torch.Tensor:
-        """Eq. 2 per head: softmax over slots of r * cos(M_k^j, W_q^j f_v); (B, T, h, N)."""
+        """Eq. 2 per head: softmax over slots of r * cos(M_k^j, W_q^j f_v); (B, T, h, N), in fp32 whatever the
+        autocast around it (the query projection W_q included)."""
         b, t, _ = visual.shape
-        q = F.normalize(self.query(visual).float().view(b, t, self.num_heads, self.key_dim), dim=-1)
-        keys = F.normalize(self.key_memory.float(), dim=-1)
-        sim = torch.einsum("bthk,hnk->bthn", q, keys)
-        return torch.softmax(self.scale * sim, dim=-1)
+        with torch.autocast(visual.device.type, enabled=False):
+            q = self.query(visual.float()).view(b, t, self.num_heads, self.key_dim)
+            q = F.normalize(q, dim=-1)
+            keys = F.normalize(self.key_memory.float(), dim=-1)
+            sim = torch.einsum("bthk,hnk->bthn", q, keys)
+            return torch.softmax(self.scale * sim, dim=-1)
 
     def forward(self, visual: torch.Tensor, audio: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None) -> LevelMemoryOutput:
         a = self.address(visual)
-        per_head = a @ self.value_memory.float()  # Eq. 3 for every head at once: (B, T, h, D)
+        with torch.autocast(visual.device.type, enabled=False):
+            per_head = a @ self.value_memory.float()  # Eq. 3 for every head at once: (B, T, h, D)
         recalled = self.aggregate(per_head.flatten(2).to(visual.dtype))
         if mask is not None:
             recalled = recalled * mask[..., None].to(recalled.dtype)
@@ -168,8 +165,7 @@ class ClipClassifier(nn.Module):
         self.fc = nn.Linear(dim, num_classes)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        m = mask[..., None].to(x.dtype)
-        return self.fc(self.drop((x * m).sum(1) / m.sum(1).clamp_min(1.0)))
+        return self.fc(self.drop(masked_time_mean(x, mask)))
 
 
 class MTLAMLipReading(nn.Module):

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from avtrain.models.cbhg import CBHG
+from avtrain.models.masked import masked_spectrogram_mean
 from avtrain.models.sliding import sliding_window_average
 
 TOWER_STEM = 128
@@ -171,9 +172,7 @@ class TwoTowerModel(nn.Module):
 
     def _loss(self, pred: torch.Tensor, target: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
         diff = pred.float() - target.float()
-        err = diff.abs() if self.loss_kind == "l1" else diff ** 2
-        m = frame_mask[:, None, :].to(err.dtype)
-        return (err * m).sum() / (m.sum() * pred.shape[1]).clamp_min(1.0)
+        return masked_spectrogram_mean(diff.abs() if self.loss_kind == "l1" else diff ** 2, frame_mask)
 
     def forward(self, batch: dict) -> dict:
         """batch: ``video`` (B, T, 1, H, W) gray, ``flow`` (B, T - 1, 2, H, W), ``mel`` (B, n_mels, 4T),
