@@ -29,9 +29,14 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype)
 
 
+HOST_FIELDS = ("lengths",)
+
+
 def to_device(batch: dict, device: torch.device) -> dict:
-    """Tensors of a batch onto ``device``; asynchronous from pinned host memory (the loader pins on CUDA)."""
-    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+    """Tensors of a batch onto ``device``, asynchronously from pinned host memory (the loader pins on CUDA).
+    ``lengths`` stays on the host: packed RNNs and real-frame indexing read it there, without a device sync."""
+    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) and k not in HOST_FIELDS else v)
+            for k, v in batch.items()}
 
 
 def configure_cuda(deterministic: bool = False) -> None:

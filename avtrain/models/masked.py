@@ -1,4 +1,5 @@
-"""Means over the real frames of padded batches: one definition for every loss and pooling that needs one."""
+"""Padded batches: means over real frames (one definition for every loss and pooling that needs one), the flat
+indices of the real frames, and batch norm over real frames, all without a device-to-host synchronisation."""
 
 from __future__ import annotations
 
@@ -23,3 +24,42 @@ def masked_spectrogram_mean(err: torch.Tensor, frame_mask: torch.Tensor) -> torc
     """Mean of a (B, bins, L) per-bin error over the real spectrogram frames (frame_mask (B, L)) and all bins."""
     m = frame_mask[:, None, :].to(err.dtype)
     return (err * m).sum() / (m.sum() * err.shape[1]).clamp_min(1.0)
+
+
+def real_frame_index(mask: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    """Flat indices (b * T + t) of the real frames of a (B, T) mask, in row-major order (as ``mask.nonzero()``).
+
+    From host-side ``lengths`` (the engine leaves them on the host) the indices are built there and copied to the
+    device without waiting for it; from the device mask alone, ``nonzero`` must synchronise (tests, evaluation)."""
+    if lengths is not None and lengths.device.type == "cpu":
+        t = mask.shape[1]
+        idx = torch.cat([torch.arange(int(n)) + i * t for i, n in enumerate(lengths.tolist())])
+        return idx.to(mask.device, non_blocking=True)
+    return mask.flatten().nonzero().squeeze(1)
+
+
+def masked_batch_norm(bn: torch.nn.modules.batchnorm._BatchNorm, x: torch.Tensor, mask: torch.Tensor,
+                      update_stats: bool = True) -> torch.Tensor:
+    """Batch norm of (B, C, T) features over the real frames of ``mask`` (B, T) only, by weighting rather than
+    selecting them (no boolean indexing, so no host synchronisation); padded frames come out as zeros.
+
+    Statistics in fp32 whatever the autocast; the running statistics move as ``nn.BatchNorm1d``'s would on the
+    real frames alone (unbiased variance, ``bn.momentum``), unless ``update_stats`` is False."""
+    m = mask[:, None, :].to(torch.float32)
+    xf = x.float()
+    if bn.training or not bn.track_running_stats:
+        n = m.sum()
+        mean = (xf * m).sum((0, 2)) / n.clamp_min(1.0)
+        var = ((xf - mean[None, :, None]) ** 2 * m).sum((0, 2)) / n.clamp_min(1.0)
+        if update_stats and bn.training and bn.track_running_stats:
+            with torch.no_grad():
+                bn.num_batches_tracked.add_(1)
+                momentum = 0.1 if bn.momentum is None else bn.momentum
+                bn.running_mean.lerp_(mean.detach(), momentum)
+                bn.running_var.lerp_((var * n / (n - 1).clamp_min(1.0)).detach(), momentum)
+    else:
+        mean, var = bn.running_mean, bn.running_var
+    y = (xf - mean[None, :, None]) * torch.rsqrt(var[None, :, None] + bn.eps)
+    if bn.affine:
+        y = y * bn.weight[None, :, None] + bn.bias[None, :, None]
+    return (y * m).to(x.dtype)

@@ -247,7 +247,7 @@ class MTLAMLipReading(nn.Module):
             mask = torch.arange(video.shape[1], device=video.device)[None, :] < lengths.to(video.device)[:, None]
         if video.dim() == 4:  # (B, T, H, W): one grey channel
             video = video.unsqueeze(2)
-        f0 = self.visual(video, mask)
+        f0 = self.visual(video, mask, lengths)
         if not self.levels:
             out: dict[str, Any] = {"logits": self.head(self.visual_tcn(f0, mask)[-1], mask), "addressing": {},
                                    "memory": {}}

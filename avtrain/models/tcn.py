@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avtrain.models.masked import masked_batch_norm
+
 Activation = Literal["relu", "prelu", "swish"]
 
 
@@ -112,14 +114,7 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
     freeze_stats: bool = False
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        flat = x.transpose(1, 2)[mask]  # (n_real, C)
-        if self.training and self.freeze_stats:
-            y = F.batch_norm(flat, None, None, self.weight, self.bias, True, 0.0, self.eps)
-        else:
-            y = super().forward(flat)
-        out = y.new_zeros(x.shape[0], x.shape[2], x.shape[1])
-        out[mask] = y
-        return out.transpose(1, 2)
+        return masked_batch_norm(self, x, mask, update_stats=not self.freeze_stats)
 
 
 class MaskedSqueezeExcite(nn.Module):

@@ -80,9 +80,10 @@ def frame_windows(video: torch.Tensor, flow: torch.Tensor | None, lengths: torch
     """
     b, t = video.shape[:2]
     device = video.device
+    # the real frames' (clip, frame) from the lengths where they live (the host, in training: no device sync)
+    mask = torch.arange(t, device=lengths.device)[None] < lengths[:, None]
+    clip, frame = (i.to(device, non_blocking=True) for i in mask.nonzero(as_tuple=True))
     lengths = lengths.to(device)
-    mask = torch.arange(t, device=device)[None] < lengths[:, None]
-    clip, frame = mask.nonzero(as_tuple=True)
     half = k // 2
     offsets = torch.arange(-half, k - half, device=device)
     last = (lengths[clip] - 1)[:, None]
