@@ -28,7 +28,7 @@ from torch import nn
 
 from avtrain.models.frontends import AudioFrontend, VisualFrontend
 from avtrain.models.masked import masked_mean, masked_time_mean
-from avtrain.models.tcn import (DCTCNSpec, MSTCNSpec, TemporalModel, TemporalSpec, build_matched_towers,
+from avtrain.models.tcn import (DCTCNConf, MSTCNConf, TemporalModel, TemporalSpec, build_matched_towers,
                                 build_temporal_model)
 
 
@@ -118,7 +118,7 @@ class MTLAMConfig:
     embed_dim: int = 512  # front-end output width
     visual_frontend: dict[str, Any] = field(default_factory=dict)  # VisualFrontend kwargs except out_dim
     audio_frontend: dict[str, Any] = field(default_factory=dict)  # AudioFrontend kwargs except out_dim
-    temporal: TemporalSpec = field(default_factory=DCTCNSpec)
+    temporal: TemporalSpec = field(default_factory=DCTCNConf)
     audio_temporal: TemporalSpec | None = None  # None = same structure as the visual one (the paper)
     memory: MemorySpec = field(default_factory=MemorySpec)
     weights: LossWeights = field(default_factory=LossWeights)
@@ -133,12 +133,12 @@ class MTLAMConfig:
         ``model``: num_classes, embed_dim, head_dropout, vsr_weight, asr_weight, fused_weight. ``memory``: levels,
         num_heads, num_slots, key_dim, scale, init_std, recon_weight, contrast_weight. The front-ends' own
         ``out_dim`` is ignored: both emit ``embed_dim``, as in ``LipReadingModel``."""
-        spec_cls = {"dctcn": DCTCNSpec, "mstcn": MSTCNSpec}.get(temporal)
+        spec_cls = {"dctcn": DCTCNConf, "mstcn": MSTCNConf}.get(temporal)
         if spec_cls is None:
             raise ValueError(f"temporal must be 'dctcn' or 'mstcn', got {temporal!r}")
 
         def spec(conf: Mapping[str, Any]) -> TemporalSpec:
-            return spec_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in conf.items()})
+            return spec_cls.model_validate(dict(conf))
 
         m, mem = dict(model), dict(memory)
         weights = LossWeights(cls_v=m.pop("vsr_weight", 1.0), cls_a=m.pop("asr_weight", 1.0),
