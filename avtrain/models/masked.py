@@ -26,6 +26,16 @@ def masked_spectrogram_mean(err: torch.Tensor, frame_mask: torch.Tensor) -> torc
     return (err * m).sum() / (m.sum() * err.shape[1]).clamp_min(1.0)
 
 
+def to_device_async(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small host tensor (lengths, indices) onto ``device`` without waiting for the device: a copy from pageable
+    memory would synchronise the stream first, so on CUDA it goes through pinned memory (cached by torch)."""
+    if t.device == device:
+        return t
+    if device.type == "cuda" and t.device.type == "cpu":
+        return (t if t.is_pinned() else t.pin_memory()).to(device, non_blocking=True)
+    return t.to(device)
+
+
 def real_frame_index(mask: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
     """Flat indices (b * T + t) of the real frames of a (B, T) mask, in row-major order (as ``mask.nonzero()``).
 
@@ -34,7 +44,7 @@ def real_frame_index(mask: torch.Tensor, lengths: torch.Tensor | None = None) ->
     if lengths is not None and lengths.device.type == "cpu":
         t = mask.shape[1]
         idx = torch.cat([torch.arange(int(n)) + i * t for i, n in enumerate(lengths.tolist())])
-        return idx.to(mask.device, non_blocking=True)
+        return to_device_async(idx, mask.device)
     return mask.flatten().nonzero().squeeze(1)
 
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from avtrain.models.frontends import AudioFrontend, VisualFrontend
-from avtrain.models.masked import masked_mean, masked_time_mean
+from avtrain.models.masked import masked_mean, masked_time_mean, to_device_async
 from avtrain.models.tcn import (DCTCNConf, MSTCNConf, TemporalModel, TemporalSpec, build_matched_towers,
                                 build_temporal_model)
 
@@ -244,7 +244,8 @@ class MTLAMLipReading(nn.Module):
         if mask is None:
             if lengths is None:
                 raise ValueError("give a mask or lengths")
-            mask = torch.arange(video.shape[1], device=video.device)[None, :] < lengths.to(video.device)[:, None]
+            mask = torch.arange(video.shape[1], device=video.device)[None, :] < \
+                to_device_async(lengths, video.device)[:, None]
         if video.dim() == 4:  # (B, T, H, W): one grey channel
             video = video.unsqueeze(2)
         f0 = self.visual(video, mask, lengths)

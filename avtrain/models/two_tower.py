@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from avtrain.models.cbhg import CBHG
-from avtrain.models.masked import masked_spectrogram_mean
+from avtrain.models.masked import masked_spectrogram_mean, to_device_async
 from avtrain.models.sliding import sliding_window_average
 
 TOWER_STEM = 128
@@ -82,8 +82,8 @@ def frame_windows(video: torch.Tensor, flow: torch.Tensor | None, lengths: torch
     device = video.device
     # the real frames' (clip, frame) from the lengths where they live (the host, in training: no device sync)
     mask = torch.arange(t, device=lengths.device)[None] < lengths[:, None]
-    clip, frame = (i.to(device, non_blocking=True) for i in mask.nonzero(as_tuple=True))
-    lengths = lengths.to(device)
+    clip, frame = (to_device_async(i, device) for i in mask.nonzero(as_tuple=True))
+    lengths = to_device_async(lengths, device)
     half = k // 2
     offsets = torch.arange(-half, k - half, device=device)
     last = (lengths[clip] - 1)[:, None]
@@ -185,7 +185,8 @@ class TwoTowerModel(nn.Module):
             lengths = torch.full((b,), t, dtype=torch.long, device=video.device)
         mel = self.frame_mel(video, batch.get("flow"), lengths)
         frame_lengths = lengths * self.r
-        frame_mask = torch.arange(self.r * t, device=video.device)[None] < frame_lengths.to(video.device)[:, None]
+        frame_mask = torch.arange(self.r * t, device=video.device)[None] < \
+            to_device_async(frame_lengths, video.device)[:, None]
         losses = {"mel": self._loss(mel, batch["mel"], frame_mask)}
         out = {"mel": mel}
         if self.postnet is not None:
