@@ -102,12 +102,16 @@ def test_each_model_holds_only_its_sections():
 
 def test_run_folders_written_before_per_model_schemas_still_load():
     """Their config.yaml (and checkpoints' recipe) held all nine component sections, the unused ones at defaults."""
-    from avtrain.config import BiGRUBackendConf, DCTCNConf, MemoryConf, ResNetFrontendConf, validate_recipe
+    from avtrain.config import (BiGRUBackendConf, ConvAudioFrontendConf, DCTCNConf, MemoryConf, ResNetFrontendConf,
+                                validate_recipe)
 
     two = load_recipe(RECIPES / "grid-s1-speech-two-tower.yaml")
     old = {**two.model_dump(mode="json"), "visual_frontend": "resnet18",
            "visual_frontend_conf": ResNetFrontendConf().model_dump(mode="json"), "audio_frontend": "conv2d",
-           "audio_frontend_conf": {}, "memory": "bridge", "memory_conf": MemoryConf().model_dump(mode="json"),
+           "audio_frontend_conf": ConvAudioFrontendConf().model_dump(mode="json"), "memory": "bridge", "memory_conf": MemoryConf().model_dump(mode="json"),
            "backend": "bigru", "backend_conf": BiGRUBackendConf().model_dump(mode="json"), "temporal": "dctcn",
            "temporal_conf": DCTCNConf().model_dump(mode="json")}
     assert validate_recipe(old, "config.yaml").model_dump() == two.model_dump()
+    # a section given by hand (not a full default dump) is refused, not ignored
+    with pytest.raises(RecipeError, match="model 'two_tower' has no memory"):
+        validate_recipe({**two.model_dump(mode="json"), "memory": "bridge"}, "t.yaml")

@@ -50,15 +50,14 @@ def _first_error(err: ValidationError, schema: type[BaseModel]) -> str:
 
 def _is_default(component: str, data: dict[str, Any]) -> bool:
     """A section a model does not read, exactly as run folders and checkpoints written before per-model schemas
-    stored it (default choice, default or empty conf): safe to drop."""
-    name = data.get(component, DEFAULT_CHOICES[component])
-    if name != DEFAULT_CHOICES[component]:
+    stored it (the default choice with its conf written out in full at defaults): safe to drop."""
+    name = data.get(component)
+    if name != DEFAULT_CHOICES[component] or f"{component}_conf" not in data:
         return False
-    conf = data.get(f"{component}_conf") or {}
     for schema in MODELS.values():
         cls = schema.MODEL_COMPONENTS.get(component, {}).get(name)
         if cls is not None:
-            return conf == {} or conf == cls().model_dump(mode="json")
+            return data[f"{component}_conf"] == cls().model_dump(mode="json")
     return False
 
 
@@ -84,8 +83,9 @@ def validate_recipe(data: Any, source: str = "<recipe>") -> Recipe:
         if _is_default(section, data):
             data.pop(section, None), data.pop(f"{section}_conf", None)
             continue
-        raise RecipeError(f"{source}: {section}: model {model!r} has no {section} (its sections: "
-                          f"{', '.join(c for c in components if c != 'model')}); remove it")
+        own = [c for c in schema.MODEL_COMPONENTS if c != "model"]
+        raise RecipeError(f"{source}: {section}: model {model!r} has no {section} (its components: "
+                          f"{', '.join(own) or 'none beyond model_conf'}); remove it")
     # component confs are checked separately so the error names e.g. "memory_conf.num_slot"
     for component, choices in components.items():
         name = data.get(component, schema.model_fields[component].default)
