@@ -118,3 +118,37 @@ def test_masked_mean_ignores_padding():
     values = torch.tensor([[1.0, 2.0, 100.0], [3.0, 100.0, 100.0]])
     mask = torch.tensor([[True, True, False], [True, False, False]])
     assert float(masked_mean(values, mask)) == pytest.approx(2.0)
+
+
+def test_masked_batch_norm_equals_batch_norm_over_the_real_frames():
+    from avtrain.models.masked import masked_batch_norm
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 7)
+    mask = torch.arange(7)[None] < torch.tensor([7, 4, 2])[:, None]
+    ours, ref = torch.nn.BatchNorm1d(5), torch.nn.BatchNorm1d(5)
+    y = masked_batch_norm(ours, x, mask)
+    expected = ref(x.transpose(1, 2)[mask])  # the boolean-indexing version it replaces
+    assert torch.allclose(y.transpose(1, 2)[mask], expected, atol=1e-5)
+    assert float(y.detach().transpose(1, 2)[~mask].abs().max()) == 0.0
+    assert torch.allclose(ours.running_mean, ref.running_mean, atol=1e-6)
+    assert torch.allclose(ours.running_var, ref.running_var, atol=1e-5)
+    ours.eval(), ref.eval()
+    assert torch.allclose(masked_batch_norm(ours, x, mask).transpose(1, 2)[mask],
+                          ref(x.transpose(1, 2)[mask]), atol=1e-5)
+
+
+def test_real_frames_from_host_lengths_match_the_mask():
+    from avtrain.models.frontends import VisualFrontend
+    from avtrain.models.masked import real_frame_index
+
+    lengths = torch.tensor([4, 1, 3])
+    mask = torch.arange(4)[None] < lengths[:, None]
+    assert torch.equal(real_frame_index(mask, lengths), mask.flatten().nonzero().squeeze(1))
+    torch.manual_seed(0)
+    front = VisualFrontend(stem_channels=4, widths=[4, 4, 4, 4], blocks=[1, 1, 1, 1], out_dim=8).train()
+    video = torch.randn(3, 4, 1, 24, 24)
+    a = front(video, mask, lengths)
+    torch.manual_seed(0)
+    b = VisualFrontend(stem_channels=4, widths=[4, 4, 4, 4], blocks=[1, 1, 1, 1], out_dim=8).train()(video, mask)
+    assert torch.equal(a, b) and float(a.detach()[~mask].abs().max()) == 0.0
