@@ -120,8 +120,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.net: torch.nn.Module = self.model
         if self.dist.enabled:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            # device_ids=None (allowed for a single-device module): with device ids DDP would copy every input to
+            # the GPU, the host-side lengths too, and bring back the per-step syncs they avoid
+            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=None)
         if self.t.compile:
             self.net = torch.compile(self.net)
         # different dropout masks per rank, but deterministic
