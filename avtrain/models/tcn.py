@@ -18,11 +18,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Iterator, Literal, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from avtrain.config.components import DCTCNConf, MSTCNConf
