@@ -120,22 +120,26 @@ def test_masked_mean_ignores_padding():
     assert float(masked_mean(values, mask)) == pytest.approx(2.0)
 
 
-def test_masked_batch_norm_equals_batch_norm_over_the_real_frames():
-    from avtrain.models.masked import masked_batch_norm
+@pytest.mark.parametrize("how", ["weighted", "selected"])  # weighted: CUDA's path (no sync), selected: CPU's
+def test_masked_batch_norm_equals_batch_norm_over_the_real_frames(how):
+    from avtrain.models import masked
 
+    norm = {"weighted": masked.weighted_batch_norm, "selected": masked.selected_batch_norm}[how]
     torch.manual_seed(0)
     x = torch.randn(3, 5, 7)
     mask = torch.arange(7)[None] < torch.tensor([7, 4, 2])[:, None]
     ours, ref = torch.nn.BatchNorm1d(5), torch.nn.BatchNorm1d(5)
-    y = masked_batch_norm(ours, x, mask)
-    expected = ref(x.transpose(1, 2)[mask])  # the boolean-indexing version it replaces
+    y = norm(ours, x, mask)
+    expected = ref(x.transpose(1, 2)[mask])  # batch norm of the real frames alone
     assert torch.allclose(y.transpose(1, 2)[mask], expected, atol=1e-5)
     assert float(y.detach().transpose(1, 2)[~mask].abs().max()) == 0.0
     assert torch.allclose(ours.running_mean, ref.running_mean, atol=1e-6)
     assert torch.allclose(ours.running_var, ref.running_var, atol=1e-5)
+    frozen = torch.nn.BatchNorm1d(5)
+    norm(frozen, x, mask, update_stats=False)  # MTLAM's auxiliary pass: batch statistics, running ones unmoved
+    assert torch.equal(frozen.running_mean, torch.zeros(5)) and torch.equal(frozen.running_var, torch.ones(5))
     ours.eval(), ref.eval()
-    assert torch.allclose(masked_batch_norm(ours, x, mask).transpose(1, 2)[mask],
-                          ref(x.transpose(1, 2)[mask]), atol=1e-5)
+    assert torch.allclose(norm(ours, x, mask).transpose(1, 2)[mask], ref(x.transpose(1, 2)[mask]), atol=1e-5)
 
 
 def test_real_frames_from_host_lengths_match_the_mask():
