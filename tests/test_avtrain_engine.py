@@ -166,3 +166,12 @@ def test_compile_is_refused_for_the_autoregressive_speech_decoder(tmp_path):
     with pytest.raises(RecipeError, match="does not support torch.compile"):
         validate_recipe({"output_dir": "x", "data": {"shards": "s", "color": "rgb"}, "model": "speech",
                          "trainer": {"compile": True}})
+
+
+def test_bf16_autocast_training_through_the_engine_on_cpu(tmp_path, shards):
+    r = load_recipe(make(tmp_path, shards, "bf16"), ["trainer.precision=bf16", "trainer.max_steps=3",
+                                                     "trainer.log_every=1"])
+    res = train(r)
+    assert res.step == 3 and all(math.isfinite(x) for x in res.losses)
+    rows = [json.loads(line) for line in (tmp_path / "bf16" / "train_log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [1, 2, 3] and all(math.isfinite(row["bridge"]) for row in rows)
