@@ -156,3 +156,21 @@ def test_real_frames_from_host_lengths_match_the_mask():
     torch.manual_seed(0)
     b = VisualFrontend(stem_channels=4, widths=[4, 4, 4, 4], blocks=[1, 1, 1, 1], out_dim=8).train()(video, mask)
     assert torch.equal(a, b) and float(a.detach()[~mask].abs().max()) == 0.0
+
+
+@pytest.mark.parametrize("name", ["lipreading", "mtlam", "two_tower"])
+def test_compilable_tasks_trace_under_torch_compile(name):
+    """Dynamo captures each model allowed trainer.compile (graph breaks allowed) and the compiled model gives the
+    eager model's losses (dynamo's 'eager' backend: inductor's code generation takes minutes on these 2 cores)."""
+    r = recipe(name)
+    assert type(r).COMPILABLE
+    torch.manual_seed(0)
+    task = task_for(r)
+    model = task.build_model().eval()  # no dropout: the two runs must see the same computation
+    batch = batch_for(task, SIZE[name])
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend="eager")
+    with torch.no_grad():
+        eager_loss, _ = task.losses(model, batch)
+        compiled_loss, parts = task.losses(compiled, batch)
+    assert torch.isfinite(compiled_loss) and torch.allclose(compiled_loss, eager_loss, rtol=1e-5, atol=1e-6)
