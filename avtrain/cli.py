@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from avtrain.config import SPEECH_MODELS, Recipe, RecipeError, load_recipe
+from avtrain.config import Recipe, RecipeError, load_recipe
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train and evaluate memory-augmented lip reading (associative bridging, MTLAM) and speech "
@@ -47,7 +47,7 @@ def run(
     """Train (or resume) the model a recipe describes."""
     r = _recipe(recipe, set_ or [])
     from avbridge.sample import SampleError
-    from avtrain.checkpoint import CheckpointError
+    from avtrain.engine.checkpoint import CheckpointError
     from avtrain.engine import train
 
     try:
@@ -62,15 +62,10 @@ def run(
 
 
 def _evaluate(r: Recipe, **kwargs) -> dict:
-    """Word accuracy for lip-reading models, STOI/ESTOI/PESQ for speech models."""
-    if r.model in SPEECH_MODELS:
-        from avtrain.evaluate_speech import evaluate_speech
+    """The recipe's task evaluates: word accuracy for lip reading, STOI/ESTOI/PESQ for speech models."""
+    from avtrain.tasks import task_for
 
-        kwargs.pop("flip_tta", None)
-        return evaluate_speech(r, console=err, **kwargs)
-    from avtrain.evaluate import evaluate
-
-    return evaluate(r, **kwargs)
+    return task_for(r).evaluate(console=err, **kwargs)
 
 
 @app.command("eval")
@@ -101,7 +96,7 @@ def sweep_levels_(
     out: Optional[Path] = typer.Option(None, help="Table path without suffix (default: <output_dir>-levels)."),
 ):
     """Train and evaluate one run per set of MTLAM memory levels; print and write the table (Table 1)."""
-    from avtrain.sweep import PAPER_LRW_TOP1, parse_levels, sweep_levels
+    from avtrain.tasks.lipreading.mtlam_sweep import PAPER_LRW_TOP1, parse_levels, sweep_levels
 
     try:
         level_sets = [parse_levels(t) for t in levels] if levels else list(PAPER_LRW_TOP1)
@@ -122,7 +117,7 @@ def synth(
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
 ):
     """Reconstruct speech from one video: avprep's per-clip pipeline, the model, Griffin-Lim."""
-    from avtrain.synth import SynthError, synthesise
+    from avtrain.tasks.speech.synth import SynthError, synthesise
 
     try:
         res = synthesise(checkpoint, video, out, mode=synthesis, n_iter=iters, device=device)
@@ -144,7 +139,7 @@ def convert_checkpoint(
 ):
     """Rewrite a checkpoint in the current format (tensors and plain values only). Reading it runs no code from
     the file: only older avtrain checkpoints (numpy RNG state) are accepted, anything else is refused."""
-    from avtrain.checkpoint import CheckpointError, convert
+    from avtrain.engine.checkpoint import CheckpointError, convert
 
     try:
         path = convert(checkpoint, out)

@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 from avtrain.config import load_recipe
-from avtrain.engine import autocast_dtype, build_optimizer, select_device
-from avtrain.losses import lipreading_loss
-from avtrain.models import build_model
+from avtrain.engine import build_optimizer
+from avtrain.engine.precision import autocast, autocast_dtype, select_device
+from avtrain.tasks import task_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,7 +30,8 @@ def make_step(slots: int, args, device: torch.device):
     """One optimisation step of the LRW-shaped model with N = slots, on a fixed random batch."""
     recipe = load_recipe(ROOT / "recipes" / "lrw-bridging.yaml", [f"memory_conf.num_slots={slots}"])
     torch.manual_seed(0)
-    model = build_model(recipe).to(device).train()
+    task = task_for(recipe)
+    model = task.build_model().to(device).train()
     opt = build_optimizer(recipe, model.parameters())
     amp = autocast_dtype("auto", device)
     b, t = args.batch, args.frames
@@ -39,12 +40,11 @@ def make_step(slots: int, args, device: torch.device):
     lengths = torch.full((b,), t, dtype=torch.long)
     mask = torch.ones(b, t, dtype=torch.bool, device=device)
     labels = torch.randint(0, 500, (b,), device=device)
+    batch = {"video": video, "mel": mel, "lengths": lengths, "mask": mask, "labels": labels}
 
     def step():
-        ctx = torch.autocast(device.type, dtype=amp) if amp else torch.autocast(device.type, enabled=False)
-        with ctx:
-            out = model(video, lengths, mask, mel)
-            loss, _ = lipreading_loss(out, labels)
+        with autocast(device, amp):
+            loss, _ = task.losses(model, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)

@@ -151,7 +151,7 @@ def checkpoints(count: int, seed: int) -> None:
     import numpy as np
     import torch
 
-    from avtrain import checkpoint as ckpt
+    from avtrain.engine import checkpoint as ckpt
     from avtrain.config import load_recipe
     from avtrain.engine import train
     from avtrain.synthetic import write_shards
@@ -233,7 +233,7 @@ trainer: {{epochs: 1, max_steps: 2, progress: false, threads: 1}}
         torch.save(old, tmp / "old.pt")
         rows["older avtrain checkpoint (numpy RNG state)"] = Counter([outcome(tmp / "old.pt")])
         kinds = sorted({o for c in rows.values() for o in c})
-        print(f"## checkpoints through avtrain.checkpoint.load_checkpoint (seed {seed})\n")
+        print(f"## checkpoints through avtrain.engine.checkpoint.load_checkpoint (seed {seed})\n")
         print("| input | tried | " + " | ".join(kinds) + " |")
         print("|---|---|" + "---|" * len(kinds))
         for cls, c in rows.items():

@@ -91,7 +91,7 @@ def avtrain_run(recipe: Path, overrides: list[str]) -> None:
 
 def checkpoint_step(run_dir: Path) -> int | None:
     path = run_dir / "checkpoints" / "last.pt"
-    return int(torch.load(path, map_location="cpu", weights_only=False)["step"]) if path.exists() else None
+    return int(torch.load(path, map_location="cpu", weights_only=True)["step"]) if path.exists() else None
 
 
 def child(spec_path: Path) -> int:

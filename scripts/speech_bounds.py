@@ -21,8 +21,8 @@ from rich.table import Table
 
 from avbridge.spectra import SpectrogramParams
 from avtrain.config import load_recipe
-from avtrain.data import MEL_PER_FRAME, build_loader
-from avtrain.speech_eval import SpeechEvaluator
+from avtrain.data import MEL_PER_FRAME, build_loader, denormalise_mel
+from avtrain.tasks.speech.scoring import SpeechEvaluator
 
 
 def mean_frames(recipe, clips: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -31,7 +31,7 @@ def mean_frames(recipe, clips: int) -> tuple[np.ndarray, np.ndarray | None]:
     for batch in build_loader(recipe, d.train_split, train=False):
         for i in range(len(batch["keys"])):
             n = MEL_PER_FRAME * int(batch["lengths"][i])
-            mels.append(batch["mel"][i, :, :n].numpy() * d.mel_std + d.mel_mean)
+            mels.append(denormalise_mel(batch["mel"][i, :, :n].numpy(), d))
             if "linear" in batch:
                 lins.append(batch["linear"][i, :, :n].numpy())
         if len(mels) >= clips:
@@ -57,7 +57,7 @@ def main() -> None:
         for i, key in enumerate(batch["keys"]):
             params = SpectrogramParams(**batch["spectrograms"][i])
             n = MEL_PER_FRAME * int(batch["lengths"][i])
-            true_mel = batch["mel"][i, :, :n].numpy() * d.mel_std + d.mel_mean
+            true_mel = denormalise_mel(batch["mel"][i, :, :n].numpy(), d)
             true_lin = batch["linear"][i, :, :n].numpy() if "linear" in batch else None
             floor_lin = np.repeat(mean_lin, n, 1) if mean_lin is not None else None
             for name, mel, lin in (("ceiling", true_mel, true_lin), ("floor", np.repeat(mean_mel, n, 1), floor_lin)):

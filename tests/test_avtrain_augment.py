@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from avtrain.augment import ClipAugment, random_erase, resize_frames
+from avtrain.data.augment import ClipAugment, random_erase, resize_frames
 
 CONF = {"crop": 24, "flip": True, "erase_prob": 1.0, "erase_area": (0.1, 0.2), "erase_ratio": (0.5, 2.0)}
 

@@ -82,3 +82,36 @@ def test_cli_reports_one_line_and_exit_code(tmp_path):
     assert res.exit_code == 2
     lines = [line for line in res.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "trainer.epoch: unknown key" in lines[0]
+
+
+def test_each_model_holds_only_its_sections():
+    from avtrain.config import validate_recipe
+
+    two = load_recipe(RECIPES / "grid-s1-speech-two-tower.yaml")
+    assert not {"memory", "backend", "temporal", "visual_frontend", "audio_frontend"} & set(two.model_dump())
+    assert set(two.model_conf["cbhg"]) >= {"bank_size", "gru_dim"}  # typed, defaults filled in
+    mtlam = load_recipe(RECIPES / "grid-words-mtlam.yaml")
+    assert "backend" not in mtlam.model_dump() and "temporal" in mtlam.model_dump()
+    lip = load_recipe(RECIPES / "grid-words-bridging.yaml")
+    assert "temporal" not in lip.model_dump() and "backend" in lip.model_dump()
+    with pytest.raises(RecipeError, match=r"backend_conf: model 'mtlam' has no backend|backend: model 'mtlam' has no"):
+        validate_recipe({**mtlam.model_dump(mode="json"), "backend_conf": {"hidden": 8}}, "m.yaml")
+    with pytest.raises(RecipeError, match=r"cbhg.gru_dimm: unknown key for model 'two_tower' \(did you mean 'gru_dim'"):
+        validate_recipe({**two.model_dump(mode="json"), "model_conf": {"cbhg": {"gru_dimm": 8}}}, "t.yaml")
+
+
+def test_run_folders_written_before_per_model_schemas_still_load():
+    """Their config.yaml (and checkpoints' recipe) held all nine component sections, the unused ones at defaults."""
+    from avtrain.config import (BiGRUBackendConf, ConvAudioFrontendConf, DCTCNConf, MemoryConf, ResNetFrontendConf,
+                                validate_recipe)
+
+    two = load_recipe(RECIPES / "grid-s1-speech-two-tower.yaml")
+    old = {**two.model_dump(mode="json"), "visual_frontend": "resnet18",
+           "visual_frontend_conf": ResNetFrontendConf().model_dump(mode="json"), "audio_frontend": "conv2d",
+           "audio_frontend_conf": ConvAudioFrontendConf().model_dump(mode="json"), "memory": "bridge", "memory_conf": MemoryConf().model_dump(mode="json"),
+           "backend": "bigru", "backend_conf": BiGRUBackendConf().model_dump(mode="json"), "temporal": "dctcn",
+           "temporal_conf": DCTCNConf().model_dump(mode="json")}
+    assert validate_recipe(old, "config.yaml").model_dump() == two.model_dump()
+    # a section given by hand (not a full default dump) is refused, not ignored
+    with pytest.raises(RecipeError, match="model 'two_tower' has no memory"):
+        validate_recipe({**two.model_dump(mode="json"), "memory": "bridge"}, "t.yaml")

@@ -71,3 +71,13 @@ def test_workers_split_shards_without_duplicates(shards):
 
 def test_index_lists_shards(shards):
     assert [p.rsplit("/", 1)[-1] for p in split_shards(shards, "train")] == [f"train-00000{i}.tar" for i in range(4)]
+
+
+def test_loader_workers_never_exceed_the_shards_a_rank_reads():
+    from avtrain.data import loader_workers
+
+    assert loader_workers(8, 1) == 1  # GRID's val split: one shard, one worker (7 would idle)
+    assert loader_workers(8, 20) == 8
+    # 5 shards over 2 ranks: rank 0 reads shards 0, 2, 4 and rank 1 shards 1, 3
+    assert [loader_workers(4, 5, 2, r) for r in (0, 1)] == [3, 2]
+    assert loader_workers(0, 5, 2, 1) == 0

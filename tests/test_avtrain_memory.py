@@ -92,3 +92,24 @@ def test_no_target_gives_recall_only():
 def test_zero_slots_is_refused():
     with pytest.raises(ValueError, match="N = 0"):
         AssociativeBridge(0, 4, 4)
+
+
+def test_addressing_runs_in_fp32_under_bf16_autocast():
+    """bf16 autocast must not reach the addressing: r = 16 times a bf16 cosine would move the logits by up to 0.06."""
+    from avtrain.models.mtlam import LipAudioMemory
+
+    torch.manual_seed(0)
+    bridge = AssociativeBridge(num_slots=32, src_dim=64, tgt_dim=64)
+    level = LipAudioMemory(dim=64, num_slots=32, num_heads=2, key_dim=16)
+    src, tgt = torch.randn(2, 7, 64), torch.randn(2, 7, 64)
+    plain_bridge, plain_level = bridge(src, tgt), level(src, tgt)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        auto_bridge, auto_level = bridge(src.bfloat16(), tgt.bfloat16()), level(src.bfloat16(), tgt.bfloat16())
+    # inputs rounded to bf16 by the layer before are the only difference left: compare with fp32 on those inputs
+    ref_bridge, ref_level = bridge(src.bfloat16().float(), tgt.bfloat16().float()), level(src.bfloat16().float())
+    for auto, ref in ((auto_bridge.src_address, ref_bridge.src_address),
+                      (auto_bridge.tgt_address, ref_bridge.tgt_address),
+                      (auto_level.addressing, ref_level.addressing)):
+        assert auto.dtype == torch.float32
+        assert torch.allclose(auto, ref, atol=1e-6, rtol=0)
+    assert plain_bridge.src_address.dtype == plain_level.addressing.dtype == torch.float32

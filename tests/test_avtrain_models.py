@@ -5,7 +5,7 @@ from pathlib import Path
 import torch
 
 from avtrain.config import load_recipe
-from avtrain.losses import lipreading_loss
+from avtrain.tasks.lipreading.losses import lipreading_loss
 from avtrain.models import build_model
 from avtrain.models.frontends import AudioFrontend, VisualFrontend
 

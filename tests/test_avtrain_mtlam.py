@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from avtrain.config import ConvAudioFrontendConf, ResNetFrontendConf
 from avtrain.models.mtlam import (LipAudioMemory, LossWeights, MemorySpec, MTLAMConfig, MTLAMLipReading,
                                   mtlam_loss, value_slot_loss)
-from avtrain.models.tcn import (DCTCNSpec, MSTCNSpec, build_matched_towers, conv_receptive_field,
+from avtrain.models.tcn import (DCTCNConf, MSTCNConf, build_matched_towers, conv_receptive_field,
                                 receptive_fields)
 
 
@@ -22,21 +22,21 @@ def one_thread():
 
 def tiny_dctcn(kernels=(3, 5), **kw):
     base = dict(num_levels=3, layers_per_level=2, growth_rate=6, width=12, kernel_sizes=kernels, dilations=(1, 2),
-                dropout=0.0, squeeze_excitation=False)
-    return DCTCNSpec(**{**base, **kw})
+                dropout=0.0, squeeze_excitation=False, activation="prelu")  # the former DCTCNSpec default
+    return DCTCNConf(**{**base, **kw})
 
 
 def tiny_mstcn(kernels=(3, 5), **kw):
-    return MSTCNSpec(**{**dict(num_levels=3, width=6, kernel_sizes=kernels, dilations=(1, 2, 4), dropout=0.0), **kw})
+    return MSTCNConf(**{**dict(num_levels=3, width=6, kernel_sizes=kernels, dilations=(1, 2, 4), dropout=0.0), **kw})
 
 
 def test_eq_1_and_the_reference_configurations():
     assert conv_receptive_field(3, 1) == 3  # the paper's example
     assert [conv_receptive_field(k, d) for k, d in [(3, 2), (7, 5), (5, 4)]] == [5, 31, 17]
     # DC-TCN: per block 3 dense layers x 2 convs, largest kernel 7, dilations 1, 2, 5 -> +96 frames per level
-    assert receptive_fields(DCTCNSpec()) == [97, 193, 289, 385]
+    assert receptive_fields(DCTCNConf()) == [97, 193, 289, 385]
     # MS-TCN: 2 convs per block, kernel 7, dilation 2^i -> +12, +24, +48, +96
-    assert receptive_fields(MSTCNSpec()) == [13, 37, 85, 181]
+    assert receptive_fields(MSTCNConf()) == [13, 37, 85, 181]
 
 
 def influenced_frames(tower, t=40, frames=81, dim=16):

@@ -8,14 +8,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from avtrain.checkpoint import load
+from avtrain.engine.checkpoint import load
 from avtrain.cli import app
 from avtrain.config import RecipeError, load_recipe
 from avtrain.engine import train
 from avtrain.models import build_model
 from avtrain.models.mtlam import MTLAMLipReading
-from avtrain.models.tcn import DCTCNSpec, receptive_fields
-from avtrain.sweep import SweepRow, parse_levels, run_dir_for
+from avtrain.models.tcn import DCTCNConf, receptive_fields
+from avtrain.tasks.lipreading.mtlam_sweep import SweepRow, parse_levels, run_dir_for
 from avtrain.synthetic import write_shards
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -64,7 +64,7 @@ def test_shipped_mtlam_recipes_validate_and_the_grid_one_is_a_fair_comparison():
     assert lrw.conf("memory").levels == [1, 2, 3] and lrw.trainer.epochs == 80 and lrw.scheduler == "cosine"
     assert lrw.data.video_size == 96 and lrw.conf("model").num_classes == 500
     t = lrw.conf("temporal")
-    spec = DCTCNSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in t.model_dump().items()})
+    spec = DCTCNConf(**{k: tuple(v) if isinstance(v, list) else v for k, v in t.model_dump().items()})
     assert receptive_fields(spec) == [97, 193, 289, 385]  # the public DC-TCN LRW configuration (docs/mtlam.md)
 
 

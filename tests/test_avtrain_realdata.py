@@ -17,7 +17,7 @@ import torch
 from avtrain.config import load_recipe
 from avtrain.data import build_loader
 from avtrain.engine import train
-from avtrain.evaluate import evaluate
+from avtrain.tasks.lipreading.evaluate import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = (REPO / ".." / "shared" / "data" / "grid").resolve()

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from avbridge.spectra import SpectrogramParams, linear_spectrogram, mel_spectrogram
-from avtrain.models.speech import SpeechAudioFrontend, SpeechModel, SpeechVisualEncoder
+from avtrain.models.bridging_speech import SpeechAudioFrontend, SpeechModel, SpeechVisualEncoder
 from avtrain.models.two_tower import TwoTowerModel, Tower, frame_windows
-from avtrain.sliding import gaussian_weights, sliding_window_average, window_starts
-from avtrain.vocoder import ExemplarBank, deemphasis, linear_to_wave, mel_to_wave
+from avtrain.models.sliding import gaussian_weights, sliding_window_average, window_starts
+from avtrain.tasks.speech.vocoder import ExemplarBank, deemphasis, linear_to_wave, mel_to_wave
 
 BRIDGING = SpectrogramParams()  # the bridging-grid preset: n_fft 800, hop 160, 80 mels, "log"
 TWO_TOWER = SpectrogramParams(n_fft=640, win_length=640, normalisation="tacotron", preemphasis=0.97)
@@ -307,7 +307,7 @@ def test_mel_synth_picks_exemplars_and_synthesises(grid_wave):
 
 # ---------------------------------------------------------------- metrics
 def test_metrics_on_real_audio_count_failures_instead_of_raising(grid_wave):
-    from avtrain.metrics import METRICS, SpeechMetrics
+    from avtrain.tasks.speech.metrics import METRICS, SpeechMetrics
 
     w = grid_wave
     m = SpeechMetrics()
@@ -330,7 +330,7 @@ def test_metrics_on_real_audio_count_failures_instead_of_raising(grid_wave):
 def test_examples_write_wav_and_mel_figure(tmp_path, grid_wave):
     import soundfile as sf
 
-    from avtrain.speech_plots import write_examples
+    from avtrain.tasks.speech.plots import write_examples
 
     mel = mel_spectrogram(grid_wave, BRIDGING, 40)
     files = write_examples(tmp_path, "s1_bbaf2n", mel + 0.3, mel, 1.5 * grid_wave[:6400], 16000, grid_wave[:6400])
@@ -341,7 +341,7 @@ def test_examples_write_wav_and_mel_figure(tmp_path, grid_wave):
 
 
 def test_metrics_resample_other_rates_to_16k(grid_wave):
-    from avtrain.metrics import score_clip, resample
+    from avtrain.tasks.speech.metrics import score_clip, resample
 
     w = resample(grid_wave, 16000, 14985).astype(np.float32)  # TCD-TIMIT's rate in the two-tower preset
     scores, errors = score_clip(w, w, 14985)
@@ -351,7 +351,7 @@ def test_metrics_resample_other_rates_to_16k(grid_wave):
 def test_speech_evaluator_synthesises_scores_and_writes_examples(tmp_path, grid_wave):
     import json
 
-    from avtrain.speech_eval import SpeechEvaluator
+    from avtrain.tasks.speech.scoring import SpeechEvaluator
 
     w, n = grid_wave, 4 * (len(grid_wave) // 640)
     mel = mel_spectrogram(w, BRIDGING, n)

@@ -13,7 +13,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from avtrain import checkpoint as ckpt
+from avtrain.engine import checkpoint as ckpt
 from avtrain.cli import app
 from avtrain.config import load_recipe
 from avtrain.engine import Trainer, train
@@ -210,7 +210,7 @@ def test_resume_loads_to_cpu_before_restoring_rng_states(tmp_path, shards, train
 
 
 def test_only_checkpoint_py_calls_torch_load():
-    """Every checkpoint read goes through avtrain/checkpoint.py (weights_only, CPU, one-line errors)."""
+    """Every checkpoint read goes through avtrain/engine/checkpoint.py (weights_only, CPU, one-line errors)."""
     callers = [p.relative_to(REPO).as_posix() for p in (REPO / "avtrain").rglob("*.py")
                if "torch.load(" in p.read_text() and p.name != "checkpoint.py"]
     assert callers == []

@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from avtrain.models.masked import to_device_async
+
 
 class BiGRUBackend(nn.Module):
     """2-layer bidirectional GRU over the real frames, then the mean over time (the official code's pooling)."""
@@ -19,4 +21,4 @@ class BiGRUBackend(nn.Module):
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         y, _ = self.gru(packed)
         y, _ = pad_packed_sequence(y, batch_first=True, total_length=x.shape[1])  # zeros past each length
-        return y.sum(1) / lengths.to(y.device, y.dtype)[:, None]
+        return y.sum(1) / to_device_async(lengths, y.device).to(y.dtype)[:, None]

@@ -4,8 +4,8 @@ Visual: Conv3d(1, 64, 5x7x7, stride 1x2x2) -> BN -> act -> MaxPool 1x3x3 -> 2D R
 pool -> (B, T, 512). Audio: two 3x3 stride-2 convs (128, 256) -> one residual block -> flatten (M/4 * 256) -> Linear
 -> (B, T, 512) from an (M, 4T) mel spectrogram, so both sequences have T steps.
 
-Padded frames are dropped before every 2D batch-norm of the visual path, so clip padding does not leak into the
-batch statistics.
+Padded frames are dropped before every 2D batch-norm of the visual path (by index, from host-side lengths when
+given: no device sync), so clip padding does not leak into the batch statistics.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from avtrain.models.masked import real_frame_index
 
 
 class BasicBlock(nn.Module):
@@ -69,19 +71,19 @@ class VisualFrontend(nn.Module):
         self.proj = nn.Linear(self.trunk.out_channels, out_dim) if self.trunk.out_channels != out_dim else None
         self.out_dim = out_dim
 
-    def forward(self, video: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """video (B, T, C, H, W), mask (B, T) -> (B, T, out_dim), zeros on padded frames."""
+    def forward(self, video: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """video (B, T, C, H, W), mask (B, T) -> (B, T, out_dim), zeros on padded frames. ``lengths`` on the host
+        (as the engine passes them) spares a device sync when picking the real frames."""
         b, t = video.shape[:2]
+        idx = real_frame_index(mask, lengths)
         x = self.stem(video.transpose(1, 2))  # (B, C', T, H', W')
-        x = x.transpose(1, 2)[mask]  # (n_real, C', H', W')
+        x = x.transpose(1, 2).flatten(0, 1).index_select(0, idx)  # (n_real, C', H', W')
         x = self.act(self.stem_bn(x))
         x = F.max_pool2d(x, 3, 2, 1)
         x = self.trunk(x)
         if self.proj is not None:
             x = self.proj(x)
-        out = x.new_zeros(b, t, x.shape[-1])
-        out[mask] = x
-        return out
+        return x.new_zeros(b * t, x.shape[-1]).index_copy(0, idx, x).view(b, t, -1)
 
 
 class AudioFrontend(nn.Module):

@@ -48,7 +48,7 @@ class LipReadingModel(nn.Module):
                 mel: torch.Tensor | None = None) -> dict:
         """Returns ``logits`` (video-only prediction), and in training with ``mel``: ``logits_audio`` and
         ``bridge`` (a :class:`BridgeOutput` with the memory losses and addressing vectors)."""
-        f_src = self.visual(video, mask)
+        f_src = self.visual(video, mask, lengths)
         if self.memory is None:
             return {"logits": self._classify(f_src, lengths)}
         f_tgt = self.audio(mel, mask) if (mel is not None and self.audio is not None) else None

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avtrain.models.masked import masked_mean
+
 
 @dataclass
 class BridgeOutput:
@@ -32,14 +34,6 @@ class BridgeOutput:
     tgt_address: torch.Tensor | None = None  # A_tgt, (B, T, N), only when a target was given
     reconstructed: torch.Tensor | None = None  # f̂_tgt = A_tgt M_tgt
     losses: dict[str, torch.Tensor] = field(default_factory=dict)  # "save", "bridge" (unweighted)
-
-
-def _masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Mean of (B, T) values over real frames."""
-    if mask is None:
-        return values.mean()
-    mask = mask.to(values.dtype)
-    return (values * mask).sum() / mask.sum().clamp_min(1.0)
 
 
 class AssociativeBridge(nn.Module):
@@ -68,9 +62,11 @@ class AssociativeBridge(nn.Module):
             self.tgt_embed = nn.Identity()
 
     def address(self, query: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-        """Eq. 1-2: softmax over slots of r * cosine(memory slot, query); (B, T, N) probabilities."""
-        sim = F.normalize(query.float(), dim=-1) @ F.normalize(memory.float(), dim=-1).t()
-        return torch.softmax(self.scale * sim, dim=-1)
+        """Eq. 1-2: softmax over slots of r * cosine(memory slot, query); (B, T, N) probabilities, computed in fp32
+        whatever the autocast around it (r = 16 times a cosine: bf16 would round the logits by up to 0.06)."""
+        with torch.autocast(query.device.type, enabled=False):
+            sim = F.normalize(query.float(), dim=-1) @ F.normalize(memory.float(), dim=-1).t()
+            return torch.softmax(self.scale * sim, dim=-1)
 
     def forward(
         self, src: torch.Tensor, tgt: torch.Tensor | None = None, mask: torch.Tensor | None = None
@@ -78,22 +74,24 @@ class AssociativeBridge(nn.Module):
         official = self.variant == "official"
         a_src = self.address(self.src_embed(src), self.key_memory)
         value_for_recall = self.value_memory.detach() if official else self.value_memory
-        recalled = (a_src @ value_for_recall.float()).to(src.dtype)  # Eq. 6
+        with torch.autocast(src.device.type, enabled=False):  # recall and reconstruction in fp32 too
+            recalled = (a_src @ value_for_recall.float()).to(src.dtype)  # Eq. 6
         out = BridgeOutput(recalled=recalled, src_address=a_src)
         if tgt is None:
             return out
         target = tgt.detach() if official else tgt
         a_tgt = self.address(self.tgt_embed(target), self.value_memory)
-        recon = a_tgt @ self.value_memory.float()  # Eq. 3
+        with torch.autocast(tgt.device.type, enabled=False):
+            recon = a_tgt @ self.value_memory.float()  # Eq. 3
         if official:
-            save = _masked_mean(((recon - target.float()) ** 2).mean(-1), mask)
+            save = masked_mean(((recon - target.float()) ** 2).mean(-1), mask)
             a_ref = a_tgt.detach()
         else:
-            save = _masked_mean(((recon - target.float()) ** 2).sum(-1), mask)  # Eq. 4, Alg. 1 l. 13/16
+            save = masked_mean(((recon - target.float()) ** 2).sum(-1), mask)  # Eq. 4, Alg. 1 l. 13/16
             a_ref = a_tgt
         eps = torch.finfo(a_src.dtype).tiny
         kl = (a_ref * (torch.log(a_ref.clamp_min(eps)) - torch.log(a_src.clamp_min(eps)))).sum(-1)  # Eq. 5
-        bridge = _masked_mean(kl, mask)
+        bridge = masked_mean(kl, mask)
         out.tgt_address, out.reconstructed = a_tgt, recon.to(src.dtype)
         out.losses = {"save": save, "bridge": bridge}
         return out

@@ -27,16 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from avtrain.models.frontends import AudioFrontend, VisualFrontend
-from avtrain.models.tcn import (DCTCNSpec, MSTCNSpec, TemporalModel, TemporalSpec, build_matched_towers,
+from avtrain.models.masked import masked_mean, masked_time_mean, to_device_async
+from avtrain.models.tcn import (DCTCNConf, MSTCNConf, TemporalModel, TemporalSpec, build_matched_towers,
                                 build_temporal_model)
-
-
-def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Mean of (B, T) values over real frames."""
-    if mask is None:
-        return values.mean()
-    m = mask.to(values.dtype)
-    return (values * m).sum() / m.sum().clamp_min(1.0)
 
 
 # ---------------------------------------------------------------- the memory of one level
@@ -71,17 +64,21 @@ class LipAudioMemory(nn.Module):
         self.aggregate = nn.Linear(num_heads * dim, dim)  # W_a
 
     def address(self, visual: torch.Tensor) -> torch.Tensor:
-        """Eq. 2 per head: softmax over slots of r * cos(M_k^j, W_q^j f_v); (B, T, h, N)."""
+        """Eq. 2 per head: softmax over slots of r * cos(M_k^j, W_q^j f_v); (B, T, h, N), in fp32 whatever the
+        autocast around it (the query projection W_q included)."""
         b, t, _ = visual.shape
-        q = F.normalize(self.query(visual).float().view(b, t, self.num_heads, self.key_dim), dim=-1)
-        keys = F.normalize(self.key_memory.float(), dim=-1)
-        sim = torch.einsum("bthk,hnk->bthn", q, keys)
-        return torch.softmax(self.scale * sim, dim=-1)
+        with torch.autocast(visual.device.type, enabled=False):
+            q = self.query(visual.float()).view(b, t, self.num_heads, self.key_dim)
+            q = F.normalize(q, dim=-1)
+            keys = F.normalize(self.key_memory.float(), dim=-1)
+            sim = torch.einsum("bthk,hnk->bthn", q, keys)
+            return torch.softmax(self.scale * sim, dim=-1)
 
     def forward(self, visual: torch.Tensor, audio: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None) -> LevelMemoryOutput:
         a = self.address(visual)
-        per_head = a @ self.value_memory.float()  # Eq. 3 for every head at once: (B, T, h, D)
+        with torch.autocast(visual.device.type, enabled=False):
+            per_head = a @ self.value_memory.float()  # Eq. 3 for every head at once: (B, T, h, D)
         recalled = self.aggregate(per_head.flatten(2).to(visual.dtype))
         if mask is not None:
             recalled = recalled * mask[..., None].to(recalled.dtype)
@@ -121,7 +118,7 @@ class MTLAMConfig:
     embed_dim: int = 512  # front-end output width
     visual_frontend: dict[str, Any] = field(default_factory=dict)  # VisualFrontend kwargs except out_dim
     audio_frontend: dict[str, Any] = field(default_factory=dict)  # AudioFrontend kwargs except out_dim
-    temporal: TemporalSpec = field(default_factory=DCTCNSpec)
+    temporal: TemporalSpec = field(default_factory=DCTCNConf)
     audio_temporal: TemporalSpec | None = None  # None = same structure as the visual one (the paper)
     memory: MemorySpec = field(default_factory=MemorySpec)
     weights: LossWeights = field(default_factory=LossWeights)
@@ -136,12 +133,12 @@ class MTLAMConfig:
         ``model``: num_classes, embed_dim, head_dropout, vsr_weight, asr_weight, fused_weight. ``memory``: levels,
         num_heads, num_slots, key_dim, scale, init_std, recon_weight, contrast_weight. The front-ends' own
         ``out_dim`` is ignored: both emit ``embed_dim``, as in ``LipReadingModel``."""
-        spec_cls = {"dctcn": DCTCNSpec, "mstcn": MSTCNSpec}.get(temporal)
+        spec_cls = {"dctcn": DCTCNConf, "mstcn": MSTCNConf}.get(temporal)
         if spec_cls is None:
             raise ValueError(f"temporal must be 'dctcn' or 'mstcn', got {temporal!r}")
 
         def spec(conf: Mapping[str, Any]) -> TemporalSpec:
-            return spec_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in conf.items()})
+            return spec_cls.model_validate(dict(conf))
 
         m, mem = dict(model), dict(memory)
         weights = LossWeights(cls_v=m.pop("vsr_weight", 1.0), cls_a=m.pop("asr_weight", 1.0),
@@ -168,8 +165,7 @@ class ClipClassifier(nn.Module):
         self.fc = nn.Linear(dim, num_classes)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        m = mask[..., None].to(x.dtype)
-        return self.fc(self.drop((x * m).sum(1) / m.sum(1).clamp_min(1.0)))
+        return self.fc(self.drop(masked_time_mean(x, mask)))
 
 
 class MTLAMLipReading(nn.Module):
@@ -190,6 +186,13 @@ class MTLAMLipReading(nn.Module):
         self.weights = weights or LossWeights()
         self.head = ClipClassifier(visual_tcn.level_dims[-1], num_classes, head_dropout)
         self.audio_head = ClipClassifier(audio_tcn.level_dims[-1], num_classes, head_dropout) if memories else None
+
+    @classmethod
+    def from_recipe(cls, recipe) -> "MTLAMLipReading":
+        """From an MTLAM recipe's validated component confs (model, front-ends, temporal, memory)."""
+        return cls.from_config(MTLAMConfig.from_confs(
+            recipe.model_conf, recipe.visual_frontend_conf, recipe.audio_frontend_conf, recipe.temporal,
+            recipe.temporal_conf, recipe.memory_conf))
 
     @classmethod
     def from_config(cls, cfg: MTLAMConfig) -> "MTLAMLipReading":
@@ -241,10 +244,11 @@ class MTLAMLipReading(nn.Module):
         if mask is None:
             if lengths is None:
                 raise ValueError("give a mask or lengths")
-            mask = torch.arange(video.shape[1], device=video.device)[None, :] < lengths.to(video.device)[:, None]
+            mask = torch.arange(video.shape[1], device=video.device)[None, :] < \
+                to_device_async(lengths, video.device)[:, None]
         if video.dim() == 4:  # (B, T, H, W): one grey channel
             video = video.unsqueeze(2)
-        f0 = self.visual(video, mask)
+        f0 = self.visual(video, mask, lengths)
         if not self.levels:
             out: dict[str, Any] = {"logits": self.head(self.visual_tcn(f0, mask)[-1], mask), "addressing": {},
                                    "memory": {}}

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Iterator, Literal, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from avtrain.config.components import DCTCNConf, MSTCNConf
+from avtrain.models.masked import masked_batch_norm
 
 Activation = Literal["relu", "prelu", "swish"]
 
@@ -33,59 +34,36 @@ def conv_receptive_field(kernel_size: int, dilation: int) -> int:
     return (kernel_size - 1) * (dilation - 1) + kernel_size
 
 
-@dataclass(frozen=True)
-class DCTCNSpec:
-    """DC-TCN (Ma et al., WACV 2021) as in its public LRW configuration: 4 blocks of 3 dense layers, growth 384,
-    kernels 3/5/7 in parallel, dilations 1/2/5 for the layers of a block, 512 channels between blocks, SE on."""
-
-    num_levels: int = 4
-    layers_per_level: int = 3
-    growth_rate: int = 384
-    width: int = 512  # the transition width ("reduced size"): every level but the last outputs this many channels
-    kernel_sizes: tuple[int, ...] = (3, 5, 7)
-    dilations: tuple[int, ...] = (1, 2, 5)  # layer j of every block uses dilations[j % len]
-    dropout: float = 0.2
-    activation: Activation = "prelu"
-    squeeze_excitation: bool = True
-
-    def level_stages(self) -> list[list[tuple[int, int]]]:
-        """Per level, the (largest kernel, dilation) of each convolution on the longest path (2 per dense layer)."""
-        k = max(self.kernel_sizes)
-        layer = [(k, self.dilations[j % len(self.dilations)]) for j in range(self.layers_per_level)]
-        return [[s for s in layer for _ in range(2)] for _ in range(self.num_levels)]
+# The two temporal models' settings are the recipe's temporal_conf classes themselves (DCTCNConf, MSTCNConf: one
+# definition, one set of defaults); what follows reads their structure.
 
 
-@dataclass(frozen=True)
-class MSTCNSpec:
-    """MS-TCN (Martinez et al., ICASSP 2020): 4 residual blocks of two multi-branch convolutions, kernels 3/5/7,
-    768 channels (256 per branch), dilation 2^i in block i."""
-
-    num_levels: int = 4
-    width: int = 768
-    kernel_sizes: tuple[int, ...] = (3, 5, 7)
-    dilations: tuple[int, ...] | None = None  # per level; None = 1, 2, 4, ...
-    dropout: float = 0.2
-    activation: Activation = "prelu"
-
-    def level_dilations(self) -> list[int]:
-        d = self.dilations or tuple(2**i for i in range(self.num_levels))
-        if len(d) != self.num_levels:
-            raise ValueError(f"MS-TCN needs one dilation per level ({self.num_levels}), got {list(d)}")
-        return list(d)
-
-    def level_stages(self) -> list[list[tuple[int, int]]]:
-        k = max(self.kernel_sizes)
-        return [[(k, d), (k, d)] for d in self.level_dilations()]
+def level_dilations(spec: MSTCNConf) -> list[int]:
+    """MS-TCN: the dilation of each level (temporal block), 1, 2, 4, ... unless given."""
+    d = spec.dilations or [2**i for i in range(spec.num_levels)]
+    if len(d) != spec.num_levels:
+        raise ValueError(f"MS-TCN needs one dilation per level ({spec.num_levels}), got {list(d)}")
+    return list(d)
 
 
-TemporalSpec = Union[DCTCNSpec, MSTCNSpec]
+def level_stages(spec: "TemporalSpec") -> list[list[tuple[int, int]]]:
+    """Per level, the (largest kernel, dilation) of each convolution on the longest path: DC-TCN has 2 per dense
+    layer (dilations[j % len] for layer j of a block), MS-TCN 2 per temporal block."""
+    k = max(spec.kernel_sizes)
+    if isinstance(spec, DCTCNConf):
+        layer = [(k, spec.dilations[j % len(spec.dilations)]) for j in range(spec.layers_per_level)]
+        return [[s for s in layer for _ in range(2)] for _ in range(spec.num_levels)]
+    return [[(k, d), (k, d)] for d in level_dilations(spec)]
+
+
+TemporalSpec = Union[DCTCNConf, MSTCNConf]
 
 
 def receptive_fields(spec: TemporalSpec) -> list[int]:
     """Receptive field (frames) of each level's output, cumulative over levels; convolutions compose additively:
     R_total - 1 = sum over the longest path of (R_conv - 1)."""
     out, total = [], 1
-    for stages in spec.level_stages():
+    for stages in level_stages(spec):
         total += sum(conv_receptive_field(k, d) - 1 for k, d in stages)
         out.append(total)
     return out
@@ -112,14 +90,7 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
     freeze_stats: bool = False
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        flat = x.transpose(1, 2)[mask]  # (n_real, C)
-        if self.training and self.freeze_stats:
-            y = F.batch_norm(flat, None, None, self.weight, self.bias, True, 0.0, self.eps)
-        else:
-            y = super().forward(flat)
-        out = y.new_zeros(x.shape[0], x.shape[2], x.shape[1])
-        out[mask] = y
-        return out.transpose(1, 2)
+        return masked_batch_norm(self, x, mask, update_stats=not self.freeze_stats)
 
 
 class MaskedSqueezeExcite(nn.Module):
@@ -197,7 +168,7 @@ class Transition(nn.Module):
 class DenseBlock(nn.Module):
     """Dense connectivity: layer j sees the concatenation of the block input and every earlier layer's output."""
 
-    def __init__(self, cin: int, spec: DCTCNSpec):
+    def __init__(self, cin: int, spec: DCTCNConf):
         super().__init__()
         self.layers = nn.ModuleList([
             MultiBranchBlock(cin + j * spec.growth_rate, spec.growth_rate, spec.kernel_sizes,
@@ -260,7 +231,7 @@ class DenseTCN(TemporalModel):
     """Input transition to ``width``, then per level: dense block, and a transition back to ``width`` (the last
     level ends with a batch norm over the full concatenation instead, as the reference does)."""
 
-    def __init__(self, in_dim: int, spec: DCTCNSpec):
+    def __init__(self, in_dim: int, spec: DCTCNConf):
         super().__init__()
         if spec.num_levels < 1 or spec.layers_per_level < 1:
             raise ValueError("DC-TCN needs at least one level with at least one layer")
@@ -283,13 +254,13 @@ class DenseTCN(TemporalModel):
 
 
 class MultiScaleTCN(TemporalModel):
-    def __init__(self, in_dim: int, spec: MSTCNSpec):
+    def __init__(self, in_dim: int, spec: MSTCNConf):
         super().__init__()
         self.spec = spec
         dims = [in_dim] + [spec.width] * spec.num_levels
         self.blocks = nn.ModuleList([
             MultiBranchBlock(dims[i], dims[i + 1], spec.kernel_sizes, d, spec.dropout, spec.activation)
-            for i, d in enumerate(spec.level_dilations())])
+            for i, d in enumerate(level_dilations(spec))])
         self.level_dims = dims[1:]
 
     def _level(self, i: int, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -297,9 +268,9 @@ class MultiScaleTCN(TemporalModel):
 
 
 def build_temporal_model(in_dim: int, spec: TemporalSpec) -> TemporalModel:
-    if isinstance(spec, DCTCNSpec):
+    if isinstance(spec, DCTCNConf):
         return DenseTCN(in_dim, spec)
-    if isinstance(spec, MSTCNSpec):
+    if isinstance(spec, MSTCNConf):
         return MultiScaleTCN(in_dim, spec)
     raise TypeError(f"unknown temporal spec {type(spec).__name__}")
 

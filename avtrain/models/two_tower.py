@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from avtrain.models.cbhg import CBHG
-from avtrain.sliding import sliding_window_average
+from avtrain.models.masked import masked_spectrogram_mean, to_device_async
+from avtrain.models.sliding import sliding_window_average
 
 TOWER_STEM = 128
 TOWER_WIDTHS = (128, 128, 256, 256, 256, 256, 512, 512, 512, 512)
@@ -79,9 +80,10 @@ def frame_windows(video: torch.Tensor, flow: torch.Tensor | None, lengths: torch
     """
     b, t = video.shape[:2]
     device = video.device
-    lengths = lengths.to(device)
-    mask = torch.arange(t, device=device)[None] < lengths[:, None]
-    clip, frame = mask.nonzero(as_tuple=True)
+    # the real frames' (clip, frame) from the lengths where they live (the host, in training: no device sync)
+    mask = torch.arange(t, device=lengths.device)[None] < lengths[:, None]
+    clip, frame = (to_device_async(i, device) for i in mask.nonzero(as_tuple=True))
+    lengths = to_device_async(lengths, device)
     half = k // 2
     offsets = torch.arange(-half, k - half, device=device)
     last = (lengths[clip] - 1)[:, None]
@@ -171,9 +173,7 @@ class TwoTowerModel(nn.Module):
 
     def _loss(self, pred: torch.Tensor, target: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
         diff = pred.float() - target.float()
-        err = diff.abs() if self.loss_kind == "l1" else diff ** 2
-        m = frame_mask[:, None, :].to(err.dtype)
-        return (err * m).sum() / (m.sum() * pred.shape[1]).clamp_min(1.0)
+        return masked_spectrogram_mean(diff.abs() if self.loss_kind == "l1" else diff ** 2, frame_mask)
 
     def forward(self, batch: dict) -> dict:
         """batch: ``video`` (B, T, 1, H, W) gray, ``flow`` (B, T - 1, 2, H, W), ``mel`` (B, n_mels, 4T),
@@ -185,7 +185,8 @@ class TwoTowerModel(nn.Module):
             lengths = torch.full((b,), t, dtype=torch.long, device=video.device)
         mel = self.frame_mel(video, batch.get("flow"), lengths)
         frame_lengths = lengths * self.r
-        frame_mask = torch.arange(self.r * t, device=video.device)[None] < frame_lengths.to(video.device)[:, None]
+        frame_mask = torch.arange(self.r * t, device=video.device)[None] < \
+            to_device_async(frame_lengths, video.device)[:, None]
         losses = {"mel": self._loss(mel, batch["mel"], frame_mask)}
         out = {"mel": mel}
         if self.postnet is not None:

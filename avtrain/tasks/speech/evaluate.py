@@ -18,36 +18,33 @@ from rich.table import Table
 
 from avbridge.spectra import SpectrogramParams
 from avtrain.config import Recipe
-from avtrain.bad_samples import SkipTally
-from avtrain.data import MEL_PER_FRAME, build_loader, split_size
-from avtrain.engine import select_device
-from avtrain.evaluate import load_weights
-from avtrain.speech_eval import SpeechEvaluator
-from avtrain.speech_predict import predict_batch
-from avtrain.vocoder import ExemplarBank
-
-# The papers' synthesis: the bridging model's mel through Griffin-Lim; the two-tower model's Lin-synth and Mel-synth.
-DEFAULT_SYNTHESIS = {"speech": ["mel"], "two_tower": ["linear", "exemplar"]}
+from avtrain.data import MEL_PER_FRAME, build_loader, denormalise_mel, split_size
+from avtrain.data.bad_samples import SkipTally
+from avtrain.engine.precision import select_device
+from avtrain.tasks.speech.scoring import SpeechEvaluator
+from avtrain.tasks.speech.vocoder import ExemplarBank
+from avtrain.tasks.weights import load_weights
 
 
-def synthesis_modes(recipe: Recipe) -> list[str]:
-    modes = list(recipe.eval.synthesis or DEFAULT_SYNTHESIS[recipe.model])
-    has_linear = recipe.model == "two_tower" and recipe.model_conf.get("postnet", False)
+def synthesis_modes(recipe: Recipe, task) -> list[str]:
+    """eval.synthesis, else the paper's for the task: the bridging model's mel through Griffin-Lim, the two-tower
+    model's Lin-synth and Mel-synth."""
+    modes = list(recipe.eval.synthesis or task.default_synthesis)
     for mode in modes:
-        if mode in ("linear", "exemplar") and not has_linear:
+        if mode in ("linear", "exemplar") and not task.predicts_linear:
             raise ValueError(f"eval.synthesis {mode!r} needs a predicted linear spectrogram: only the two-tower "
                              "model with its post-net has one")
     return modes
 
 
-def exemplar_bank(recipe: Recipe, clips: int) -> ExemplarBank:
+def exemplar_bank(recipe: Recipe, clips: int, task) -> ExemplarBank:
     """Mel-synth's exemplars: every spectrogram frame of the first ``clips`` training clips (shard order)."""
     d = recipe.data
     pairs: list[tuple[np.ndarray, np.ndarray]] = []
-    for batch in build_loader(recipe, d.train_split, train=False):
+    for batch in build_loader(recipe, d.train_split, train=False, fields=task.fields()):
         for i in range(len(batch["keys"])):
             n = MEL_PER_FRAME * int(batch["lengths"][i])
-            mel = batch["mel"][i, :, :n].numpy() * d.mel_std + d.mel_mean
+            mel = denormalise_mel(batch["mel"][i, :, :n].numpy(), d)
             pairs.append((mel, batch["linear"][i, :, :n].numpy()))
             if len(pairs) >= clips:
                 return ExemplarBank.from_clips(pairs)
@@ -57,15 +54,19 @@ def exemplar_bank(recipe: Recipe, clips: int) -> ExemplarBank:
 
 
 @torch.no_grad()
-def evaluate_speech(recipe: Recipe, *, split: str | None = None, checkpoint: str | None = None,
+def evaluate_speech(recipe: Recipe, task=None, *, split: str | None = None, checkpoint: str | None = None,
                     console: Console | None = None) -> dict:
+    """Free-running prediction of every clip of ``split`` (``task.predict``), each synthesis mode, scores."""
+    from avtrain.tasks import task_for
+
+    task = task or task_for(recipe)
     console = console or Console()
     split = split or recipe.data.test_split
-    modes = synthesis_modes(recipe)
+    modes = synthesis_modes(recipe, task)
     device = select_device(recipe.trainer.device)
-    model, path = load_weights(recipe, checkpoint, device)
+    model, path = load_weights(recipe, task, checkpoint, device)
     e, d = recipe.eval, recipe.data
-    bank = exemplar_bank(recipe, e.exemplar_clips) if "exemplar" in modes else None
+    bank = exemplar_bank(recipe, e.exemplar_clips, task) if "exemplar" in modes else None
     out_dir = Path(recipe.output_dir) / "eval" / split
     evaluators: dict[str, SpeechEvaluator] = {}
     total = split_size(d.shards, split)
@@ -76,18 +77,18 @@ def evaluate_speech(recipe: Recipe, *, split: str | None = None, checkpoint: str
     progress = Progress(TextColumn(f"[bold]{split}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         console=console, disable=not recipe.trainer.progress)
     with progress:
-        task = progress.add_task("eval", total=total)
+        bar = progress.add_task("eval", total=total)
         skips = SkipTally()
-        for batch in build_loader(recipe, split, train=False, scoring=True):
+        for batch in build_loader(recipe, split, train=False, scoring=True, fields=task.fields()):
             skips.add(batch, split)
-            for i, pred in enumerate(predict_batch(model, recipe, batch, device)):
+            for i, pred in enumerate(task.predict(model, batch, device)):
                 if e.max_clips and done >= e.max_clips:
                     break
                 if pred.diagonal_attention is not None:
                     diagonal.append(pred.diagonal_attention)
                 params = SpectrogramParams(**batch["spectrograms"][i])
                 n = MEL_PER_FRAME * int(batch["lengths"][i])
-                true_mel = batch["mel"][i, :, :n].numpy() * d.mel_std + d.mel_mean
+                true_mel = denormalise_mel(batch["mel"][i, :, :n].numpy(), d)
                 for mode in modes:
                     if mode not in evaluators:
                         evaluators[mode] = SpeechEvaluator(params, out_dir / mode, mode, examples=e.plot_clips,
@@ -95,7 +96,7 @@ def evaluate_speech(recipe: Recipe, *, split: str | None = None, checkpoint: str
                     evaluators[mode].add(pred.key, batch["waves"][i], mel=pred.mel, linear=pred.linear,
                                          true_mel=true_mel)
                 done += 1
-                progress.advance(task)
+                progress.advance(bar)
             if e.max_clips and done >= e.max_clips:
                 break
     if not evaluators:

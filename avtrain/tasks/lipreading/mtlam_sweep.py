@@ -17,7 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from avtrain.config import Recipe, RecipeError, load_recipe
+from avtrain.config import MTLAMRecipe, Recipe, RecipeError, load_recipe
 
 # LRW top-1 (%) of the paper's Table 1, shown beside our numbers for orientation (a different corpus and budget)
 PAPER_LRW_TOP1: dict[tuple[int, ...], float] = {(): 89.6, (1,): 90.9, (2,): 91.1, (3,): 90.8, (1, 2): 91.3,
@@ -73,7 +73,7 @@ def level_recipe(path: Path, overrides: list[str], levels: tuple[int, ...], base
 def check_sweep(path: Path, overrides: list[str], level_sets: list[tuple[int, ...]]) -> Recipe:
     """Everything that can be wrong is reported before the first training starts, not hours into the sweep."""
     base = load_recipe(path, overrides)
-    if base.model != "mtlam":
+    if not isinstance(base, MTLAMRecipe):
         raise RecipeError(f"{path}: sweep-levels needs an MTLAM recipe (model: mtlam), got model {base.model!r}")
     n = base.conf("temporal").num_levels
     for levels in level_sets:
@@ -88,7 +88,7 @@ def check_sweep(path: Path, overrides: list[str], level_sets: list[tuple[int, ..
 def sweep_levels(path: Path, level_sets: list[tuple[int, ...]], overrides: list[str] | None = None,
                  *, table_path: str | Path | None = None, console: Console | None = None) -> list[SweepRow]:
     from avtrain.engine import train
-    from avtrain.evaluate import evaluate
+    from avtrain.tasks.lipreading.evaluate import evaluate
 
     console = console or Console()
     overrides = overrides or []

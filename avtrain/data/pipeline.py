@@ -23,9 +23,9 @@ import webdataset as wds
 from avbridge.sample import decode_sample
 from avbridge.shardlist import shard_names
 from avbridge.spectra import SpectrogramParams, mel_spectrogram
-from avtrain.augment import ClipAugment, resize_frames
-from avtrain.bad_samples import Guarded, RaisingLoader, WithSkips
-from avtrain.config import Recipe
+from avtrain.config import DataConf, Recipe
+from avtrain.data.augment import ClipAugment, resize_frames
+from avtrain.data.bad_samples import Guarded, RaisingLoader, WithSkips
 
 MEL_PER_FRAME = 4  # 100 fps spectrogram frames per 25 fps video frame
 
@@ -92,12 +92,26 @@ class _SeededShuffle:
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
+def normalise_mel(mel: np.ndarray, d: DataConf) -> np.ndarray:
+    return (mel - d.mel_mean) / d.mel_std
+
+
+def denormalise_mel(mel, d: DataConf):
+    """A (predicted or batched) mel back in the units the shards were written in (``avbridge.spectra``)."""
+    return mel * d.mel_std + d.mel_mean
+
+
+def denormalise_video(frames, d: DataConf):
+    """Normalised frames back to 0..1 intensities (figures)."""
+    return (frames * d.std + d.mean).clip(0, 1)
+
+
 @dataclass
 class ClipLoader:
     """Turns raw webdataset samples into model inputs (one job: decode + crop/augment + normalise).
 
-    What is read follows the recipe: the video field (gray, or RGB with ``data.color: rgb``), the mel, and for the
-    two-tower model the optical flow and the linear spectrogram. ``scoring`` (speech evaluation) keeps whole clips
+    What is read follows the recipe's data section (the video field, gray or RGB with ``data.color: rgb``, the mel)
+    and the task's ``fields`` (optical flow, linear spectrogram). ``scoring`` (speech evaluation) keeps whole clips
     (no ``data.max_frames`` cut) and adds the true waveform and the clip's spectrogram parameters.
     """
 
@@ -105,13 +119,13 @@ class ClipLoader:
     train: bool
     epoch: int = 0
     scoring: bool = False
+    task_fields: Any = None  # avtrain.tasks.Fields; None = the recipe's task's
 
     def __post_init__(self):
         d, r = self.recipe.data, self.recipe
         self.augment = ClipAugment(r.augment, r.augment_conf, d.mean, d.std)
-        two_tower = r.model == "two_tower"
-        self.want_flow = two_tower and bool(r.model_conf.get("use_flow"))
-        self.want_linear = two_tower and bool(r.model_conf.get("postnet"))
+        wanted = self.task_fields if self.task_fields is not None else _task_fields(r)
+        self.want_flow, self.want_linear = wanted.flow, wanted.linear
         self.fields = (d.video_field, "mel.npy", "json") + ("flow.npz",) * self.want_flow \
             + ("linear.npy",) * self.want_linear + ("wav.flac",) * self.scoring
 
@@ -147,7 +161,7 @@ class ClipLoader:
             t = d.max_frames
         frames = _resize(video, d.video_size) if d.video_size else video.astype(np.float32)
         frames = self.augment(frames, rng)
-        mel = (mel[:, : MEL_PER_FRAME * t] - d.mel_mean) / d.mel_std
+        mel = normalise_mel(mel[:, : MEL_PER_FRAME * t], d)
         out = {
             "key": key,
             "video": frames,
@@ -163,6 +177,12 @@ class ClipLoader:
             out["wave"] = s["wav.flac"]
             out["spectrogram"] = meta.get("spectrogram", {})
         return out
+
+
+def _task_fields(recipe: Recipe):
+    from avtrain.tasks import task_for
+
+    return task_for(recipe).fields()
 
 
 def _resize(video: np.ndarray, size: int) -> np.ndarray:
@@ -214,7 +234,7 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def build_dataset(recipe: Recipe, split: str, *, train: bool, epoch: int = 0, distributed: bool = False,
-                  scoring: bool = False):
+                  scoring: bool = False, fields: Any = None):
     """The webdataset pipeline of one epoch of ``split``.
 
     ``distributed`` splits shards across ranks (training); evaluation reads every shard on the calling rank.
@@ -234,19 +254,37 @@ def build_dataset(recipe: Recipe, split: str, *, train: bool, epoch: int = 0, di
     )
     if train and d.shuffle_buffer > 1:
         ds = ds.compose(_SeededShuffle(d.shuffle_buffer, recipe.seed, epoch))
-    ds = ds.compose(Guarded(ClipLoader(recipe, train=train, epoch=epoch, scoring=scoring), d.on_bad_sample,
-                            MEL_PER_FRAME))  # bad samples: raised or skipped and counted (bad_samples.py)
+    ds = ds.compose(Guarded(ClipLoader(recipe, train=train, epoch=epoch, scoring=scoring, task_fields=fields),
+                            d.on_bad_sample, MEL_PER_FRAME))  # bad samples: raised or skipped and counted
     batch = d.batch_size if train else d.eval_batch_size
     return ds.batched(batch, collation_fn=WithSkips(collate), partial=True)
 
 
+def loader_workers(requested: int, num_shards: int, world_size: int = 1, rank: int = 0) -> int:
+    """Workers for one rank's loader: at most one per shard the rank reads (``split_by_node`` gives rank r the
+    shards r, r + world, ...; ``split_by_worker`` deals those to the workers), so that no worker sits idle."""
+    mine = len(range(rank, num_shards, world_size)) if world_size > 1 else num_shards
+    return max(0, min(requested, mine))
+
+
 def build_loader(recipe: Recipe, split: str, *, train: bool, epoch: int = 0, distributed: bool = False,
-                 scoring: bool = False):
-    ds = build_dataset(recipe, split, train=train, epoch=epoch, distributed=distributed, scoring=scoring)
-    workers = recipe.data.num_workers
+                 scoring: bool = False, fields: Any = None, pin_memory: bool = False):
+    """The batches of one epoch of ``split``; ``pin_memory`` (CUDA) lets the engine copy them asynchronously."""
+    ds = build_dataset(recipe, split, train=train, epoch=epoch, distributed=distributed, scoring=scoring,
+                       fields=fields)
+    rank, world = (_rank_world() if distributed else (0, 1))
+    workers = loader_workers(recipe.data.num_workers, len(split_shards(recipe.data.shards, split)), world, rank)
     # a private generator: creating the loader must not consume the global torch RNG (exact resume)
     gen = torch.Generator().manual_seed(recipe.seed * 7919 + epoch)
     return RaisingLoader(torch.utils.data.DataLoader(
         ds, batch_size=None, num_workers=workers, generator=gen, persistent_workers=False,
-        prefetch_factor=2 if workers > 0 else None,
+        prefetch_factor=2 if workers > 0 else None, pin_memory=pin_memory,
     ))
+
+
+def _rank_world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1

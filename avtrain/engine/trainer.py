@@ -1,8 +1,15 @@
 """The training loop: device, precision, DDP, optimisation, validation, checkpoints and logging.
 
-Exact resume: data order and augmentation depend only on (seed, epoch, sample) (see data.py), the data loader gets
-a private generator, and checkpoints carry every RNG state. A resumed run replays the interrupted epoch's batches,
-skips the ones already trained on, and continues with bit-identical losses on CPU.
+The loop never asks which model it trains: the recipe's task (``avtrain.tasks``) builds the model, names the
+fields the data module reads, turns a batch into losses and a validation batch into sums, and says which
+validation value picks the best checkpoint.
+
+Exact resume: data order and augmentation depend only on (seed, epoch, sample) (see data/pipeline.py), the data
+loader gets a private generator, and checkpoints carry every RNG state. A resumed run replays the interrupted
+epoch's batches, skips the ones already trained on, and continues with bit-identical losses on CPU.
+
+No host synchronisation per step: loss parts stay on the device and are read back every ``trainer.log_every``
+steps (and at the end of an epoch), all at once.
 """
 
 from __future__ import annotations
@@ -11,7 +18,6 @@ import json
 import math
 import random
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -21,14 +27,13 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from avtrain import checkpoint as ckpt
-from avtrain import distributed
-from avtrain.bad_samples import SkipTally
-from avtrain.config import SPEECH_MODELS, Recipe
-from avtrain.data import build_loader, preprocessing_record, split_size
-from avtrain.losses import lipreading_loss
-from avtrain.models import build_model
-from avtrain.models.mtlam import mtlam_loss
+from avtrain.config import Recipe
+from avtrain.data import build_loader, preprocessing_record, split_shards, split_size
+from avtrain.data.bad_samples import SkipTally
+from avtrain.engine import checkpoint as ckpt
+from avtrain.engine import distributed
+from avtrain.engine.precision import autocast, autocast_dtype, configure_cuda, select_device, to_device  # noqa: F401
+from avtrain.tasks import Task, task_for
 
 
 @dataclass
@@ -40,20 +45,6 @@ class TrainResult:
     seen_keys: list[str] = field(default_factory=list)  # sample keys this rank trained on, in order
     best_metric: float | None = None
     metric_name: str = "acc"  # what best_metric is: val top-1 (classifiers) or val prediction loss (speech models)
-
-
-def select_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("trainer.device is 'cuda' but no CUDA device is available")
-    return torch.device(name)
-
-
-def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    if precision == "auto":
-        return torch.bfloat16 if device.type == "cuda" else None
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
 
 
 def seed_everything(seed: int) -> None:
@@ -71,11 +62,11 @@ def build_optimizer(recipe: Recipe, params) -> torch.optim.Optimizer:
     return cls(params, lr=c.lr, betas=tuple(c.betas), weight_decay=c.weight_decay)
 
 
-def build_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer):
-    """Epoch-level schedules (stepped once per epoch)."""
+def build_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer, higher_is_better: bool = True):
+    """Epoch-level schedules (stepped once per epoch); a plateau follows the task's validation metric."""
     c, epochs = recipe.conf("scheduler"), recipe.trainer.epochs
     if recipe.scheduler == "plateau":
-        mode = "min" if recipe.model in SPEECH_MODELS else "max"  # val loss vs val accuracy
+        mode = "max" if higher_is_better else "min"
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=c.factor,
                                                           patience=c.patience, min_lr=c.min_lr)
     if recipe.scheduler == "step":
@@ -93,19 +84,20 @@ def build_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def to_device(batch: dict, device: torch.device) -> dict:
-    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
-
-
 class Trainer:
-    def __init__(self, recipe: Recipe, *, console: Console | None = None):
+    def __init__(self, recipe: Recipe, *, console: Console | None = None, task: Task | None = None):
         self.recipe = recipe
         self.t = recipe.trainer
+        self.task = task or task_for(recipe)
         self.console = console or Console(stderr=True)
         self.device = select_device(self.t.device)
         self.dist = distributed.setup(self.device.type)
         if self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
+            configure_cuda(self.t.deterministic)
+        # refused before any collective: a rank without a training shard would deadlock the others
+        distributed.check_shards_per_rank(len(split_shards(recipe.data.shards, recipe.data.train_split)),
+                                          self.dist.world_size, recipe.data.train_split)
         if self.t.threads and self.device.type == "cpu":
             torch.set_num_threads(self.t.threads)
         if self.t.deterministic:
@@ -113,44 +105,36 @@ class Trainer:
         self.run_dir = Path(recipe.output_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.amp_dtype = autocast_dtype(self.t.precision, self.device)
+        self.pin_memory = self.device.type == "cuda"
 
         seed_everything(recipe.seed)  # same initial weights on every rank
-        self.model = build_model(recipe)
+        self.model = self.task.build_model()
         if self.t.init_checkpoint:
             if not Path(self.t.init_checkpoint).exists():
                 raise FileNotFoundError(f"trainer.init_checkpoint {self.t.init_checkpoint}: no such checkpoint")
             path = self.t.init_checkpoint
             ckpt.load_model_weights(self.model, ckpt.load_checkpoint(path), path, recipe)
+        if self.t.channels_last and self.device.type == "cuda":
+            self.model.to(memory_format=torch.channels_last)  # the 2D convolutions' weights (frame trunks, towers)
         self.model.to(self.device)
         self.optimizer = build_optimizer(recipe, self.model.parameters())
-        self.scheduler = build_scheduler(recipe, self.optimizer)
+        self.scheduler = build_scheduler(recipe, self.optimizer, self.task.higher_is_better)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
-        self.net = self.model
+        self.net: torch.nn.Module = self.model
         if self.dist.enabled:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+            # device_ids=None (allowed for a single-device module): with device ids DDP would copy every input to
+            # the GPU, the host-side lengths too, and bring back the per-step syncs they avoid
+            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=None)
+        if self.t.compile:
+            self.net = torch.compile(self.net)
         # different dropout masks per rank, but deterministic
         seed_everything(recipe.seed + 1000 * self.dist.rank + 1)
         self.epoch, self.epoch_step, self.step, self.best = 0, 0, 0, None
         self.skips = SkipTally()  # bad samples skipped this epoch (data.on_bad_sample: skip)
-        # speech models regress spectrograms and compute their own loss; the best checkpoint has the lowest
-        # validation loss of what inference decodes (the model's "prediction" term)
-        self.speech = recipe.model in SPEECH_MODELS
-        self.metric_name = "prediction" if self.speech else "acc"
-        self.loss_fn = self._loss_for(recipe)
+        self.metric_name = self.task.metric
         self.writer = None
-        self.preprocess = preprocessing_record(recipe.data.shards) if self.speech else None
-
-    def _loss_for(self, recipe: Recipe):
-        """(out, labels) -> (total, parts); the loss weights live in each model's own conf keys."""
-        if self.speech:
-            return lambda out, labels: (out["loss"], {k: float(v) for k, v in out["losses"].items()})
-        if recipe.model == "mtlam":
-            weights = self.model.weights  # from model_conf/memory_conf via MTLAMConfig.from_confs
-            return lambda out, labels: mtlam_loss(out, labels, weights)
-        mc, mem = recipe.conf("model"), recipe.conf("memory")
-        kw = dict(audio_task_weight=mc.audio_task_weight, save_weight=mem.save_weight, bridge_weight=mem.bridge_weight)
-        return lambda out, labels: lipreading_loss(out, labels, **kw)
+        # avprep preset + mean face: what `avtrain synth` needs to prepare a new video as the training clips were
+        self.preprocess = preprocessing_record(recipe.data.shards)
 
     # ------------------------------------------------------------------ checkpoints
     def state(self) -> dict:
@@ -166,7 +150,7 @@ class Trainer:
             "step": self.step,
             "best": self.best,
             "recipe": self.recipe.model_dump(mode="json"),
-            "preprocess": self.preprocess,  # avprep preset + mean face: what `avtrain synth` needs for a new video
+            "preprocess": self.preprocess,
         }
 
     def save(self, name: str = "last.pt") -> None:
@@ -189,6 +173,10 @@ class Trainer:
         self.console.log(f"resumed from {path}: epoch {self.epoch}, step {self.step}")
 
     # ------------------------------------------------------------------ data
+    def loader(self, split: str, *, train: bool, epoch: int = 0):
+        return build_loader(self.recipe, split, train=train, epoch=epoch, distributed=self.dist.enabled,
+                            fields=self.task.fields(), pin_memory=self.pin_memory)
+
     def steps_cap(self) -> int | None:
         """Per-rank batches per epoch under DDP: equal on every rank, or the collective ops would hang."""
         if not self.dist.enabled:
@@ -201,8 +189,7 @@ class Trainer:
     def epoch_batches(self, epoch: int) -> Iterator[dict]:
         cap, done, repeat = self.steps_cap(), 0, 0
         while True:
-            loader = build_loader(self.recipe, self.recipe.data.train_split, train=True,
-                                  epoch=epoch + 1_000_003 * repeat, distributed=self.dist.enabled)
+            loader = self.loader(self.recipe.data.train_split, train=True, epoch=epoch + 1_000_003 * repeat)
             got = False
             for batch in loader:
                 got = True
@@ -224,72 +211,42 @@ class Trainer:
 
     # ------------------------------------------------------------------ steps
     def autocast(self):
-        if self.amp_dtype is None:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+        return autocast(self.device, self.amp_dtype)
 
-    def train_step(self, batch: dict) -> dict[str, float]:
+    def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        """One optimizer step; the loss parts come back as detached device tensors (no host sync)."""
         b = to_device(batch, self.device)
         self.net.train()
         with self.autocast():
-            out = self.net(b) if self.speech else self.net(b["video"], b["lengths"], b["mask"], b["mel"])
-            loss, parts = self.loss_fn(out, b["labels"])
+            loss, parts = self.task.losses(self.net, b)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        parts = dict(parts)
         if self.t.grad_clip:
             self.scaler.unscale_(self.optimizer)
-            parts["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.t.grad_clip))
+            parts["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.t.grad_clip).detach()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return parts
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        if self.speech:
-            return self.validate_speech()
+        """The task's validation values over the whole split: each rank sums its own clips, the sums are added."""
+        model = ckpt.unwrap(self.model).eval()
         split = self.recipe.data.valid_split
-        model = ckpt.unwrap(self.model).eval()
-        correct = total = loss_sum = 0.0
-        for batch in build_loader(self.recipe, split, train=False, distributed=self.dist.enabled):
+        sums: dict[str, float] = {}
+        for batch in self.loader(split, train=False):
             self.skips.add(batch, split)
-            b = to_device(batch, self.device)
             with self.autocast():
-                logits = model(b["video"], b["lengths"], b["mask"])["logits"].float()
-            loss_sum += float(torch.nn.functional.cross_entropy(logits, b["labels"], reduction="sum"))
-            correct += float((logits.argmax(-1) == b["labels"]).sum())
-            total += len(b["labels"])
-        correct, total, loss_sum = distributed.all_reduce_sum(self.dist, [correct, total, loss_sum], self.device)
-        return {"acc": correct / max(total, 1), "loss": loss_sum / max(total, 1), "samples": total}
-
-    @torch.no_grad()
-    def validate_speech(self) -> dict[str, float]:
-        """Teacher-forced loss terms averaged over the validation clips (free-running synthesis and STOI/PESQ are
-        left to ``avtrain eval``: Griffin-Lim on every clip each epoch would cost more than the epoch)."""
-        model = ckpt.unwrap(self.model).eval()
-        names: list[str] = []
-        sums: list[float] = []
-        total = 0.0
-        for batch in build_loader(self.recipe, self.recipe.data.valid_split, train=False,
-                                  distributed=self.dist.enabled):
-            self.skips.add(batch, self.recipe.data.valid_split)
-            with self.autocast():
-                losses = model(to_device(batch, self.device))["losses"]
-            if not names:
-                names, sums = list(losses), [0.0] * len(losses)
-            n = len(batch["keys"])
-            sums = [acc + float(losses[k]) * n for acc, k in zip(sums, names)]
-            total += n
-        reduced = distributed.all_reduce_sum(self.dist, [*sums, total], self.device)
-        total = reduced[-1]
-        out = {k: v / max(total, 1) for k, v in zip(names, reduced[:-1])}
-        out["loss"] = out.pop("total", float("nan"))
-        out["samples"] = total
-        return out
+                part = self.task.validation_sums(model, to_device(batch, self.device))
+            for k, v in part.items():
+                sums[k] = sums.get(k, 0.0) + v
+        return self.task.finish_validation(distributed.sum_across_ranks(self.dist, sums))
 
     def better(self, metric: float) -> bool:
         if self.best is None:
             return True
-        return metric < self.best if self.speech else metric > self.best
+        return metric > self.best if self.task.higher_is_better else metric < self.best
 
     # ------------------------------------------------------------------ loop
     def log_scalars(self, prefix: str, values: dict[str, float], step: int) -> None:
@@ -308,7 +265,7 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(self.run_dir / "tb"))
-        log_path = self.run_dir / "train_log.jsonl"
+        log = StepLog(self.run_dir / "train_log.jsonl", self.t.log_every, self.dist.world_size)
         max_steps = self.t.max_steps
         n_batches = self.batches_per_epoch()
         progress = Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
@@ -317,55 +274,68 @@ class Trainer:
         stopped = False
         with progress:
             while self.epoch < self.t.epochs and not stopped:
-                task = progress.add_task("train", total=n_batches, epoch=self.epoch, info="", completed=0)
-                skip, seen, t0, t_samples = self.epoch_step, 0, time.perf_counter(), 0
+                bar = progress.add_task("train", total=n_batches, epoch=self.epoch, info="", completed=0)
+                skip, seen = self.epoch_step, 0
+                log.start_epoch()
                 for batch in self.epoch_batches(self.epoch):
                     seen += 1
                     self.skips.add(batch, self.recipe.data.train_split)
                     if seen <= skip:  # already trained on before the interruption
-                        progress.advance(task)
+                        progress.advance(bar)
                         continue
                     parts = self.train_step(batch)
                     self.step += 1
                     self.epoch_step += 1
-                    t_samples += len(batch["labels"])
-                    result.losses.append(parts["total"])
                     result.seen_keys.extend(batch["keys"])
-                    progress.update(task, advance=1, info=f"loss {parts['total']:.3f}")
-                    if self.dist.is_main and (self.step % self.t.log_every == 0 or self.step == 1):
-                        parts["lr"] = self.optimizer.param_groups[0]["lr"]
-                        parts["samples_per_s"] = t_samples * self.dist.world_size / (time.perf_counter() - t0)
-                        self.log_scalars("train", parts, self.step)
-                        with open(log_path, "a") as f:
-                            f.write(json.dumps({"epoch": self.epoch, "step": self.step, **parts}) + "\n")
+                    log.add(self.epoch, self.step, parts, len(batch["keys"]), self.optimizer.param_groups[0]["lr"])
+                    if log.due(self.step):
+                        self.flush(log, result, progress, bar)
+                    else:
+                        progress.advance(bar)
                     if self.t.save_every_steps and self.step % self.t.save_every_steps == 0:
                         self.save()
                     if max_steps is not None and self.step >= max_steps:
                         stopped = True
                         break
-                progress.remove_task(task)
+                self.flush(log, result, progress, bar, advance=False)
+                progress.remove_task(bar)
                 if stopped:
                     self.save()
                     break
-                self.end_epoch(time.perf_counter() - t0, t_samples)
+                self.end_epoch(log.seconds(), log.samples)
         if self.writer is not None:
             self.writer.close()
         result.step, result.epoch, result.best_metric = self.step, self.epoch, self.best
         return result
 
+    def flush(self, log: "StepLog", result: TrainResult, progress: Progress, bar, advance: bool = True) -> None:
+        """Read the pending steps' loss parts back to the host (one sync), log them, update the progress bar."""
+        rows = log.flush(main=self.dist.is_main)
+        result.losses.extend(row["total"] for row in rows)
+        for row in rows:
+            if row.get("logged"):
+                self.log_scalars("train", {k: v for k, v in row.items() if k not in ("epoch", "step", "logged")},
+                                 row["step"])
+        if advance:
+            progress.advance(bar)
+        if rows:
+            progress.update(bar, info=f"loss {rows[-1]['total']:.3f}")
+
     def end_epoch(self, seconds: float, samples: int) -> None:
         metric = None
         if self.t.val_each_epoch and self.recipe.data.valid_split:
             val = self.validate()
-            metric = val[self.metric_name]
+            metric = val.get(self.metric_name) if val["samples"] else None
             self.log_scalars("val", val, self.step)
             if self.dist.is_main:
-                head = f"val loss {val['loss']:.4f}, prediction {val['prediction']:.4f}" if self.speech else \
-                    f"val acc {val['acc']:.4f}, val loss {val['loss']:.4f}"
-                self.console.log(f"epoch {self.epoch}: {head}, "
+                self.console.log(f"epoch {self.epoch}: {self.task.validation_line(val)}, "
                                  f"{samples * self.dist.world_size / max(seconds, 1e-9):.1f} train samples/s")
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            self.scheduler.step(metric if metric is not None else 0.0)
+            # a plateau schedule moves on validation results only, never on a made-up value
+            if metric is not None:
+                self.scheduler.step(metric)
+            elif self.dist.is_main and self.epoch == 0:
+                self.console.log("scheduler plateau: no validation this run, the learning rate stays constant")
         else:
             self.scheduler.step()
         improved = metric is not None and self.better(metric)
@@ -377,6 +347,51 @@ class Trainer:
         self.save()
         if improved or metric is None:
             self.save("best.pt")
+
+
+class StepLog:
+    """Loss parts of the steps since the last flush, kept on the device; every ``log_every`` steps (and step 1)
+    one row goes to ``train_log.jsonl`` and TensorBoard, with the learning rate and the train samples/s."""
+
+    def __init__(self, path: Path, log_every: int, world_size: int):
+        self.path, self.every, self.world = path, max(1, log_every), world_size
+        self.pending: list[tuple[int, int, dict[str, torch.Tensor], float, float]] = []
+        self.samples, self.t0 = 0, time.perf_counter()
+
+    def start_epoch(self) -> None:
+        self.samples, self.t0 = 0, time.perf_counter()
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def add(self, epoch: int, step: int, parts: dict[str, torch.Tensor], samples: int, lr: float) -> None:
+        self.samples += samples
+        self.pending.append((epoch, step, parts, lr, self.samples * self.world / max(self.seconds(), 1e-9)))
+
+    def due(self, step: int) -> bool:
+        return step % self.every == 0 or step == 1
+
+    def flush(self, main: bool) -> list[dict]:
+        if not self.pending:
+            return []
+        first = next(iter(self.pending[0][2].values()))
+        device = first.device if torch.is_tensor(first) else torch.device("cpu")
+        flat = [torch.as_tensor(v, device=device).detach().float().reshape(())
+                for p in self.pending for v in p[2].values()]
+        values = iter(torch.stack(flat).tolist())  # the one device-to-host copy of these steps
+        rows = []
+        for epoch, step, parts, lr, rate in self.pending:
+            row = {"epoch": epoch, "step": step, **{k: next(values) for k in parts}}
+            if self.due(step):
+                row.update(lr=lr, samples_per_s=rate, logged=True)
+            rows.append(row)
+        self.pending = []
+        if main:
+            with open(self.path, "a") as f:
+                for row in rows:
+                    if row.get("logged"):
+                        f.write(json.dumps({k: v for k, v in row.items() if k != "logged"}) + "\n")
+        return rows
 
 
 def train(recipe: Recipe, *, resume: bool = True, console: Console | None = None) -> TrainResult:

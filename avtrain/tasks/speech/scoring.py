@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from avbridge.spectra import SpectrogramParams
-from avtrain.metrics import SpeechMetrics
-from avtrain.speech_plots import write_examples
-from avtrain.vocoder import ExemplarBank, linear_to_wave, mel_to_wave
+from avtrain.tasks.speech.metrics import SpeechMetrics
+from avtrain.tasks.speech.plots import write_examples
+from avtrain.tasks.speech.vocoder import ExemplarBank, linear_to_wave, mel_to_wave
 
 MODES = ("mel", "linear", "exemplar")
 

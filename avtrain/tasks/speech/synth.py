@@ -18,16 +18,15 @@ import numpy as np
 import torch
 
 from avbridge.spectra import SpectrogramParams
-from avtrain import checkpoint as ckpt
-from avtrain.config import SPEECH_MODELS, Recipe, validate_recipe
+from avtrain.engine import checkpoint as ckpt
+from avtrain.config import Recipe, validate_recipe
 from avtrain.data import ClipLoader, collate, preprocessing_record
-from avtrain.engine import select_device
-from avtrain.evaluate_speech import DEFAULT_SYNTHESIS
-from avtrain.metrics import score_clip
-from avtrain.models import build_model
-from avtrain.speech_eval import SpeechEvaluator
-from avtrain.speech_plots import write_wav
-from avtrain.speech_predict import predict_batch
+from avtrain.engine.precision import select_device
+from avtrain.tasks import task_for
+from avtrain.tasks.speech.metrics import score_clip
+from avtrain.tasks.speech.plots import write_wav
+from avtrain.tasks.speech.scoring import SpeechEvaluator
+from avtrain.tasks.speech.task import SpeechTask
 
 
 class SynthError(RuntimeError):
@@ -54,8 +53,8 @@ def load_checkpoint(path: Path) -> tuple[Recipe, dict, dict]:
     if "recipe" not in state or "model" not in state:
         raise SynthError(f"{path}: not an avtrain checkpoint (no recipe/model)")
     recipe = validate_recipe(state["recipe"], str(path))
-    if recipe.model not in SPEECH_MODELS:
-        raise SynthError(f"{path}: model {recipe.model!r} is not a speech model ({', '.join(SPEECH_MODELS)})")
+    if not isinstance(task_for(recipe), SpeechTask):
+        raise SynthError(f"{path}: model {recipe.model!r} is not a speech model")
     prep = state.get("preprocess") or preprocessing_record(recipe.data.shards)
     if not prep.get("preset"):
         raise SynthError(f"{path}: the checkpoint does not record the avprep preset and {recipe.data.shards} has "
@@ -90,20 +89,21 @@ def prepare_video(video: Path, prep: dict) -> tuple[dict, bool]:
 def synthesise(checkpoint: Path, video: Path, out: Path, *, mode: str | None = None, n_iter: int | None = None,
                device: str = "auto") -> SynthResult:
     recipe, weights, prep = load_checkpoint(checkpoint)
-    mode = mode or DEFAULT_SYNTHESIS[recipe.model][0]
+    task = task_for(recipe)
+    mode = mode or task.default_synthesis[0]
     if mode == "exemplar":
         raise SynthError("synth writes mel (bridging) or linear (two-tower Lin-synth) synthesis; Mel-synth needs the "
                          "training exemplars: use `avtrain eval` for it")
-    if mode == "linear" and not (recipe.model == "two_tower" and recipe.model_conf.get("postnet")):
+    if mode == "linear" and not task.predicts_linear:
         raise SynthError(f"synthesis 'linear' needs the two-tower post-net; model {recipe.model!r} predicts mels")
     raw, silent = prepare_video(video, prep)
-    batch = collate([ClipLoader(recipe, train=False, scoring=True)(raw)])
+    batch = collate([ClipLoader(recipe, train=False, scoring=True, task_fields=task.fields())(raw)])
     dev = select_device(device)
-    model = build_model(recipe)
+    model = task.build_model()
     model.load_state_dict(weights)
     model.to(dev).eval()
     with torch.no_grad():
-        pred = predict_batch(model, recipe, batch, dev)[0]
+        pred = task.predict(model, batch, dev)[0]
     params = SpectrogramParams(**batch["spectrograms"][0])
     vocoder = SpeechEvaluator(params, None, mode, n_iter=recipe.eval.griffin_lim_iters if n_iter is None else n_iter)
     wave = vocoder.synthesise(pred.mel, pred.linear)

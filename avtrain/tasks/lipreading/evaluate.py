@@ -13,23 +13,11 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from avtrain import checkpoint as ckpt
-from avtrain.bad_samples import SkipTally
 from avtrain.config import Recipe
-from avtrain.data import build_loader, vocabulary
-from avtrain.engine import autocast_dtype, select_device, to_device
-from avtrain.models import build_model
-from avtrain.plots import plot_addressing, plot_level_addressing
-
-
-def load_weights(recipe: Recipe, which: str | None, device: torch.device) -> tuple[torch.nn.Module, Path]:
-    path = Path(which) if which and which not in ("best", "last") else \
-        Path(recipe.output_dir) / "checkpoints" / f"{which or recipe.eval.checkpoint}.pt"
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}; train first (avtrain run) or pass --checkpoint")
-    model = build_model(recipe)
-    ckpt.load_model_weights(model, ckpt.load_checkpoint(path), path, recipe)
-    return model.to(device).eval(), path
+from avtrain.data import build_loader, denormalise_video, vocabulary
+from avtrain.data.bad_samples import SkipTally
+from avtrain.engine.precision import autocast, autocast_dtype, select_device, to_device
+from avtrain.tasks.weights import load_weights
 
 
 def top_confusions(labels: np.ndarray, preds: np.ndarray, words: dict[int, str], k: int) -> list[dict]:
@@ -113,30 +101,30 @@ class MTLAMStats:
 
 
 @torch.no_grad()
-def evaluate(recipe: Recipe, *, split: str | None = None, checkpoint: str | None = None,
+def evaluate(recipe: Recipe, task=None, *, split: str | None = None, checkpoint: str | None = None,
              flip_tta: bool | None = None, console: Console | None = None) -> dict:
+    """Top-1 (± flip TTA), confusions and, for a model with memory, its statistics and addressing figure; ``task``
+    (default: the recipe's) supplies the memory statistics, each clip's addressing and the figure."""
+    from avtrain.tasks import task_for
+
+    task = task or task_for(recipe)
     console = console or Console()
     split = split or recipe.data.test_split
     flip_tta = recipe.eval.flip_tta if flip_tta is None else flip_tta
     device = select_device(recipe.trainer.device)
     amp = autocast_dtype(recipe.trainer.precision, device)
-    model, path = load_weights(recipe, checkpoint, device)
+    model, path = load_weights(recipe, task, checkpoint, device)
     # names of classes that never occur as a true label in the split come from the shards' vocabulary
     words = dict(enumerate(vocabulary(recipe.data.shards)))
     labels, preds, preds_flip, clips = [], [], [], []
-    mtlam = recipe.model == "mtlam"
-    has_memory = bool(model.levels) if mtlam else model.memory is not None
+    stats: MemoryStats | MTLAMStats | None = task.memory_stats(model)
+    has_memory = stats is not None
     want_clips = recipe.eval.plot_clips if has_memory else 0
-    stats: MemoryStats | MTLAMStats | None = None
-    if has_memory:
-        stats = (MTLAMStats(model.levels, {i: model.memories[str(i)].num_slots for i in model.levels}) if mtlam
-                 else MemoryStats(model.memory.num_slots))
     skips = SkipTally()
-    for batch in build_loader(recipe, split, train=False):
+    for batch in build_loader(recipe, split, train=False, fields=task.fields()):
         skips.add(batch, split)
         b = to_device(batch, device)
-        ctx = torch.autocast(device.type, dtype=amp) if amp is not None else torch.autocast(device.type, enabled=False)
-        with ctx:
+        with autocast(device, amp):
             # audio is given only to describe the memory (target addressing or recall quality, audio path);
             # predictions use video
             need_audio = has_memory
@@ -156,14 +144,10 @@ def evaluate(recipe: Recipe, *, split: str | None = None, checkpoint: str | None
             d = recipe.data
             for i in range(min(len(batch["keys"]), want_clips - len(clips))):
                 t = int(batch["lengths"][i])
-                frames = (batch["video"][i, :t, 0].numpy() * d.std + d.mean).clip(0, 1)
+                frames = denormalise_video(batch["video"][i, :t, 0].numpy(), d)
                 clip = {"key": batch["keys"][i], "frames": frames, "word": batch["texts"][i],
                         "label": int(batch["labels"][i]), "pred_id": int(preds[-1][i])}
-                if mtlam:
-                    clip["levels"] = {lv: a[i, :t].float().mean(1).cpu().numpy() for lv, a in out["addressing"].items()}
-                else:
-                    clip["src"] = out["bridge"].src_address[i, :t].float().cpu().numpy()
-                    clip["tgt"] = out["bridge"].tgt_address[i, :t].float().cpu().numpy()
+                clip.update(task.addressing(out, i, t))
                 clips.append(clip)
     y = torch.cat(labels).numpy()
     p = torch.cat(preds).numpy()
@@ -181,8 +165,7 @@ def evaluate(recipe: Recipe, *, split: str | None = None, checkpoint: str | None
     if clips:
         for c in clips:
             c["pred"] = words.get(c["pred_id"], str(c["pred_id"]))
-        plot = plot_level_addressing if mtlam else plot_addressing
-        metrics["addressing_png"] = str(plot(clips, out_dir / "addressing.png"))
+        metrics["addressing_png"] = str(task.plot_addressing(clips, out_dir / "addressing.png"))
     table = Table(title=f"Most confused word pairs ({split}, {len(y)} clips)")
     for col in ("true", "predicted", "count", "rate"):
         table.add_column(col, justify="right" if col in ("count", "rate") else "left")

@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from avtrain.models.frontends import AudioFrontend
+from avtrain.models.masked import masked_spectrogram_mean, to_device_async
 from avtrain.models.memory import AssociativeBridge
 from avtrain.models.tacotron import TacotronDecoder
 
@@ -98,8 +99,7 @@ class SpeechAudioFrontend(AudioFrontend):
 
 def masked_l1(pred: torch.Tensor, target: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
     """Mean |pred - target| over real spectrogram frames; pred/target (B, M, L), frame_mask (B, L)."""
-    m = frame_mask[:, None, :].to(pred.dtype)
-    return ((pred.float() - target.float()).abs() * m).sum() / (m.sum() * pred.shape[1]).clamp_min(1.0)
+    return masked_spectrogram_mean((pred.float() - target.float()).abs(), frame_mask)
 
 
 class SpeechModel(nn.Module):
@@ -147,7 +147,7 @@ class SpeechModel(nn.Module):
         if lengths is None:
             lengths = mask.sum(1) if mask is not None else torch.full((b,), t, dtype=torch.long)
         if mask is None:
-            mask = torch.arange(t, device=video.device)[None] < lengths.to(video.device)[:, None]
+            mask = torch.arange(t, device=video.device)[None] < to_device_async(lengths, video.device)[:, None]
         return lengths, mask
 
     def forward(self, batch: dict) -> dict:

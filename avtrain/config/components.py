@@ -1,0 +1,234 @@
+"""The component confs a recipe pairs with its component choices (ESPnet style: ``memory: bridge`` +
+``memory_conf: {...}``). Which components a model reads, and which choices it accepts, is its schema
+(:mod:`avtrain.config.models`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ---------------------------------------------------------------- component confs
+class ResNetFrontendConf(_Strict):
+    in_channels: int = 1
+    stem_channels: int = 64  # Conv3d(1, 64, (5,7,7)) in Table 1
+    widths: list[int] = Field(default_factory=lambda: [64, 128, 256, 512])
+    blocks: list[int] = Field(default_factory=lambda: [2, 2, 2, 2])  # ResNet-18
+    out_dim: int = 512  # a Linear is added only when widths[-1] != out_dim
+    activation: Literal["relu", "prelu"] = "prelu"
+
+
+class ConvAudioFrontendConf(_Strict):
+    n_mels: int = 80
+    channels: list[int] = Field(default_factory=lambda: [128, 256])  # two stride-2 convs, Table 1
+    residual_blocks: int = 1
+    out_dim: int = 512
+
+
+class MemoryConf(_Strict):
+    num_slots: int = 88  # N; 0 = baseline without memory
+    scale: float = 16.0  # r
+    variant: Literal["paper", "official"] = "paper"
+    init_std: float = 0.5
+    save_weight: float = 1.0
+    bridge_weight: float = 1.0
+
+
+class BiGRUBackendConf(_Strict):
+    hidden: int = 512
+    layers: int = 2
+    dropout: float = 0.0
+
+
+class LipReadingConf(_Strict):
+    num_classes: int = 500
+    embed_dim: int = 512  # C = D
+    fusion_dropout: float = 0.5
+    audio_task_weight: float = 1.0  # weight of g(h(f_src ⊕ f_tgt); y) in Eq. 7
+
+
+def _check_split(name: str, channels: int, kernel_sizes: list[int]) -> None:
+    # the kernel branches of a multi-branch convolution share its output channels equally
+    if not kernel_sizes or channels % len(kernel_sizes):
+        raise ValueError(f"{name} {channels} does not split over {len(kernel_sizes)} kernel branches "
+                         f"{kernel_sizes}")
+
+
+class DCTCNConf(_Strict):
+    # defaults: the public DC-TCN LRW configuration (the MTLAM paper says only "4 DC-TCN layers"); docs/mtlam.md
+    num_levels: int = 4
+    layers_per_level: int = 3
+    growth_rate: int = 384
+    width: int = 512
+    kernel_sizes: list[int] = Field(default_factory=lambda: [3, 5, 7])
+    dilations: list[int] = Field(default_factory=lambda: [1, 2, 5])
+    dropout: float = 0.2
+    activation: Literal["relu", "prelu", "swish"] = "swish"
+    squeeze_excitation: bool = True
+
+    @model_validator(mode="after")
+    def _branches_split(self) -> "DCTCNConf":
+        _check_split("growth_rate", self.growth_rate, self.kernel_sizes)
+        return self
+
+
+class MSTCNConf(_Strict):
+    num_levels: int = 4
+    width: int = 768
+    kernel_sizes: list[int] = Field(default_factory=lambda: [3, 5, 7])
+    dilations: list[int] | None = None  # one per level; None = 1, 2, 4, ...
+    dropout: float = 0.2
+    activation: Literal["relu", "prelu", "swish"] = "prelu"
+
+    @model_validator(mode="after")
+    def _branches_split(self) -> "MSTCNConf":
+        _check_split("width", self.width, self.kernel_sizes)
+        if self.dilations is not None and len(self.dilations) != self.num_levels:
+            raise ValueError(f"dilations: one per level ({self.num_levels}), got {self.dilations}")
+        return self
+
+
+class MTLAMMemoryConf(_Strict):
+    levels: list[int] = Field(default_factory=lambda: [1, 2, 3])  # Table 1; [] = baseline (no audio, no memory)
+    num_heads: int = 8  # h, N: not in the paper; MVM's values
+    num_slots: int = 112
+    key_dim: int | None = None  # None = the level's width (the paper's M_k in R^{h x N x D})
+    scale: float = 16.0
+    init_std: float = 0.5
+    recon_weight: float = 1.0  # L_recon, Eq. 4
+    contrast_weight: float = 1.0  # L_cont, Eq. 5
+
+
+class MTLAMConf(_Strict):
+    num_classes: int = 500
+    embed_dim: int = 512
+    head_dropout: float = 0.0
+    vsr_weight: float = 1.0  # L_cls^v (visual stream without memory); 0 skips that pass
+    asr_weight: float = 1.0  # L_cls^a
+    fused_weight: float = 1.0  # L_cls^{v,a}, the prediction used at inference
+
+
+class TacotronDecoderConf(_Strict):
+    """TacotronDecoder's keywords (avtrain/models/tacotron.py) but its input and output widths; a test keeps the two
+    in step. Defaults: Tacotron 2's."""
+    frames_per_step: int = 4
+    prenet_dims: list[int] = Field(default_factory=lambda: [256, 256])
+    attention_rnn: int = 1024
+    decoder_rnn: int = 1024
+    attention_dim: int = 128
+    location_filters: int = 32
+    location_kernel: int = 31
+    attention_dropout: float = 0.1
+    decoder_dropout: float = 0.1
+    postnet_channels: int = 512
+    postnet_kernel: int = 5
+    postnet_layers: int = 5
+
+
+DECODER_KEYS = tuple(TacotronDecoderConf.model_fields)
+
+
+class CBHGConf(_Strict):
+    """The CBHG post-net's keywords (avtrain/models/cbhg.py) but its input and output widths."""
+    bank_size: int = 8
+    bank_channels: int = 128
+    projections: tuple[int, int] = (256, 80)  # the last is set to the mel width (the residual add needs it)
+    highway_layers: int = 4
+    highway_dim: int = 128
+    gru_dim: int = 128
+
+
+class SpeechConf(_Strict):
+    """The bridging speech model (supp. Table 2): :meth:`SpeechModel.build`'s keywords but the memory's."""
+    in_channels: int = 3
+    n_mels: int = 80
+    embed_dim: int = 512
+    width: float = 1.0  # scales every Conv3d width (CPU-sized recipes)
+    residual: bool = False
+    audio_channels: list[int] | None = None  # None = [128, 256], Table 2
+    decoder: TacotronDecoderConf = Field(default_factory=TacotronDecoderConf)
+    fusion_dropout: float = 0.0
+    audio_path: bool = True  # decode h(f_src ⊕ f_tgt) too (Eq. 7's audio term)
+
+
+class TwoTowerConf(_Strict):
+    """The two-tower model (Ephrat et al. 2017): :class:`TwoTowerModel`'s keywords."""
+    k: int = Field(default=9, ge=1)
+    n_mels: int = 80
+    n_linear: int = 321  # n_fft // 2 + 1: 321 for the two-tower preset (n_fft 640), 251 for TCD-TIMIT (500)
+    frames_per_step: int = 4
+    width: float = 1.0
+    bottleneck_ratio: int = 4
+    use_pixels: bool = True
+    use_flow: bool = True
+    fc_dim: int = 1024
+    conv_dropout: float = 0.25
+    fc_dropout: float = 0.5
+    slope: float = 0.2
+    output_activation: Literal["tanh", "sigmoid", "none"] = "tanh"
+    loss: Literal["l1", "l2"] = "l2"
+    postnet: bool = True
+    cbhg: CBHGConf = Field(default_factory=CBHGConf)
+    # the paper's second stage: "we keep all convolutional layers of the CNN frozen during training of the second
+    # network" -- with trainer.init_checkpoint = the first stage's checkpoint
+    freeze_towers: bool = False
+
+    @model_validator(mode="after")
+    def _one_tower(self) -> "TwoTowerConf":
+        if not (self.use_pixels or self.use_flow):
+            raise ValueError("use_pixels and use_flow are both false: at least one tower is needed")
+        return self
+
+
+class SGDConf(_Strict):
+    lr: float = 0.03
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 0.0
+
+
+class AdamConf(_Strict):
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+
+
+class ConstantSchedConf(_Strict):
+    warmup_epochs: int = 0
+
+
+class CosineSchedConf(_Strict):
+    warmup_epochs: int = 0
+    min_lr_ratio: float = 0.0
+
+
+class StepSchedConf(_Strict):
+    milestones: list[int] = Field(default_factory=list)
+    gamma: float = 0.1
+
+
+class PlateauSchedConf(_Strict):
+    factor: float = 0.5
+    patience: int = 5
+    min_lr: float = 0.0
+
+
+class PaperAugmentConf(_Strict):
+    crop: int | None = None  # random crop size (centre crop at test); None = no crop
+    flip: bool = True
+    erase_prob: float = 0.5
+    erase_area: tuple[float, float] = (0.02, 0.33)
+    erase_ratio: tuple[float, float] = (0.3, 3.3)
+
+
+class NoAugmentConf(_Strict):
+    crop: int | None = None
+
+
+__all__ = [name for name, obj in dict(globals()).items()
+           if isinstance(obj, type) and issubclass(obj, BaseModel) and name.endswith("Conf")] + ["DECODER_KEYS"]

@@ -1,0 +1,76 @@
+"""Process-group setup for torchrun (DDP): NCCL on CUDA, gloo on CPU; a no-op for a single process."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup(device_type: str) -> DistInfo:
+    """Join the torchrun process group when WORLD_SIZE > 1 (env:// rendezvous set up by torchrun)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        if device_type == "cuda":
+            torch.cuda.set_device(local)
+        dist.init_process_group(backend=backend)
+    return DistInfo(rank, world, local)
+
+
+def teardown(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+def sum_across_ranks(info: DistInfo, sums: dict[str, float]) -> dict[str, float]:
+    """Add per-rank sums key by key. Ranks may hold different numbers of validation clips, or none (GRID's val split
+    is one shard), so each sends its own dict (gathered as objects) instead of a tensor whose size could differ."""
+    if not info.enabled:
+        return dict(sums)
+    gathered: list[dict[str, float] | None] = [None] * info.world_size
+    dist.all_gather_object(gathered, dict(sums))
+    return add_sums(gathered)
+
+
+def add_sums(parts: list[dict[str, float] | None]) -> dict[str, float]:
+    """Key-by-key sum of several ranks' sums; a rank without clips sends an empty dict."""
+    out: dict[str, float] = {}
+    for part in parts:
+        for k, v in (part or {}).items():
+            out[k] = out.get(k, 0.0) + float(v)
+    return out
+
+
+def check_shards_per_rank(num_shards: int, world_size: int, split: str) -> None:
+    """Every rank needs a shard of its own: webdataset's node splitter would leave a rank with nothing to train
+    on while the others wait for it in the gradient all-reduce (a deadlock)."""
+    if world_size > 1 and num_shards < world_size:
+        raise RuntimeError(f"split {split!r} has {num_shards} shard(s) for {world_size} ranks: each rank needs at "
+                           f"least one training shard; write the split as at least {world_size} shards or run "
+                           f"fewer ranks")

@@ -1,0 +1,124 @@
+"""Word-level lip reading tasks: the associative-bridge model (Eq. 7-8) and MTLAM (Eq. 6).
+
+Both classify a clip into a word: training reads video and mel (the memories learn from the audio), validation and
+evaluation read video only (top-1 accuracy, the best checkpoint has the highest validation accuracy).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from torch import nn
+
+from avtrain.tasks.base import Task
+
+
+class _WordTask(Task):
+    metric = "acc"
+    higher_is_better = True
+
+    def validation_sums(self, model: nn.Module, batch: dict) -> dict[str, float]:
+        logits = model(batch["video"], batch["lengths"], batch["mask"])["logits"].float()
+        labels = batch["labels"]
+        return {"correct": float((logits.argmax(-1) == labels).sum()),
+                "loss": float(F.cross_entropy(logits, labels, reduction="sum")), "samples": float(len(labels))}
+
+    def finish_validation(self, sums: dict[str, float]) -> dict[str, float]:
+        n = sums.get("samples", 0.0)
+        return {"acc": sums.get("correct", 0.0) / max(n, 1.0), "loss": sums.get("loss", 0.0) / max(n, 1.0),
+                "samples": n}
+
+    def validation_line(self, val: dict[str, float]) -> str:
+        return f"val acc {val['acc']:.4f}, val loss {val['loss']:.4f}"
+
+    def evaluate(self, *, split: str | None = None, checkpoint: str | None = None, console: Console | None = None,
+                 flip_tta: bool | None = None, **_: Any) -> dict:
+        from avtrain.tasks.lipreading.evaluate import evaluate
+
+        return evaluate(self.recipe, self, split=split, checkpoint=checkpoint, flip_tta=flip_tta, console=console)
+
+    # ---------------------------------------------------------------- evaluation hooks
+    def memory_stats(self, model: nn.Module):
+        """A collector of memory statistics over the split (None for a model without memory)."""
+        raise NotImplementedError
+
+    def addressing(self, out: dict, i: int, t: int) -> dict[str, Any]:
+        """Clip i's addressing vectors (its first t frames) for the figure."""
+        raise NotImplementedError
+
+    def plot_addressing(self, clips: list[dict], path) -> Any:
+        raise NotImplementedError
+
+
+class LipReadingTask(_WordTask):
+    """The associative bridge (Kim et al. 2021, Sec. 4.1): L = L_save + L_bridge + CE(recall) + CE(audio)."""
+
+    def build_model(self) -> nn.Module:
+        from avtrain.models.lipreading import LipReadingModel
+
+        return LipReadingModel.from_recipe(self.recipe)
+
+    def losses(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        from avtrain.tasks.lipreading.losses import lipreading_loss
+
+        mc, mem = self.recipe.conf("model"), self.recipe.conf("memory")
+        out = model(batch["video"], batch["lengths"], batch["mask"], batch["mel"])
+        return lipreading_loss(out, batch["labels"], audio_task_weight=mc.audio_task_weight,
+                               save_weight=mem.save_weight, bridge_weight=mem.bridge_weight)
+
+    def memory_stats(self, model: nn.Module):
+        from avtrain.tasks.lipreading.evaluate import MemoryStats
+
+        return MemoryStats(model.memory.num_slots) if model.memory is not None else None
+
+    def addressing(self, out: dict, i: int, t: int) -> dict[str, Any]:
+        return {"src": out["bridge"].src_address[i, :t].float().cpu().numpy(),
+                "tgt": out["bridge"].tgt_address[i, :t].float().cpu().numpy()}
+
+    def plot_addressing(self, clips: list[dict], path):
+        from avtrain.tasks.lipreading.plots import plot_addressing
+
+        return plot_addressing(clips, path)
+
+
+class MTLAMTask(_WordTask):
+    """MTLAM (multi-temporal lip-audio memory): Eq. 6, the loss weights from model_conf and memory_conf."""
+
+    def build_model(self) -> nn.Module:
+        from avtrain.models.mtlam import MTLAMLipReading
+
+        return MTLAMLipReading.from_recipe(self.recipe)
+
+    def losses(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        from avtrain.models.mtlam import loss_terms
+
+        weights = _unwrap(model).weights
+        out = model(batch["video"], batch["lengths"], batch["mask"], batch["mel"])
+        total, terms = loss_terms(out, batch["labels"], weights)
+        parts = {k: v.detach() for k, v in terms.items()}
+        parts["total"] = total.detach()
+        return total, parts
+
+    def memory_stats(self, model: nn.Module):
+        from avtrain.tasks.lipreading.evaluate import MTLAMStats
+
+        if not model.levels:
+            return None
+        return MTLAMStats(model.levels, {i: model.memories[str(i)].num_slots for i in model.levels})
+
+    def addressing(self, out: dict, i: int, t: int) -> dict[str, Any]:
+        return {"levels": {lv: a[i, :t].float().mean(1).cpu().numpy() for lv, a in out["addressing"].items()}}
+
+    def plot_addressing(self, clips: list[dict], path):
+        from avtrain.tasks.lipreading.plots import plot_level_addressing
+
+        return plot_level_addressing(clips, path)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a DDP or torch.compile wrapper."""
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)

@@ -1,0 +1,85 @@
+"""Speech-from-silent-video tasks: the bridging speech model (Kim et al. 2021, Sec. 4.2) and the two-tower model
+(Ephrat et al. 2017). Both regress spectrograms and compute their own loss terms; the best checkpoint has the lowest
+validation loss of what inference decodes (``prediction``); evaluation synthesises waveforms and scores them
+(STOI, ESTOI, PESQ) — ``avtrain.tasks.speech.evaluate``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from rich.console import Console
+from torch import nn
+
+from avtrain.tasks.base import Fields, Task
+from avtrain.tasks.speech.predict import Prediction, predict_bridging, predict_two_tower
+
+
+class SpeechTask(Task):
+    metric = "prediction"
+    higher_is_better = False
+    default_synthesis: ClassVar[list[str]]  # the paper's synthesis modes for this model
+    predicts_linear: bool = False  # whether predict() gives a linear spectrogram (Lin-synth, Mel-synth)
+
+    def losses(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        out = model(batch)
+        return out["loss"], out["losses"]
+
+    def validation_sums(self, model: nn.Module, batch: dict) -> dict[str, float]:
+        """Teacher-forced loss terms (free-running synthesis and STOI/PESQ are left to ``avtrain eval``:
+        Griffin-Lim on every clip each epoch would cost more than the epoch)."""
+        n = len(batch["keys"])
+        sums = {k: float(v) * n for k, v in model(batch)["losses"].items()}
+        sums["samples"] = float(n)
+        return sums
+
+    def finish_validation(self, sums: dict[str, float]) -> dict[str, float]:
+        out = super().finish_validation(sums)
+        out["loss"] = out.pop("total", float("nan"))
+        out.setdefault(self.metric, float("nan"))
+        return out
+
+    def validation_line(self, val: dict[str, float]) -> str:
+        return f"val loss {val['loss']:.4f}, prediction {val['prediction']:.4f}"
+
+    def evaluate(self, *, split: str | None = None, checkpoint: str | None = None, console: Console | None = None,
+                 **_: Any) -> dict:
+        from avtrain.tasks.speech.evaluate import evaluate_speech
+
+        return evaluate_speech(self.recipe, self, split=split, checkpoint=checkpoint, console=console)
+
+    def predict(self, model: nn.Module, batch: dict, device: torch.device) -> list[Prediction]:
+        """Whole clips (a scoring batch) -> predicted spectrograms in the shards' units."""
+        raise NotImplementedError
+
+
+class BridgingSpeechTask(SpeechTask):
+    default_synthesis = ["mel"]
+
+    def build_model(self) -> nn.Module:
+        from avtrain.models.bridging_speech import SpeechModel
+
+        return SpeechModel.from_recipe(self.recipe)
+
+    def predict(self, model: nn.Module, batch: dict, device: torch.device) -> list[Prediction]:
+        return predict_bridging(model, self.recipe, batch, device)
+
+
+class TwoTowerTask(SpeechTask):
+    default_synthesis = ["linear", "exemplar"]  # Lin-synth and Mel-synth
+
+    def __init__(self, recipe):
+        super().__init__(recipe)
+        self.predicts_linear = bool(recipe.model_conf["postnet"])
+
+    def fields(self) -> Fields:
+        return Fields(flow=bool(self.recipe.model_conf["use_flow"]), linear=self.predicts_linear)
+
+    def build_model(self) -> nn.Module:
+        from avtrain.models.two_tower import TwoTowerModel
+
+        return TwoTowerModel.from_recipe(self.recipe)
+
+    def predict(self, model: nn.Module, batch: dict, device: torch.device) -> list[Prediction]:
+        return predict_two_tower(model, self.recipe, batch, device)

@@ -1,0 +1,26 @@
+"""A trained run's model weights for evaluation: ``best`` / ``last`` of its output folder, or a checkpoint path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from avtrain.config import Recipe
+from avtrain.engine import checkpoint as ckpt
+
+
+def checkpoint_path(recipe: Recipe, which: str | None) -> Path:
+    if which and which not in ("best", "last"):
+        return Path(which)
+    return Path(recipe.output_dir) / "checkpoints" / f"{which or recipe.eval.checkpoint}.pt"
+
+
+def load_weights(recipe: Recipe, task, which: str | None, device: torch.device) -> tuple[torch.nn.Module, Path]:
+    """The task's model with the weights of checkpoint ``which``, on ``device``, in eval mode."""
+    path = checkpoint_path(recipe, which)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}; train first (avtrain run) or pass --checkpoint")
+    model = task.build_model()
+    ckpt.load_model_weights(model, ckpt.load_checkpoint(path), path, recipe)  # one line if it does not fit
+    return model.to(device).eval(), path
