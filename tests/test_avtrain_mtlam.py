@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from avtrain.config import ConvAudioFrontendConf, ResNetFrontendConf
-from avtrain.models.mtlam import (LipAudioMemory, LossWeights, MemorySpec, MTLAMConfig, MTLAMLipReading,
+from avtrain.config.components import MTLAMMemoryConf
+from avtrain.models.mtlam import (LipAudioMemory, LossWeights, MTLAMConfig, MTLAMLipReading,
                                   mtlam_loss, value_slot_loss)
 from avtrain.models.tcn import (DCTCNConf, MSTCNConf, build_matched_towers, conv_receptive_field,
                                 receptive_fields)
@@ -79,7 +80,7 @@ def tiny_config(levels=(1, 2, 3), temporal=None, **kw):
         num_classes=5, embed_dim=12,
         visual_frontend=dict(stem_channels=4, widths=[4, 4, 4, 4], blocks=[1, 1, 1, 1]),
         audio_frontend=dict(n_mels=80, channels=[4, 4]),
-        temporal=temporal or tiny_dctcn(), memory=MemorySpec(levels=levels, num_heads=2, num_slots=6), **kw)
+        temporal=temporal or tiny_dctcn(), memory=MTLAMMemoryConf(levels=list(levels), num_heads=2, num_slots=6), **kw)
 
 
 def make_batch(b=3, t=6, seed=0):
@@ -249,7 +250,7 @@ def test_config_from_recipe_style_confs():
         visual_frontend=visual, audio_frontend=audio, temporal="mstcn",
         temporal_conf={"num_levels": 3, "width": 6, "kernel_sizes": [3, 5], "dilations": [1, 2, 4]},
         memory={"levels": [2], "num_heads": 2, "num_slots": 6, "contrast_weight": 0.1})
-    assert cfg.temporal == tiny_mstcn(dropout=0.2) and cfg.memory.levels == (2,)
+    assert cfg.temporal == tiny_mstcn(dropout=0.2) and cfg.memory.levels == [2]
     assert cfg.weights == LossWeights(cls_v=0.5, contrast=0.1)
     model = MTLAMLipReading.from_config(cfg)
     assert model.visual.out_dim == 12 and set(model.memories) == {"2"}

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avtrain.config.components import MTLAMMemoryConf
 from avtrain.models.frontends import AudioFrontend, VisualFrontend
 from avtrain.models.masked import masked_mean, masked_time_mean, to_device_async
 from avtrain.models.tcn import (DCTCNConf, MSTCNConf, TemporalModel, TemporalSpec, build_matched_towers,
@@ -92,16 +93,6 @@ class LipAudioMemory(nn.Module):
 
 # ---------------------------------------------------------------- configuration
 @dataclass(frozen=True)
-class MemorySpec:
-    levels: tuple[int, ...] = (1, 2, 3)  # Table 1: MTLAM#1-#3 after temporal levels 1-3; () = baseline
-    num_heads: int = 8  # h, N, key size: not given by the paper; MVM's values
-    num_slots: int = 112
-    key_dim: int | None = None  # None = the level's width D (the paper's M_k in R^{h x N x D}); MVM uses 64
-    scale: float = 16.0  # r
-    init_std: float = 0.5
-
-
-@dataclass(frozen=True)
 class LossWeights:
     """Eq. 6: L_total = L_cls^v + L_cls^a + L_cls^{v,a} + L_recon + L_cont (all 1 in the paper)."""
 
@@ -120,7 +111,7 @@ class MTLAMConfig:
     audio_frontend: dict[str, Any] = field(default_factory=dict)  # AudioFrontend kwargs except out_dim
     temporal: TemporalSpec = field(default_factory=DCTCNConf)
     audio_temporal: TemporalSpec | None = None  # None = same structure as the visual one (the paper)
-    memory: MemorySpec = field(default_factory=MemorySpec)
+    memory: MTLAMMemoryConf = field(default_factory=MTLAMMemoryConf)  # levels, heads, slots, key size, r, init
     weights: LossWeights = field(default_factory=LossWeights)
     head_dropout: float = 0.0
 
@@ -142,9 +133,8 @@ class MTLAMConfig:
 
         m, mem = dict(model), dict(memory)
         weights = LossWeights(cls_v=m.pop("vsr_weight", 1.0), cls_a=m.pop("asr_weight", 1.0),
-                              cls_va=m.pop("fused_weight", 1.0), recon=mem.pop("recon_weight", 1.0),
-                              contrast=mem.pop("contrast_weight", 1.0))
-        mem["levels"] = tuple(mem.get("levels", MemorySpec.levels))
+                              cls_va=m.pop("fused_weight", 1.0), recon=mem.get("recon_weight", 1.0),
+                              contrast=mem.get("contrast_weight", 1.0))
 
         def front(conf: Mapping[str, Any]) -> dict[str, Any]:
             return {k: v for k, v in conf.items() if k != "out_dim"}
@@ -152,7 +142,7 @@ class MTLAMConfig:
         return cls(**m, visual_frontend=front(visual_frontend), audio_frontend=front(audio_frontend),
                    temporal=spec(temporal_conf),
                    audio_temporal=spec(audio_temporal_conf) if audio_temporal_conf is not None else None,
-                   memory=MemorySpec(**mem), weights=weights)
+                   memory=MTLAMMemoryConf.model_validate(mem), weights=weights)
 
 
 # ---------------------------------------------------------------- the model
