@@ -64,19 +64,8 @@ def encode_video(frames: np.ndarray, fps: float = 25.0, crf: int = VIDEO_CRF, sp
     """
     import av
 
-    frames = np.ascontiguousarray(frames)
-    if frames.dtype != np.uint8 or frames.ndim not in (3, 4) or len(frames) == 0:
-        raise ValueError(f"encode_video wants non-empty uint8 (T,H,W) or (T,H,W,3), got {frames.dtype} {frames.shape}")
-    gray = frames.ndim == 3
-    count, height, width = frames.shape[:3]
-    if height % 2 or width % 2:
-        raise ValueError(f"crops need even sides for 4:2:0, got {height}x{width}")
-    planes = np.empty((count, height * 3 // 2, width), np.uint8)
-    if gray:
-        planes[:, :height], planes[:, height:] = frames, 128
-    else:
-        planes[:, :height] = _luma(frames)
-        planes[:, height:] = _chroma(frames).reshape(count, height // 2, width)
+    planes, gray = _yuv_planes(frames)
+    height, width = planes.shape[1] * 2 // 3, planes.shape[2]
     buf = io.BytesIO()
     with av.open(buf, mode="w", format="mp4") as container:
         rate = Fraction(fps).limit_denominator(1001)
