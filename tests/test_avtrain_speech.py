@@ -164,7 +164,9 @@ def test_tower_reaches_5x4_for_a_160x128_face_with_the_paper_widths():
     assert Tower(in_channels=16).stem[0].in_channels == 16  # flow: K - 1 = 8 (u, v) pairs
 
 
-def test_frame_windows_repeat_edges_and_zero_flow_across_them():
+def test_frame_windows_repeat_a_clips_own_ends_and_zero_flow_across_them():
+    # what whole-clip prediction does at a clip's first and last frames; a training window is loaded with K // 2
+    # frames of context, so its borders get real neighbours (tests/test_avtrain_speech_two_tower.py)
     t, k = 6, 9
     video = torch.arange(t, dtype=torch.float32)[None, :, None, None].expand(1, t, 2, 2).clone()
     flow = torch.arange(1, t, dtype=torch.float32)[None, :, None, None, None].expand(1, t - 1, 2, 2, 2).clone()

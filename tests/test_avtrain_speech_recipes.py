@@ -122,9 +122,12 @@ def test_batches_of_real_sentence_shards(bridging_shards, two_tower_shards, tmp_
 
     r2 = _cpu_recipe("grid-s1-speech-two-tower", two_tower_shards, tmp_path / "t", ["data.max_frames=10"])
     b2 = next(iter(build_loader(r2, "train", train=True)))
-    assert b2["video"].shape == (2, 10, 1, 160, 128)
-    assert b2["flow"].shape == (2, 9, 2, 160, 128)  # flow i joins frames i and i + 1 of the window
-    assert b2["linear"].shape == (2, 321, 40) and b2["mel"].shape == (2, 80, 40)
+    # a 10-frame loss window with up to K // 2 = 4 frames of context on each side (fewer at a clip's ends)
+    n = b2["video"].shape[1]
+    assert 10 < n <= 18 and b2["video"].shape == (2, n, 1, 160, 128)
+    assert ((b2["centre"][:, 1] - b2["centre"][:, 0]) == 10).all()
+    assert b2["flow"].shape == (2, n - 1, 2, 160, 128)  # flow i joins loaded frames i and i + 1
+    assert b2["linear"].shape == (2, 321, 4 * n) and b2["mel"].shape == (2, 80, 4 * n)
     assert 0.0 <= float(b2["mel"].min()) and float(b2["mel"].max()) <= 1.0  # tacotron [0, 1] targets as stored
     assert float(b2["flow"].abs().max()) > 0.1  # real motion, in pixels per frame
 

@@ -27,6 +27,10 @@ class Fields:
 
     flow: bool = False  # optical flow between consecutive frames, batch["flow"] (B, T - 1, 2, H, W)
     linear: bool = False  # linear spectrogram, batch["linear"] (B, bins, 4T)
+    # frames of context loaded on each side of a ``data.max_frames`` training/validation window (as far as the clip
+    # has them): the model sees them as input but computes its loss on the window only, batch["centre"] (B, 2) =
+    # each clip's [start, stop) of the window in the loaded frames. 0: no context, no "centre".
+    context: int = 0
 
 
 class Task(ABC):

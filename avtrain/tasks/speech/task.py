@@ -74,7 +74,10 @@ class TwoTowerTask(SpeechTask):
         self.predicts_linear = bool(recipe.model_conf["postnet"])
 
     def fields(self) -> Fields:
-        return Fields(flow=bool(self.recipe.model_conf["use_flow"]), linear=self.predicts_linear)
+        # K // 2 frames of context around a training window: its border frames get their true K-frame windows, as
+        # when a whole clip is predicted (only a clip's own ends repeat frames / have zero flow)
+        return Fields(flow=bool(self.recipe.model_conf["use_flow"]), linear=self.predicts_linear,
+                      context=int(self.recipe.model_conf["k"]) // 2)
 
     def build_model(self) -> nn.Module:
         from avtrain.models.two_tower import TwoTowerModel
