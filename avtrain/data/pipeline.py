@@ -112,7 +112,8 @@ class ClipLoader:
 
     What is read follows the recipe's data section (the video field, gray or RGB with ``data.color: rgb``, the mel)
     and the task's ``fields`` (optical flow, linear spectrogram). ``scoring`` (speech evaluation) keeps whole clips
-    (no ``data.max_frames`` cut) and adds the true waveform and the clip's spectrogram parameters.
+    (no ``data.max_frames`` cut) and adds the true waveform and the clip's spectrogram parameters; ``whole`` keeps
+    whole clips without them (a speech task's free-running validation).
     """
 
     recipe: Recipe
@@ -120,6 +121,7 @@ class ClipLoader:
     epoch: int = 0
     scoring: bool = False
     task_fields: Any = None  # avtrain.tasks.Fields; None = the recipe's task's
+    whole: bool = False
 
     def __post_init__(self):
         d, r = self.recipe.data, self.recipe
@@ -189,7 +191,7 @@ class ClipLoader:
         stop, last loaded + 1). None: the whole clip (short enough, scoring, no max_frames, or no readable JSON —
         decoding then reports the JSON)."""
         d = self.recipe.data
-        if d.max_frames is None or self.scoring:
+        if d.max_frames is None or self.scoring or self.whole:
             return None
         try:
             t = int(decode_field("json", raw["json"])["num_frames"])
@@ -259,11 +261,12 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def build_dataset(recipe: Recipe, split: str, *, train: bool, epoch: int = 0, distributed: bool = False,
-                  scoring: bool = False, fields: Any = None):
+                  scoring: bool = False, fields: Any = None, whole: bool = False):
     """The webdataset pipeline of one epoch of ``split``.
 
     ``distributed`` splits shards across ranks (training); evaluation reads every shard on the calling rank.
-    ``scoring``: whole clips with their true waveforms and spectrogram parameters (speech evaluation).
+    ``scoring``: whole clips with their true waveforms and spectrogram parameters (speech evaluation); ``whole``:
+    whole clips (no ``data.max_frames`` cut).
     """
     d = recipe.data
     urls = split_shards(d.shards, split)
@@ -279,7 +282,8 @@ def build_dataset(recipe: Recipe, split: str, *, train: bool, epoch: int = 0, di
     )
     if train and d.shuffle_buffer > 1:
         ds = ds.compose(_SeededShuffle(d.shuffle_buffer, recipe.seed, epoch))
-    ds = ds.compose(Guarded(ClipLoader(recipe, train=train, epoch=epoch, scoring=scoring, task_fields=fields),
+    ds = ds.compose(Guarded(ClipLoader(recipe, train=train, epoch=epoch, scoring=scoring, task_fields=fields,
+                                       whole=whole),
                             d.on_bad_sample, MEL_PER_FRAME))  # bad samples: raised or skipped and counted
     batch = d.batch_size if train else d.eval_batch_size
     return ds.batched(batch, collation_fn=WithSkips(collate), partial=True)
@@ -293,10 +297,10 @@ def loader_workers(requested: int, num_shards: int, world_size: int = 1, rank: i
 
 
 def build_loader(recipe: Recipe, split: str, *, train: bool, epoch: int = 0, distributed: bool = False,
-                 scoring: bool = False, fields: Any = None, pin_memory: bool = False):
+                 scoring: bool = False, fields: Any = None, pin_memory: bool = False, whole: bool = False):
     """The batches of one epoch of ``split``; ``pin_memory`` (CUDA) lets the engine copy them asynchronously."""
     ds = build_dataset(recipe, split, train=train, epoch=epoch, distributed=distributed, scoring=scoring,
-                       fields=fields)
+                       fields=fields, whole=whole)
     rank, world = (_rank_world() if distributed else (0, 1))
     workers = loader_workers(recipe.data.num_workers, len(split_shards(recipe.data.shards, split)), world, rank)
     # a private generator: creating the loader must not consume the global torch RNG (exact resume)

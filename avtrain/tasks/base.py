@@ -34,8 +34,10 @@ class Fields:
 
 
 class Task(ABC):
-    metric: ClassVar[str]  # the validation value that picks best.pt
+    metric: ClassVar[str]  # the validation value that picks best.pt (and moves a plateau schedule)
     higher_is_better: ClassVar[bool]
+    # validation batches are whole clips (no data.max_frames cut), as inference sees them (speech tasks)
+    whole_clip_validation: ClassVar[bool] = False
 
     def __init__(self, recipe: Recipe):
         self.recipe = recipe
