@@ -150,3 +150,30 @@ def test_frame_windows_of_a_centre_use_the_real_neighbours():
     assert pixels[0, :, 0, 0].tolist() == list(range(0, 9))  # frame 4: frames 0..8, none repeated
     assert pixels[3, :, 0, 0].tolist() == [3, 4, 5, 6, 7, 8, 9, 10, 11]
     assert flows[0, ::2, 0, 0].tolist() == list(range(1, 9))  # pairs (0,1) .. (7,8): all real flow
+
+
+def test_two_tower_validation_scores_the_whole_clip_inference(tmp_path):
+    """Validation runs what inference runs (whole clip, sliding post-net), once: its ``free_running`` is the L1 of
+    ``predict_clip``'s mel + linear, its loss terms the model's MSE of the same prediction; the mel term equals the
+    training forward's on the whole clip (each frame's mel depends on its own K-window only)."""
+    from avtrain.tasks.speech.predict import post_net_window
+
+    recipe, model = _recipe(tmp_path), _tiny_model()
+    task = task_for(recipe)
+    assert task.whole_clip_validation and task.metric == "free_running"
+    samples = [ClipLoader(_recipe(tmp_path, None), train=False)(_raw_clip(seed)[0]) for seed in (0, 1)]
+    batch = collate(samples)
+    sums = task.validation_sums(model, batch)
+    assert sums["samples"] == 2
+    l1 = mse = 0.0
+    with torch.no_grad():
+        for s in samples:
+            out = model.predict_clip(torch.from_numpy(s["video"]), torch.from_numpy(s["flow"]).permute(0, 3, 1, 2),
+                                     window=post_net_window(recipe))
+            for name in ("mel", "linear"):
+                diff = out[name] - torch.from_numpy(s[name])
+                l1, mse = l1 + float(diff.abs().mean()), mse + float((diff ** 2).mean())
+        forward = model(batch)["losses"]
+    assert sums["free_running"] == pytest.approx(l1, rel=1e-5)
+    assert sums["prediction"] == pytest.approx(mse, rel=1e-5) and sums["total"] == sums["prediction"]
+    assert sums["mel"] / 2 == pytest.approx(float(forward["mel"]), rel=1e-4)

@@ -103,7 +103,10 @@ class TwoTowerTask(SpeechTask):
     def predict(self, model: nn.Module, batch: dict, device: torch.device) -> list[Prediction]:
         return predict_two_tower(model, self.recipe, batch, device)
 
-    def free_running(self, model: nn.Module, batch: dict) -> torch.Tensor:
-        from avtrain.tasks.speech.validation import two_tower_free_running
+    def validation_sums(self, model: nn.Module, batch: dict) -> dict[str, float]:
+        """One inference pass per whole clip gives both the loss terms and the free-running error."""
+        from avtrain.tasks.speech.validation import two_tower_validation_sums
 
-        return two_tower_free_running(model, batch, post_net_window(self.recipe))
+        sums = two_tower_validation_sums(model, batch, post_net_window(self.recipe))
+        sums["samples"] = float(len(batch["keys"]))
+        return sums
