@@ -184,7 +184,6 @@ class ClipLoader:
             out["spectrogram"] = meta.get("spectrogram", {})
         return out
 
-
     def _window(self, raw: dict[str, Any], rng) -> tuple[int, int, int, int] | None:
         """Where a clip longer than ``data.max_frames`` is cut (train: a random window; eval: the centre one), with
         the task's ``context`` frames on each side as far as the clip has them: (first loaded, window start, window

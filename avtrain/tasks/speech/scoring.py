@@ -5,7 +5,7 @@ and the clip's true waveform, then :meth:`SpeechEvaluator.summary`. Synthesis mo
 
 ``mel``       Griffin-Lim on the predicted mel (bridging speech model; two-tower without post-net)
 ``linear``    Griffin-Lim on the predicted linear spectrogram (two-tower Lin-synth)
-``exemplar``  nearest training exemplars by mel (or mel+linear) -> their linear frames -> Griffin-Lim (two-tower Mel-synth)
+``exemplar``  nearest training exemplars by mel (or mel+linear) -> their linear frames -> Griffin-Lim (Mel-synth)
 """
 
 from __future__ import annotations
