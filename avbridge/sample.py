@@ -289,13 +289,16 @@ def check_sample(raw: dict[str, Any], fields: tuple[str, ...] | None = None) -> 
     return meta, decoded, problems
 
 
-def decode_sample(raw: dict[str, Any], fields: tuple[str, ...] | None = None) -> dict[str, Any]:
+def decode_sample(raw: dict[str, Any], fields: tuple[str, ...] | None = None,
+                  flow_frames: tuple[int, int] | None = None) -> dict[str, Any]:
     """Decode a webdataset raw sample (``{"__key__": ..., "mouth.mp4": b"...", ...}``).
 
     ``fields`` limits decoding to the named fields (others are dropped, not decoded), so a loader pays only for
     what the model reads; the JSON is always read (it says how long every field must be). Video fields come back
     under their bare names ("mouth", "face"), so a consumer need not know whether crops were stored as mp4, jpg or
     npy; 8-bit features come back as ``mel.npy`` / ``linear.npy``. A bad sample raises one SampleError (key, field).
+    ``flow_frames`` = (start, stop): only those flow fields are scaled to float32 and returned (a training window
+    needs a few of the clip's; the deflated member itself is inflated whole — npz cannot be read in part).
     """
     meta, decoded, problems = check_sample(raw, fields)
     if problems:
@@ -308,5 +311,6 @@ def decode_sample(raw: dict[str, Any], fields: tuple[str, ...] | None = None) ->
         bare = stem if stem in VIDEO_FIELDS else f"{stem}.npy" if name.endswith(".q8.npz") else name
         out[bare] = value
     if "flow.npz" in out:
-        out["flow.npz"] = out["flow.npz"].astype(np.float32) * float(meta["flow"]["scale"])
+        flow = out["flow.npz"] if flow_frames is None else out["flow.npz"][flow_frames[0] : flow_frames[1]]
+        out["flow.npz"] = flow.astype(np.float32) * float(meta["flow"]["scale"])
     return out

@@ -164,7 +164,9 @@ def test_tower_reaches_5x4_for_a_160x128_face_with_the_paper_widths():
     assert Tower(in_channels=16).stem[0].in_channels == 16  # flow: K - 1 = 8 (u, v) pairs
 
 
-def test_frame_windows_repeat_edges_and_zero_flow_across_them():
+def test_frame_windows_repeat_a_clips_own_ends_and_zero_flow_across_them():
+    # what whole-clip prediction does at a clip's first and last frames; a training window is loaded with K // 2
+    # frames of context, so its borders get real neighbours (tests/test_avtrain_speech_two_tower.py)
     t, k = 6, 9
     video = torch.arange(t, dtype=torch.float32)[None, :, None, None].expand(1, t, 2, 2).clone()
     flow = torch.arange(1, t, dtype=torch.float32)[None, :, None, None, None].expand(1, t - 1, 2, 2, 2).clone()
@@ -288,20 +290,32 @@ def test_griffin_lim_round_trip_on_real_grid_audio(grid_wave):
     assert abs(float(wl.std()) / float(w.std()) - 1) < 0.1
 
 
-def test_mel_synth_picks_exemplars_and_synthesises(grid_wave):
+def test_mel_synth_picks_exemplars_by_mel_and_synthesises(grid_wave):
     w, n = grid_wave, 4 * (len(grid_wave) // 640)
     mel, lin = mel_spectrogram(w, TWO_TOWER, n), linear_spectrogram(w, TWO_TOWER, n)
-    bank = ExemplarBank.from_clips([(mel[:, : n // 2], lin[:, : n // 2]), (mel[:, n // 2 :], lin[:, n // 2 :])],
-                                   chunk=64)
+    clips = [(mel[:, : n // 2], lin[:, : n // 2]), (mel[:, n // 2 :], lin[:, n // 2 :])]
+    by_mel = ExemplarBank.from_clips(clips, chunk=64)  # the paper's Mel-synth: the default
+    both = ExemplarBank.from_clips(clips, search="mel+linear", chunk=64)
+    assert by_mel.search == "mel" and by_mel.features.shape == (n, 80)
     rng = np.random.default_rng(0)
     noisy_mel, noisy_lin = mel + 0.01 * rng.standard_normal(mel.shape), lin + 0.01 * rng.standard_normal(lin.shape)
-    idx = bank.nearest(noisy_mel, noisy_lin)
-    feats = np.concatenate([mel, lin], 0).T
-    query = np.concatenate([noisy_mel, noisy_lin], 0).T
-    brute = ((query[:, None, :] - feats[None, :, :]) ** 2).sum(-1).argmin(1)
-    assert idx.tolist() == brute.tolist()
-    assert (idx.numpy() == np.arange(n)).mean() > 0.95  # small noise: (almost) every frame finds itself
-    wave = bank.synthesise(noisy_mel, noisy_lin, TWO_TOWER)
+    for bank, feats, query in ((by_mel, mel.T, noisy_mel.T),
+                               (both, np.concatenate([mel, lin], 0).T, np.concatenate([noisy_mel, noisy_lin], 0).T)):
+        brute = ((query[:, None, :] - feats[None, :, :]) ** 2).sum(-1).argmin(1)
+        idx = bank.nearest(noisy_mel, noisy_lin)
+        assert idx.tolist() == brute.tolist()
+        assert (idx.numpy() == np.arange(n)).mean() > 0.95  # small noise: (almost) every frame finds itself
+    # a prediction whose mel is frame i's but whose linear part is frame j's: the mel search finds i whatever the
+    # linear part, the concatenated search is pulled towards j (the linear part has 4x the bins)
+    i, j = 10, n - 10
+    assert int(by_mel.nearest(mel[:, i : i + 1], lin[:, j : j + 1])[0]) == i
+    assert int(by_mel.nearest(mel[:, i : i + 1])[0]) == i  # no linear needed
+    assert int(both.nearest(mel[:, i : i + 1], lin[:, j : j + 1])[0]) != i
+    with pytest.raises(ValueError, match="needs the predicted linear"):
+        both.nearest(mel[:, :3])
+    with pytest.raises(ValueError, match="exemplar search must be one of"):
+        ExemplarBank.from_clips(clips, search="linear")
+    wave = by_mel.synthesise(noisy_mel, None, TWO_TOWER)
     assert _stoi(w, wave) > 0.95
 
 

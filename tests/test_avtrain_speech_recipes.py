@@ -122,9 +122,12 @@ def test_batches_of_real_sentence_shards(bridging_shards, two_tower_shards, tmp_
 
     r2 = _cpu_recipe("grid-s1-speech-two-tower", two_tower_shards, tmp_path / "t", ["data.max_frames=10"])
     b2 = next(iter(build_loader(r2, "train", train=True)))
-    assert b2["video"].shape == (2, 10, 1, 160, 128)
-    assert b2["flow"].shape == (2, 9, 2, 160, 128)  # flow i joins frames i and i + 1 of the window
-    assert b2["linear"].shape == (2, 321, 40) and b2["mel"].shape == (2, 80, 40)
+    # a 10-frame loss window with up to K // 2 = 4 frames of context on each side (fewer at a clip's ends)
+    n = b2["video"].shape[1]
+    assert 10 < n <= 18 and b2["video"].shape == (2, n, 1, 160, 128)
+    assert ((b2["centre"][:, 1] - b2["centre"][:, 0]) == 10).all()
+    assert b2["flow"].shape == (2, n - 1, 2, 160, 128)  # flow i joins loaded frames i and i + 1
+    assert b2["linear"].shape == (2, 321, 4 * n) and b2["mel"].shape == (2, 80, 4 * n)
     assert 0.0 <= float(b2["mel"].min()) and float(b2["mel"].max()) <= 1.0  # tacotron [0, 1] targets as stored
     assert float(b2["flow"].abs().max()) > 0.1  # real motion, in pixels per frame
 
@@ -180,13 +183,13 @@ def test_diagonal_attention_mass():
 
 
 @pytest.mark.slow
-def test_validation_keeps_the_lowest_loss(bridging_shards, tmp_path):
+def test_validation_keeps_the_lowest_free_running_error(bridging_shards, tmp_path):
     r = _cpu_recipe("grid-s1-speech-bridging", bridging_shards, tmp_path, ["data.max_frames=8",
                                                                          "trainer.val_each_epoch=true"])
     trainer = Trainer(r)
     val = trainer.validate()
     assert val["samples"] == 1 and math.isfinite(val["loss"]) and {"mel_l1", "post_l1", "save", "bridge"} <= set(val)
-    assert trainer.metric_name == "prediction"
+    assert trainer.metric_name == "free_running" and val["free_running"] > 0  # whole clips, decoded from video only
     assert val["prediction"] == pytest.approx(val["mel_l1"] + val["post_l1"])  # the recall path only
     trainer.best = 1.0
     assert trainer.better(0.5) and not trainer.better(2.0)

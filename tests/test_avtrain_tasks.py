@@ -107,11 +107,11 @@ def test_validation_sums_and_means(name):
 
 def test_fields_come_from_the_task():
     assert task_for(recipe("lipreading")).fields() == Fields()
-    assert task_for(recipe("two_tower")).fields() == Fields(flow=True, linear=True)
+    assert task_for(recipe("two_tower")).fields() == Fields(flow=True, linear=True, context=4)  # K // 2 around windows
     no_flow = validate_recipe({**COMMON, **RECIPES["two_tower"],
                                "model_conf": {**RECIPES["two_tower"]["model_conf"], "use_flow": False,
                                               "postnet": False}})
-    assert task_for(no_flow).fields() == Fields(flow=False, linear=False)
+    assert task_for(no_flow).fields() == Fields(flow=False, linear=False, context=4)
 
 
 def test_masked_mean_ignores_padding():

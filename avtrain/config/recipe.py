@@ -80,6 +80,8 @@ class EvalConf(_Strict):
     synthesis: list[Literal["mel", "linear", "exemplar"]] | None = None
     griffin_lim_iters: int = Field(default=60, ge=0)
     exemplar_clips: int = Field(default=200, ge=1)
+    # Mel-synth's nearest-exemplar distance: on the mel frames (the paper's Mel-synth) or the concatenated mel+linear
+    exemplar_search: Literal["mel", "mel+linear"] = "mel"
     window: int | None = Field(default=None, ge=1)
     max_clips: int | None = Field(default=None, ge=1)
 

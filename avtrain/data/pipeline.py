@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import webdataset as wds
 
-from avbridge.sample import decode_sample
+from avbridge.sample import decode_field, decode_sample
 from avbridge.shardlist import shard_names
 from avbridge.spectra import SpectrogramParams, mel_spectrogram
 from avtrain.config import DataConf, Recipe
@@ -112,7 +112,8 @@ class ClipLoader:
 
     What is read follows the recipe's data section (the video field, gray or RGB with ``data.color: rgb``, the mel)
     and the task's ``fields`` (optical flow, linear spectrogram). ``scoring`` (speech evaluation) keeps whole clips
-    (no ``data.max_frames`` cut) and adds the true waveform and the clip's spectrogram parameters.
+    (no ``data.max_frames`` cut) and adds the true waveform and the clip's spectrogram parameters; ``whole`` keeps
+    whole clips without them (a speech task's free-running validation).
     """
 
     recipe: Recipe
@@ -120,12 +121,14 @@ class ClipLoader:
     epoch: int = 0
     scoring: bool = False
     task_fields: Any = None  # avtrain.tasks.Fields; None = the recipe's task's
+    whole: bool = False
 
     def __post_init__(self):
         d, r = self.recipe.data, self.recipe
         self.augment = ClipAugment(r.augment, r.augment_conf, d.mean, d.std)
         wanted = self.task_fields if self.task_fields is not None else _task_fields(r)
         self.want_flow, self.want_linear = wanted.flow, wanted.linear
+        self.context = int(getattr(wanted, "context", 0))
         self.fields = (d.video_field, "mel.npy", "json") + ("flow.npz",) * self.want_flow \
             + ("linear.npy",) * self.want_linear + ("wav.flac",) * self.scoring
 
@@ -133,7 +136,10 @@ class ClipLoader:
         d = self.recipe.data
         key = raw["__key__"]
         has_mel = any(name.startswith("mel.") for name in raw)
-        s = decode_sample(raw, fields=self.fields if has_mel else self.fields + ("wav.flac",))
+        rng = np.random.default_rng(_seed(self.recipe.seed, self.epoch, key)) if self.train else None
+        window = self._window(raw, rng)  # (first loaded, window start, window stop, last loaded + 1) or None
+        s = decode_sample(raw, fields=self.fields if has_mel else self.fields + ("wav.flac",),
+                          flow_frames=None if window is None else (window[0], window[3] - 1))
         for name in self.fields:
             if name not in s and not (name == "mel.npy" and not has_mel):
                 raise KeyError(f"sample {key}: no field {name!r} (have {sorted(k for k in raw if k[0] != '_')}); "
@@ -149,16 +155,14 @@ class ClipLoader:
         if mel is None:
             params = SpectrogramParams(**meta.get("spectrogram", {}))
             mel = mel_spectrogram(s["wav.flac"], params, num_frames=MEL_PER_FRAME * t)
-        flow, linear = s.get("flow.npz"), s.get("linear.npy")
-        rng = np.random.default_rng(_seed(self.recipe.seed, self.epoch, key)) if self.train else None
-        if d.max_frames is not None and t > d.max_frames and not self.scoring:
-            start = int(rng.integers(0, t - d.max_frames + 1)) if rng is not None else (t - d.max_frames) // 2
-            stop = start + d.max_frames
-            video = video[start:stop]
-            mel = mel[:, MEL_PER_FRAME * start : MEL_PER_FRAME * stop]
-            flow = None if flow is None else flow[start : stop - 1]  # flow i joins frames i and i + 1
-            linear = None if linear is None else linear[:, MEL_PER_FRAME * start : MEL_PER_FRAME * stop]
-            t = d.max_frames
+        flow, linear = s.get("flow.npz"), s.get("linear.npy")  # flow: already cut to the loaded frames
+        centre = (0, t)
+        if window is not None:
+            first, start, stop, end = window
+            video = video[first:end]
+            mel = mel[:, MEL_PER_FRAME * first : MEL_PER_FRAME * end]
+            linear = None if linear is None else linear[:, MEL_PER_FRAME * first : MEL_PER_FRAME * end]
+            centre, t = (start - first, stop - first), end - first
         frames = _resize(video, d.video_size) if d.video_size else video.astype(np.float32)
         frames = self.augment(frames, rng)
         mel = normalise_mel(mel[:, : MEL_PER_FRAME * t], d)
@@ -173,10 +177,30 @@ class ClipLoader:
             out["flow"] = flow.astype(np.float32)
         if self.want_linear:
             out["linear"] = linear[:, : MEL_PER_FRAME * t].astype(np.float32)
+        if self.context:
+            out["centre"] = centre
         if self.scoring:
             out["wave"] = s["wav.flac"]
             out["spectrogram"] = meta.get("spectrogram", {})
         return out
+
+    def _window(self, raw: dict[str, Any], rng) -> tuple[int, int, int, int] | None:
+        """Where a clip longer than ``data.max_frames`` is cut (train: a random window; eval: the centre one), with
+        the task's ``context`` frames on each side as far as the clip has them: (first loaded, window start, window
+        stop, last loaded + 1). None: the whole clip (short enough, scoring, no max_frames, or no readable JSON —
+        decoding then reports the JSON)."""
+        d = self.recipe.data
+        if d.max_frames is None or self.scoring or self.whole:
+            return None
+        try:
+            t = int(decode_field("json", raw["json"])["num_frames"])
+        except Exception:  # noqa: BLE001 - decode_sample names the problem with the sample's key
+            return None
+        if t <= d.max_frames:
+            return None
+        start = int(rng.integers(0, t - d.max_frames + 1)) if rng is not None else (t - d.max_frames) // 2
+        stop = start + d.max_frames
+        return max(0, start - self.context), start, stop, min(t, stop + self.context)
 
 
 def _task_fields(recipe: Recipe):
@@ -227,6 +251,8 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
         batch["flow"] = flow
     if linear is not None:
         batch["linear"] = linear
+    if "centre" in first:
+        batch["centre"] = torch.tensor([s["centre"] for s in samples], dtype=torch.long)
     if "wave" in first:
         batch["waves"] = [s["wave"] for s in samples]
         batch["spectrograms"] = [s["spectrogram"] for s in samples]
@@ -234,11 +260,12 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def build_dataset(recipe: Recipe, split: str, *, train: bool, epoch: int = 0, distributed: bool = False,
-                  scoring: bool = False, fields: Any = None):
+                  scoring: bool = False, fields: Any = None, whole: bool = False):
     """The webdataset pipeline of one epoch of ``split``.
 
     ``distributed`` splits shards across ranks (training); evaluation reads every shard on the calling rank.
-    ``scoring``: whole clips with their true waveforms and spectrogram parameters (speech evaluation).
+    ``scoring``: whole clips with their true waveforms and spectrogram parameters (speech evaluation); ``whole``:
+    whole clips (no ``data.max_frames`` cut).
     """
     d = recipe.data
     urls = split_shards(d.shards, split)
@@ -254,7 +281,8 @@ def build_dataset(recipe: Recipe, split: str, *, train: bool, epoch: int = 0, di
     )
     if train and d.shuffle_buffer > 1:
         ds = ds.compose(_SeededShuffle(d.shuffle_buffer, recipe.seed, epoch))
-    ds = ds.compose(Guarded(ClipLoader(recipe, train=train, epoch=epoch, scoring=scoring, task_fields=fields),
+    ds = ds.compose(Guarded(ClipLoader(recipe, train=train, epoch=epoch, scoring=scoring, task_fields=fields,
+                                       whole=whole),
                             d.on_bad_sample, MEL_PER_FRAME))  # bad samples: raised or skipped and counted
     batch = d.batch_size if train else d.eval_batch_size
     return ds.batched(batch, collation_fn=WithSkips(collate), partial=True)
@@ -268,10 +296,10 @@ def loader_workers(requested: int, num_shards: int, world_size: int = 1, rank: i
 
 
 def build_loader(recipe: Recipe, split: str, *, train: bool, epoch: int = 0, distributed: bool = False,
-                 scoring: bool = False, fields: Any = None, pin_memory: bool = False):
+                 scoring: bool = False, fields: Any = None, pin_memory: bool = False, whole: bool = False):
     """The batches of one epoch of ``split``; ``pin_memory`` (CUDA) lets the engine copy them asynchronously."""
     ds = build_dataset(recipe, split, train=train, epoch=epoch, distributed=distributed, scoring=scoring,
-                       fields=fields)
+                       fields=fields, whole=whole)
     rank, world = (_rank_world() if distributed else (0, 1))
     workers = loader_workers(recipe.data.num_workers, len(split_shards(recipe.data.shards, split)), world, rank)
     # a private generator: creating the loader must not consume the global torch RNG (exact resume)

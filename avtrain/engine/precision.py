@@ -29,7 +29,7 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype)
 
 
-HOST_FIELDS = ("lengths",)
+HOST_FIELDS = ("lengths", "centre")
 
 
 def to_device(batch: dict, device: torch.device) -> dict:

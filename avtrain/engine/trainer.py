@@ -44,7 +44,7 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)  # total loss of every step this call ran (this rank)
     seen_keys: list[str] = field(default_factory=list)  # sample keys this rank trained on, in order
     best_metric: float | None = None
-    metric_name: str = "acc"  # what best_metric is: val top-1 (classifiers) or val prediction loss (speech models)
+    metric_name: str = "acc"  # what best_metric is: val top-1 (classifiers), free-running val L1 (speech models)
 
 
 def seed_everything(seed: int) -> None:
@@ -173,9 +173,9 @@ class Trainer:
         self.console.log(f"resumed from {path}: epoch {self.epoch}, step {self.step}")
 
     # ------------------------------------------------------------------ data
-    def loader(self, split: str, *, train: bool, epoch: int = 0):
+    def loader(self, split: str, *, train: bool, epoch: int = 0, whole: bool = False):
         return build_loader(self.recipe, split, train=train, epoch=epoch, distributed=self.dist.enabled,
-                            fields=self.task.fields(), pin_memory=self.pin_memory)
+                            fields=self.task.fields(), pin_memory=self.pin_memory, whole=whole)
 
     def steps_cap(self) -> int | None:
         """Per-rank batches per epoch under DDP: equal on every rank, or the collective ops would hang."""
@@ -235,7 +235,7 @@ class Trainer:
         model = ckpt.unwrap(self.model).eval()
         split = self.recipe.data.valid_split
         sums: dict[str, float] = {}
-        for batch in self.loader(split, train=False):
+        for batch in self.loader(split, train=False, whole=self.task.whole_clip_validation):
             self.skips.add(batch, split)
             with self.autocast():
                 part = self.task.validation_sums(model, to_device(batch, self.device))

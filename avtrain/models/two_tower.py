@@ -71,17 +71,25 @@ class Tower(nn.Module):
         return self.feature_map(x).mean(dim=(2, 3))
 
 
-def frame_windows(video: torch.Tensor, flow: torch.Tensor | None, lengths: torch.Tensor, k: int
-                  ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """The K-frame windows of every real frame.
+def frame_windows(video: torch.Tensor, flow: torch.Tensor | None, lengths: torch.Tensor, k: int,
+                  centre: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """The K-frame windows of the real frames [centre start, centre stop) of each clip (all real frames when
+    ``centre`` is None).
 
-    video (B, T, H, W), flow (B, T - 1, 2, H, W) -> pixels (n, K, H, W), flows (n, 2 (K - 1), H, W) and the
-    (n, 2) (clip, frame) index of each window, n = number of real frames, in (clip, frame) order.
+    video (B, T, H, W), flow (B, T - 1, 2, H, W), host ``lengths`` (B,) and ``centre`` (B, 2) -> pixels
+    (n, K, H, W), flows (n, 2 (K - 1), H, W) and the (n, 2) (clip, frame) index of each window, n = number of
+    windowed frames, in (clip, frame) order. A window reaching past a clip's loaded frames repeats its edge frame
+    and has zero flow there, so the data module loads ``K // 2`` frames of context around a training window
+    (``Fields.context``): then only a clip's true ends are repeated, exactly as when a whole clip is predicted.
     """
     b, t = video.shape[:2]
     device = video.device
-    # the real frames' (clip, frame) from the lengths where they live (the host, in training: no device sync)
-    mask = torch.arange(t, device=lengths.device)[None] < lengths[:, None]
+    # the windowed frames' (clip, frame) from the host tensors (in training: no device sync)
+    steps = torch.arange(t, device=lengths.device)[None]
+    mask = steps < lengths[:, None]
+    if centre is not None:
+        centre = centre.to(lengths.device)
+        mask &= (steps >= centre[:, :1]) & (steps < centre[:, 1:])
     clip, frame = (to_device_async(i, device) for i in mask.nonzero(as_tuple=True))
     lengths = to_device_async(lengths, device)
     half = k // 2
@@ -98,6 +106,18 @@ def frame_windows(video: torch.Tensor, flow: torch.Tensor | None, lengths: torch
         flows = flow[clip[:, None], pair] * valid[..., None, None, None].to(flow.dtype)  # (n, K-1, 2, H, W)
         flows = flows.flatten(1, 2)
     return pixels, flows, torch.stack([clip, frame], 1)
+
+
+def centre_frames(spec: torch.Tensor, centre: torch.Tensor, per_frame: int) -> torch.Tensor:
+    """(B, C, per_frame T) spectrogram aligned with the loaded frames -> (B, C, per_frame Tc) of each clip's
+    centre window [start, stop), left-aligned, Tc the longest window; zeros past a shorter one."""
+    steps = per_frame * int((centre[:, 1] - centre[:, 0]).max())  # host centre (the engine keeps it there)
+    centre = to_device_async(centre, spec.device)
+    idx = per_frame * centre[:, :1] + torch.arange(steps, device=spec.device)[None]  # (B, steps)
+    inside = idx < per_frame * centre[:, 1:]
+    idx = idx.clamp(max=spec.shape[-1] - 1)
+    out = spec.gather(2, idx[:, None, :].expand(-1, spec.shape[1], -1))
+    return out * inside[:, None, :].to(out.dtype)
 
 
 class TwoTowerModel(nn.Module):
@@ -154,12 +174,19 @@ class TwoTowerModel(nn.Module):
             return torch.tanh(x)
         return torch.sigmoid(x) if self.output_activation == "sigmoid" else x
 
-    def frame_mel(self, video: torch.Tensor, flow: torch.Tensor | None, lengths: torch.Tensor) -> torch.Tensor:
-        """video (B, T, [1,] H, W), flow (B, T - 1, 2, H, W) -> mel (B, n_mels, r T), zeros past each length."""
+    def frame_mel(self, video: torch.Tensor, flow: torch.Tensor | None, lengths: torch.Tensor,
+                  centre: torch.Tensor | None = None) -> torch.Tensor:
+        """video (B, T, [1,] H, W), flow (B, T - 1, 2, H, W) -> mel (B, n_mels, r T), zeros past each length; with
+        host ``centre`` (B, 2) only the centre windows' frames, (B, n_mels, r Tc), each clip's from column 0."""
         if video.dim() == 5:
             video = video[:, :, 0]
         b, t = video.shape[:2]
-        pixels, flows, where = frame_windows(video, flow if self.flow is not None else None, lengths, self.k)
+        pixels, flows, where = frame_windows(video, flow if self.flow is not None else None, lengths, self.k,
+                                             centre)
+        if centre is not None:
+            first = to_device_async(centre[:, 0], where.device)
+            where = torch.stack([where[:, 0], where[:, 1] - first[where[:, 0]]], 1)
+            t = int((centre[:, 1] - centre[:, 0]).max())
         feats = []
         if self.pixels is not None:
             pixels = pixels - pixels.mean(dim=(1, 2, 3), keepdim=True)  # "from which we subtract the mean"
@@ -177,23 +204,33 @@ class TwoTowerModel(nn.Module):
 
     def forward(self, batch: dict) -> dict:
         """batch: ``video`` (B, T, 1, H, W) gray, ``flow`` (B, T - 1, 2, H, W), ``mel`` (B, n_mels, 4T),
-        ``linear`` (B, bins, 4T), optional ``lengths`` (B,). Returns ``loss``, ``losses``, ``mel``, ``linear``."""
+        ``linear`` (B, bins, 4T), optional host ``lengths`` (B,) and ``centre`` (B, 2): the frames [start, stop)
+        whose spectrogram is predicted and scored, the others being the windows' context. Returns ``loss``,
+        ``losses``, ``mel``, ``linear`` (the centre frames' only, with ``centre``)."""
         video = batch["video"]
         b, t = video.shape[:2]
         lengths = batch.get("lengths")
         if lengths is None:
             lengths = torch.full((b,), t, dtype=torch.long, device=video.device)
-        mel = self.frame_mel(video, batch.get("flow"), lengths)
+        centre = batch.get("centre")  # the loss window inside the loaded frames (the rest is context)
+        mel = self.frame_mel(video, batch.get("flow"), lengths, centre)
+        target_mel, target_linear = batch["mel"], batch.get("linear")
+        if centre is not None:
+            lengths = (centre[:, 1] - centre[:, 0]).cpu()
+            t = int(lengths.max())
+            target_mel = centre_frames(target_mel, centre, self.r)
+            target_linear = None if target_linear is None else centre_frames(target_linear, centre, self.r)
         frame_lengths = lengths * self.r
         frame_mask = torch.arange(self.r * t, device=video.device)[None] < \
             to_device_async(frame_lengths, video.device)[:, None]
-        losses = {"mel": self._loss(mel, batch["mel"], frame_mask)}
+        losses = {"mel": self._loss(mel, target_mel, frame_mask)}
         out = {"mel": mel}
         if self.postnet is not None:
+            # the post-net sees the window only, as each of its sliding windows at inference sees window frames
             linear = self.postnet(mel, frame_lengths)
             out["linear"] = linear
-            if "linear" in batch:
-                losses["linear"] = self._loss(linear, batch["linear"], frame_mask)
+            if target_linear is not None:
+                losses["linear"] = self._loss(linear, target_linear, frame_mask)
         total = sum(losses.values())
         losses["total"] = total
         losses["prediction"] = total  # every term is a prediction: the best-checkpoint criterion

@@ -27,11 +27,17 @@ class Fields:
 
     flow: bool = False  # optical flow between consecutive frames, batch["flow"] (B, T - 1, 2, H, W)
     linear: bool = False  # linear spectrogram, batch["linear"] (B, bins, 4T)
+    # frames of context loaded on each side of a ``data.max_frames`` training/validation window (as far as the clip
+    # has them): the model sees them as input but computes its loss on the window only, batch["centre"] (B, 2) =
+    # each clip's [start, stop) of the window in the loaded frames. 0: no context, no "centre".
+    context: int = 0
 
 
 class Task(ABC):
-    metric: ClassVar[str]  # the validation value that picks best.pt
+    metric: ClassVar[str]  # the validation value that picks best.pt (and moves a plateau schedule)
     higher_is_better: ClassVar[bool]
+    # validation batches are whole clips (no data.max_frames cut), as inference sees them (speech tasks)
+    whole_clip_validation: ClassVar[bool] = False
 
     def __init__(self, recipe: Recipe):
         self.recipe = recipe

@@ -38,7 +38,8 @@ def synthesis_modes(recipe: Recipe, task) -> list[str]:
 
 
 def exemplar_bank(recipe: Recipe, clips: int, task) -> ExemplarBank:
-    """Mel-synth's exemplars: every spectrogram frame of the first ``clips`` training clips (shard order)."""
+    """Mel-synth's exemplars: every spectrogram frame of the first ``clips`` training clips (shard order), searched
+    by ``eval.exemplar_search``."""
     d = recipe.data
     pairs: list[tuple[np.ndarray, np.ndarray]] = []
     for batch in build_loader(recipe, d.train_split, train=False, fields=task.fields()):
@@ -47,10 +48,10 @@ def exemplar_bank(recipe: Recipe, clips: int, task) -> ExemplarBank:
             mel = denormalise_mel(batch["mel"][i, :, :n].numpy(), d)
             pairs.append((mel, batch["linear"][i, :, :n].numpy()))
             if len(pairs) >= clips:
-                return ExemplarBank.from_clips(pairs)
+                return ExemplarBank.from_clips(pairs, search=recipe.eval.exemplar_search)
     if not pairs:
         raise FileNotFoundError(f"no training clips in {d.shards} for the exemplar bank")
-    return ExemplarBank.from_clips(pairs)
+    return ExemplarBank.from_clips(pairs, search=recipe.eval.exemplar_search)
 
 
 @torch.no_grad()

@@ -5,7 +5,7 @@ and the clip's true waveform, then :meth:`SpeechEvaluator.summary`. Synthesis mo
 
 ``mel``       Griffin-Lim on the predicted mel (bridging speech model; two-tower without post-net)
 ``linear``    Griffin-Lim on the predicted linear spectrogram (two-tower Lin-synth)
-``exemplar``  nearest training exemplars by (mel, linear) -> their linear frames -> Griffin-Lim (two-tower Mel-synth)
+``exemplar``  nearest training exemplars by mel (or mel+linear) -> their linear frames -> Griffin-Lim (Mel-synth)
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ class SpeechEvaluator:
             return mel_to_wave(_as_tensor(mel, "mel"), self.params, self.n_iter, self.power)
         if self.mode == "linear":
             return linear_to_wave(_as_tensor(linear, "linear"), self.params, self.n_iter, self.power)
-        return self.bank.synthesise(_as_tensor(mel, "mel"), _as_tensor(linear, "linear"), self.params, self.n_iter,
-                                    self.power)
+        linear = None if self.bank.search == "mel" else _as_tensor(linear, "linear")
+        return self.bank.synthesise(_as_tensor(mel, "mel"), linear, self.params, self.n_iter, self.power)
 
     def add(self, key: str, true_wave: np.ndarray, mel: torch.Tensor | np.ndarray | None = None,
             linear: torch.Tensor | np.ndarray | None = None, true_mel: np.ndarray | None = None) -> dict[str, float]:

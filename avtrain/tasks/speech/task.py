@@ -1,7 +1,8 @@
 """Speech-from-silent-video tasks: the bridging speech model (Kim et al. 2021, Sec. 4.2) and the two-tower model
-(Ephrat et al. 2017). Both regress spectrograms and compute their own loss terms; the best checkpoint has the lowest
-validation loss of what inference decodes (``prediction``); evaluation synthesises waveforms and scores them
-(STOI, ESTOI, PESQ) — ``avtrain.tasks.speech.evaluate``.
+(Ephrat et al. 2017). Both regress spectrograms and compute their own loss terms; the best checkpoint (and a plateau
+schedule) follows the free-running validation error of what inference predicts from the video alone
+(``free_running``, ``avtrain.tasks.speech.validation``), on whole validation clips; evaluation synthesises waveforms
+and scores them (STOI, ESTOI, PESQ) — ``avtrain.tasks.speech.evaluate``.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from rich.console import Console
 from torch import nn
 
 from avtrain.tasks.base import Fields, Task
-from avtrain.tasks.speech.predict import Prediction, predict_bridging, predict_two_tower
+from avtrain.tasks.speech.predict import Prediction, post_net_window, predict_bridging, predict_two_tower
 
 
 class SpeechTask(Task):
-    metric = "prediction"
+    metric = "free_running"
     higher_is_better = False
+    whole_clip_validation = True  # inference predicts whole clips
     default_synthesis: ClassVar[list[str]]  # the paper's synthesis modes for this model
     predicts_linear: bool = False  # whether predict() gives a linear spectrogram (Lin-synth, Mel-synth)
 
@@ -26,11 +28,19 @@ class SpeechTask(Task):
         out = model(batch)
         return out["loss"], out["losses"]
 
+    def free_running(self, model: nn.Module, batch: dict) -> torch.Tensor:
+        """(B,) free-running error of each clip of a whole-clip batch (``avtrain.tasks.speech.validation``)."""
+        raise NotImplementedError
+
     def validation_sums(self, model: nn.Module, batch: dict) -> dict[str, float]:
-        """Teacher-forced loss terms (free-running synthesis and STOI/PESQ are left to ``avtrain eval``:
-        Griffin-Lim on every clip each epoch would cost more than the epoch)."""
+        """The training loss terms (teacher-forced for the Tacotron decoder; logged) and the free-running error
+        (``free_running``: picks best.pt). Griffin-Lim and STOI/PESQ are left to ``avtrain eval``."""
         n = len(batch["keys"])
         sums = {k: float(v) * n for k, v in model(batch)["losses"].items()}
+        if getattr(model, "training_loss_is_inference", False):  # the model says its loss is what inference does
+            sums["free_running"] = sums.get("prediction", sums["total"])
+        else:
+            sums["free_running"] = float(self.free_running(model, batch).sum())
         sums["samples"] = float(n)
         return sums
 
@@ -41,7 +51,8 @@ class SpeechTask(Task):
         return out
 
     def validation_line(self, val: dict[str, float]) -> str:
-        return f"val loss {val['loss']:.4f}, prediction {val['prediction']:.4f}"
+        return (f"val free-running L1 {val['free_running']:.4f} (selects best.pt), training loss {val['loss']:.4f}, "
+                f"prediction {val.get('prediction', float('nan')):.4f}")
 
     def evaluate(self, *, split: str | None = None, checkpoint: str | None = None, console: Console | None = None,
                  **_: Any) -> dict:
@@ -65,6 +76,11 @@ class BridgingSpeechTask(SpeechTask):
     def predict(self, model: nn.Module, batch: dict, device: torch.device) -> list[Prediction]:
         return predict_bridging(model, self.recipe, batch, device)
 
+    def free_running(self, model: nn.Module, batch: dict) -> torch.Tensor:
+        from avtrain.tasks.speech.validation import bridging_free_running
+
+        return bridging_free_running(model, batch)
+
 
 class TwoTowerTask(SpeechTask):
     default_synthesis = ["linear", "exemplar"]  # Lin-synth and Mel-synth
@@ -74,7 +90,10 @@ class TwoTowerTask(SpeechTask):
         self.predicts_linear = bool(recipe.model_conf["postnet"])
 
     def fields(self) -> Fields:
-        return Fields(flow=bool(self.recipe.model_conf["use_flow"]), linear=self.predicts_linear)
+        # K // 2 frames of context around a training window: its border frames get their true K-frame windows, as
+        # when a whole clip is predicted (only a clip's own ends repeat frames / have zero flow)
+        return Fields(flow=bool(self.recipe.model_conf["use_flow"]), linear=self.predicts_linear,
+                      context=int(self.recipe.model_conf["k"]) // 2)
 
     def build_model(self) -> nn.Module:
         from avtrain.models.two_tower import TwoTowerModel
@@ -83,3 +102,11 @@ class TwoTowerTask(SpeechTask):
 
     def predict(self, model: nn.Module, batch: dict, device: torch.device) -> list[Prediction]:
         return predict_two_tower(model, self.recipe, batch, device)
+
+    def validation_sums(self, model: nn.Module, batch: dict) -> dict[str, float]:
+        """One inference pass per whole clip gives both the loss terms and the free-running error."""
+        from avtrain.tasks.speech.validation import two_tower_validation_sums
+
+        sums = two_tower_validation_sums(model, batch, post_net_window(self.recipe))
+        sums["samples"] = float(len(batch["keys"]))
+        return sums

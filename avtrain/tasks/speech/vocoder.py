@@ -114,23 +114,39 @@ def mel_to_wave(mel: torch.Tensor | np.ndarray, p: SpectrogramParams, n_iter: in
     return _finish(griffin_lim(mag, p, n_iter, seed=seed), p)
 
 
-class ExemplarBank:
-    """Example-based synthesis (the two-tower paper's Mel-synth): every predicted frame is replaced by the linear
-    frame of its nearest training exemplar, the distance being L2 over the concatenated (mel, linear) features.
+EXEMPLAR_SEARCHES = ("mel", "mel+linear")
 
-    ``mel`` (N, n_mels) and ``linear`` (N, bins) are training spectrogram frames (normalised as the model's targets);
-    ``mel_weight`` scales the mel part of the feature, so 0 searches by the linear part alone.
+
+class ExemplarBank:
+    """Example-based synthesis (the two-tower paper's Mel-synth, Sec. 4.3): every predicted frame is replaced by the
+    linear frame of its nearest training exemplar by L2 distance, then Griffin-Lim.
+
+    ``search`` names the features the distance is measured on: ``"mel"`` (the paper's Mel-synth: the predicted mel
+    frame against the exemplars' mel frames) or ``"mel+linear"`` (the concatenated (mel, linear) features; the paper
+    tried both and found the mel search better "in most cases"). ``mel`` (N, n_mels) and ``linear`` (N, bins) are
+    training spectrogram frames (normalised as the model's targets); in the ``mel+linear`` search ``mel_weight``
+    scales the mel part of the feature.
     """
 
-    def __init__(self, mel: torch.Tensor | np.ndarray, linear: torch.Tensor | np.ndarray, mel_weight: float = 1.0,
-                 chunk: int = 4096):
+    def __init__(self, mel: torch.Tensor | np.ndarray, linear: torch.Tensor | np.ndarray, search: str = "mel",
+                 mel_weight: float = 1.0, chunk: int = 4096):
+        if search not in EXEMPLAR_SEARCHES:
+            raise ValueError(f"exemplar search must be one of {', '.join(EXEMPLAR_SEARCHES)}, got {search!r}")
         mel, linear = torch.as_tensor(mel).float(), torch.as_tensor(linear).float()
         if mel.shape[0] != linear.shape[0]:
             raise ValueError(f"{mel.shape[0]} mel exemplars but {linear.shape[0]} linear ones")
-        self.mel_weight, self.chunk = float(mel_weight), chunk
+        self.search, self.mel_weight, self.chunk = search, float(mel_weight), chunk
         self.linear = linear
-        self.features = torch.cat([mel * self.mel_weight, linear], 1)
+        self.features = self._features(mel, linear)
         self.sq_norms = (self.features ** 2).sum(1)
+
+    def _features(self, mel: torch.Tensor, linear: torch.Tensor | None) -> torch.Tensor:
+        """(L, n_mels) / (L, bins) frames -> (L, D) search features."""
+        if self.search == "mel":
+            return mel
+        if linear is None:
+            raise ValueError("the mel+linear exemplar search needs the predicted linear spectrogram")
+        return torch.cat([mel * self.mel_weight, linear], 1)
 
     @classmethod
     def from_clips(cls, clips: list[tuple[np.ndarray, np.ndarray]], **kwargs) -> "ExemplarBank":
@@ -139,9 +155,12 @@ class ExemplarBank:
         linear = np.concatenate([lin.T for _, lin in clips], 0)
         return cls(mel, linear, **kwargs)
 
-    def nearest(self, mel: torch.Tensor | np.ndarray, linear: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """Indices (L,) of the nearest exemplar for each frame of a predicted (n_mels, L) / (bins, L) pair."""
-        query = torch.cat([torch.as_tensor(mel).float().T * self.mel_weight, torch.as_tensor(linear).float().T], 1)
+    def nearest(self, mel: torch.Tensor | np.ndarray, linear: torch.Tensor | np.ndarray | None = None
+                ) -> torch.Tensor:
+        """Indices (L,) of the nearest exemplar for each frame of a predicted (n_mels, L) mel (and (bins, L) linear
+        spectrogram, which the mel search does not read)."""
+        query = self._features(torch.as_tensor(mel).float().T,
+                               None if linear is None else torch.as_tensor(linear).float().T)
         best = []
         for start in range(0, query.shape[0], self.chunk):
             q = query[start : start + self.chunk]
@@ -150,10 +169,11 @@ class ExemplarBank:
             best.append(dist.argmin(1))
         return torch.cat(best)
 
-    def linear_frames(self, mel: torch.Tensor | np.ndarray, linear: torch.Tensor | np.ndarray) -> torch.Tensor:
+    def linear_frames(self, mel: torch.Tensor | np.ndarray, linear: torch.Tensor | np.ndarray | None = None
+                      ) -> torch.Tensor:
         """The exemplars' linear frames, (bins, L), ready for :func:`linear_to_wave`."""
         return self.linear[self.nearest(mel, linear)].T
 
-    def synthesise(self, mel: torch.Tensor | np.ndarray, linear: torch.Tensor | np.ndarray, p: SpectrogramParams,
-                   n_iter: int = 60, power: float = 1.0) -> np.ndarray:
+    def synthesise(self, mel: torch.Tensor | np.ndarray, linear: torch.Tensor | np.ndarray | None,
+                   p: SpectrogramParams, n_iter: int = 60, power: float = 1.0) -> np.ndarray:
         return linear_to_wave(self.linear_frames(mel, linear), p, n_iter, power)
