@@ -12,7 +12,7 @@ be shared), for the two free-running measures checkpoint selection could follow,
 The model is untrained (the costs do not depend on the weights: every decoder runs a fixed number of steps).
 
     python scripts/bench_speech_validation.py recipes/grid-s1-speech-two-tower-cpu.yaml \\
-        --set data.shards=/work/data/grid-s1-two-tower --threads 1 --json out/bench-val-two-tower.json
+        --threads 1 --json out/bench-val-two-tower.json
 """
 
 from __future__ import annotations
