@@ -118,6 +118,18 @@ def straightforward_seconds(clips, out: Path) -> float | None:
     return time.perf_counter() - start
 
 
+def quiet_native_stderr(log: Path) -> None:
+    """Send file descriptor 2 (where mediapipe's C++ logging writes) to ``log``; Python's own stderr keeps the
+    terminal, so errors and tracebacks still show."""
+    import sys
+
+    log.parent.mkdir(parents=True, exist_ok=True)
+    terminal = os.dup(2)
+    with open(log, "ab") as f:
+        os.dup2(f.fileno(), 2)
+    sys.stderr = os.fdopen(terminal, "w", buffering=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--grid", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data" / "grid")
@@ -126,10 +138,14 @@ def main() -> None:
     parser.add_argument("--unit", default="sentence", help="the main configuration's unit")
     parser.add_argument("--no-extras", action="store_true", help="skip the word-unit and two-tower runs")
     parser.add_argument("--no-alternatives", action="store_true", help="skip the per-frame mesh and plain pipeline")
+    parser.add_argument("--detector-log", type=Path, default=Path("out/bench-prep-detector.log"),
+                        help="where the detector's C++ log lines go (the floor runs mediapipe in this process)")
     args = parser.parse_args()
     console = Console()
     if not (args.grid / "s1").is_dir():
         raise SystemExit(f"GRID s1 not found under {args.grid}: pass --grid /path/to/grid")
+    quiet_native_stderr(args.detector_log)
+    console.print(f"detector log lines: {args.detector_log}")
 
     clips = grid.find_clips(args.grid, ["s1"])[: args.clips]
     preset = get_preset(args.preset)
