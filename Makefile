@@ -29,7 +29,7 @@ demo: venv
 	$(VENV)/bin/avtrain run recipes/grid-words-bridging.yaml --set trainer.epochs=2 --set output_dir=runs/demo
 	$(VENV)/bin/avtrain eval recipes/grid-words-bridging.yaml --set output_dir=runs/demo
 
-# speech from silent video: s1 sentence shards (resumable), the aligned CPU recipe (~30-40 min on 2 cores), its
+# speech from silent video: s1 sentence shards (resumable), the aligned CPU recipe (7 epochs, ~11 CPU-min), its
 # test-split STOI/ESTOI, and speech reconstructed from a held-out s1 test clip (bbaf2n, in the test split).
 SPEECH_RECIPE ?= recipes/grid-s1-speech-aligned-cpu.yaml
 SPEECH_VIDEO  ?= $(GRID)/s1/video/bbaf2n.mkv
