@@ -4,9 +4,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 
 class _Strict(BaseModel):
@@ -116,6 +116,7 @@ class MTLAMConf(_Strict):
 class TacotronDecoderConf(_Strict):
     """TacotronDecoder's keywords (avtrain/models/tacotron.py) but its input and output widths; a test keeps the two
     in step. Defaults: Tacotron 2's."""
+    type: Literal["tacotron"] = "tacotron"
     frames_per_step: int = 4
     prenet_dims: list[int] = Field(default_factory=lambda: [256, 256])
     attention_rnn: int = 1024
@@ -130,7 +131,42 @@ class TacotronDecoderConf(_Strict):
     postnet_layers: int = 5
 
 
-DECODER_KEYS = tuple(TacotronDecoderConf.model_fields)
+class AlignedDecoderConf(_Strict):
+    """AlignedDecoder's keywords (avtrain/models/aligned_decoder.py) but its input and output widths: the
+    frame-synchronous non-autoregressive decoder (an extension, docs/speech.md)."""
+    type: Literal["aligned"] = "aligned"
+    frames_per_step: int = Field(default=4, ge=1)
+    channels: int = Field(default=256, ge=2)
+    conv_layers: int = Field(default=2, ge=0)
+    kernel: int = Field(default=5, ge=1)
+    gru_layers: int = Field(default=1, ge=0)
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0)
+    postnet_channels: int = 512
+    postnet_kernel: int = 5
+    postnet_layers: int = 5
+    # Tacotron 2's 0.5 before every BatchNorm shifts the variance the BN statistics saw in training away from
+    # inference's: measured on the synthetic bar task, the eval-mode post-net output was twice as far off as in training
+    postnet_dropout: float = Field(default=0.5, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _even(self) -> "AlignedDecoderConf":
+        if self.gru_layers and self.channels % 2:
+            raise ValueError(f"decoder.channels {self.channels} must be even: the BiGRU's two directions share it")
+        if self.kernel % 2 == 0:
+            raise ValueError(f"decoder.kernel {self.kernel} must be odd (same-length convolutions)")
+        return self
+
+
+def _decoder_type(value: Any) -> str:
+    # recipes written before ``decoder.type`` existed mean Tacotron 2
+    return (value.get("type", "tacotron") if isinstance(value, dict) else getattr(value, "type", "tacotron"))
+
+
+DecoderConf = Annotated[Union[Annotated[TacotronDecoderConf, Tag("tacotron")],
+                              Annotated[AlignedDecoderConf, Tag("aligned")]], Discriminator(_decoder_type)]
+# each decoder conf's keywords of its module (all fields but the discriminator)
+DECODER_KEYS = tuple(k for k in TacotronDecoderConf.model_fields if k != "type")
+ALIGNED_DECODER_KEYS = tuple(k for k in AlignedDecoderConf.model_fields if k != "type")
 
 
 class CBHGConf(_Strict):
@@ -151,7 +187,11 @@ class SpeechConf(_Strict):
     width: float = 1.0  # scales every Conv3d width (CPU-sized recipes)
     residual: bool = False
     audio_channels: list[int] | None = None  # None = [128, 256], Table 2
-    decoder: TacotronDecoderConf = Field(default_factory=TacotronDecoderConf)
+    # type: tacotron (the paper's, autoregressive) or aligned (frame-synchronous, non-autoregressive; an extension)
+    decoder: DecoderConf = Field(default_factory=TacotronDecoderConf)
+    # pad the last Conv3d spatially too, so that crops smaller than 96 x 96 (e.g. a 64 x 64 mouth) keep a map to
+    # average; Table 2's is unpadded (1 x 1 for the 96 x 96 face)
+    pad_last_conv: bool = False
     fusion_dropout: float = 0.0
     audio_path: bool = True  # decode h(f_src ⊕ f_tgt) too (Eq. 7's audio term)
 
@@ -231,4 +271,4 @@ class NoAugmentConf(_Strict):
 
 
 __all__ = [name for name, obj in dict(globals()).items()
-           if isinstance(obj, type) and issubclass(obj, BaseModel) and name.endswith("Conf")] + ["DECODER_KEYS"]
+           if isinstance(obj, type) and issubclass(obj, BaseModel) and name.endswith("Conf")] + ["DECODER_KEYS", "ALIGNED_DECODER_KEYS", "DecoderConf"]

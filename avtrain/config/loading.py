@@ -7,11 +7,12 @@ A wrong key or type becomes one line naming the file and the dotted key, e.g.
 from __future__ import annotations
 
 import difflib
+import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Tag, ValidationError
 
 from avtrain.config.models import DEFAULT_CHOICES, DEFAULT_MODEL, MODEL_SECTIONS, MODELS
 from avtrain.config.recipe import Recipe, RecipeError
@@ -22,14 +23,39 @@ def _suggest(name: str, allowed: list[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def _tagged(annotation: Any) -> dict[str, Any]:
+    """{tag: model} of a tagged union field (``SpeechConf.decoder``), else {}."""
+    members = typing.get_args(annotation) if typing.get_origin(annotation) is typing.Union else ()
+    out = {}
+    for m in members:
+        if typing.get_origin(m) is typing.Annotated:
+            model, *meta = typing.get_args(m)
+            out.update({t.tag: model for t in meta if isinstance(t, Tag)})
+    return out
+
+
+def _walk(model: Any, path: list[str]) -> tuple[list[str], Any]:
+    """(``path`` without the tags pydantic inserts for a tagged union, the model at its end or None)."""
+    clean, i = [], 0
+    while i < len(path):
+        field = getattr(model, "model_fields", {}).get(path[i])
+        if field is None:
+            return clean + path[i:], None
+        clean.append(path[i])
+        model, i = field.annotation, i + 1
+        tags = _tagged(model)
+        if tags and i < len(path) and path[i] in tags:
+            model, i = tags[path[i]], i + 1
+    return clean, model
+
+
 def _fields_at(model: Any, path: list[str]) -> list[str]:
     """The keys a (nested) pydantic model accepts at ``path``."""
-    for p in path:
-        field = getattr(model, "model_fields", {}).get(p)
-        if field is None:
-            return []
-        model = field.annotation
-    return list(getattr(model, "model_fields", {}))
+    return list(getattr(_walk(model, path)[1], "model_fields", {}))
+
+
+def _clean(model: Any, loc: list[str]) -> list[str]:
+    return _walk(model, loc)[0]
 
 
 def _first_error(err: ValidationError, schema: type[BaseModel]) -> str:
@@ -38,7 +64,7 @@ def _first_error(err: ValidationError, schema: type[BaseModel]) -> str:
     msg = e["msg"]
     if e["type"] == "value_error":
         msg = msg.removeprefix("Value error, ")
-    key = ".".join(loc)
+    key = ".".join(_clean(schema, loc))
     if e["type"] == "extra_forbidden":
         return f"{key}: unknown key{_suggest(loc[-1], _fields_at(schema, loc[:-1]))}"
     if e["type"] == "missing":
@@ -99,7 +125,7 @@ def validate_recipe(data: Any, source: str = "<recipe>") -> Recipe:
         except ValidationError as err:
             e = err.errors()[0]
             loc = [str(p) for p in e["loc"]]
-            key = ".".join([f"{component}_conf", *loc])
+            key = ".".join([f"{component}_conf", *_clean(choices[name], loc)])
             if e["type"] == "extra_forbidden":
                 allowed = _fields_at(choices[name], loc[:-1])
                 raise RecipeError(f"{source}: {key}: unknown key for {component} {name!r}"

@@ -3,21 +3,27 @@
 f_src = visual(video): 16 Conv3d layers (Table 2's kernels, widths and strides) -> BiLSTM -> (B, T, 512).
 f_tgt = audio(mel): the lip-reading audio module with one extra 5x5 conv before its residual block -> (B, T, 512).
 v_tgt = memory recall from f_src (AssociativeBridge, N slots), fused by one Linear h(f_src ⊕ v_tgt) (B, T, 512),
-decoded by Tacotron 2's decoder into 4T mel frames (4 frames per video-frame step) and its post-net.
+decoded into 4T mel frames (4 frames per video-frame step) and a post-net: by Tacotron 2's decoder (``decoder.type:
+tacotron``, the paper's) or by the frame-synchronous non-autoregressive decoder (``aligned``,
+avtrain/models/aligned_decoder.py, an extension; docs/speech.md).
 
 Training (N > 0, Eq. 7-8 with g = L1): L = L1(recall path) + L1(audio path) + L_save + L_bridge, each path's L1
 being |mel - y| + |mel_post - y| over real frames, the audio path decoding h(f_src ⊕ f_tgt) through the same fusion
 and decoder. N = 0 is the baseline (Lip2Wav-like): the decoder reads f_src directly, loss = that path's L1.
-Teacher forcing whenever a target mel is given; :meth:`SpeechModel.infer` runs free from video alone.
+Tacotron: teacher forcing whenever a target mel is given; :meth:`SpeechModel.infer` runs free from video alone.
+Aligned: never reads the target mel, so training decodes exactly what inference does.
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from avtrain.models.aligned_decoder import AlignedDecoder
 from avtrain.models.frontends import AudioFrontend
 from avtrain.models.masked import masked_spectrogram_mean, to_device_async
 from avtrain.models.memory import AssociativeBridge
@@ -42,14 +48,15 @@ class Conv3dStack(nn.Module):
     """
 
     def __init__(self, in_channels: int = 3, layers: tuple[tuple[int, int, int], ...] = TABLE2_VISUAL,
-                 width: float = 1.0, residual: bool = False):
+                 width: float = 1.0, residual: bool = False, pad_last: bool = False):
         super().__init__()
         self.convs, self.norms, self.skips = nn.ModuleList(), nn.ModuleList(), []
         cin = in_channels
         for i, (k, c, s) in enumerate(layers):
             cout = max(1, int(round(c * width)))
             last = i == len(layers) - 1
-            pad = (k // 2, 0 if last else k // 2, 0 if last else k // 2)
+            space = k // 2 if pad_last or not last else 0
+            pad = (k // 2, space, space)
             self.convs.append(nn.Conv3d(cin, cout, k, (1, s, s), pad, bias=False))
             self.norms.append(nn.BatchNorm3d(cout))
             self.skips.append(residual and s == 1 and cin == cout and not last)
@@ -69,9 +76,9 @@ class SpeechVisualEncoder(nn.Module):
     """Conv3d stack -> spatial mean (a no-op at 1 x 1, i.e. for 96 x 96 input) -> BiLSTM over the real frames."""
 
     def __init__(self, in_channels: int = 3, out_dim: int = 512, width: float = 1.0, residual: bool = False,
-                 lstm_layers: int = 1):
+                 lstm_layers: int = 1, pad_last: bool = False):
         super().__init__()
-        self.stack = Conv3dStack(in_channels, TABLE2_VISUAL, width, residual)
+        self.stack = Conv3dStack(in_channels, TABLE2_VISUAL, width, residual, pad_last)
         self.lstm = nn.LSTM(self.stack.out_channels, out_dim // 2, lstm_layers, batch_first=True, bidirectional=True)
         self.out_dim = out_dim
 
@@ -97,13 +104,32 @@ class SpeechAudioFrontend(AudioFrontend):
         self.convs = nn.Sequential(*layers[:6], *extra, *layers[6:])
 
 
+@contextmanager
+def running_stats_kept(module: nn.Module):
+    """Batch norms inside normalise by the batch as usual but leave their running statistics as they are.
+
+    The audio path decodes h(f_src ⊕ f_tgt), whose statistics differ from the recall path's h(f_src ⊕ v_tgt): if
+    both moved the decoder's running statistics, inference (the recall path alone, eval mode) would be normalised
+    by a mixture of the two (measured on GRID s1 after 4 epochs: eval-mode L1 0.73 against 0.49 in train mode on the
+    same batch)."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, saved):
+            m.momentum = momentum
+
+
 def masked_l1(pred: torch.Tensor, target: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
     """Mean |pred - target| over real spectrogram frames; pred/target (B, M, L), frame_mask (B, L)."""
     return masked_spectrogram_mean((pred.float() - target.float()).abs(), frame_mask)
 
 
 class SpeechModel(nn.Module):
-    def __init__(self, visual: SpeechVisualEncoder, decoder: TacotronDecoder, audio: SpeechAudioFrontend | None = None,
+    def __init__(self, visual: SpeechVisualEncoder, decoder: TacotronDecoder | AlignedDecoder, audio: SpeechAudioFrontend | None = None,
                  memory: AssociativeBridge | None = None, fusion_dropout: float = 0.0, audio_path: bool = True,
                  save_weight: float = 1.0, bridge_weight: float = 1.0):
         super().__init__()
@@ -121,11 +147,17 @@ class SpeechModel(nn.Module):
     def build(cls, num_slots: int = 150, in_channels: int = 3, n_mels: int = 80, embed_dim: int = 512,
               width: float = 1.0, residual: bool = False, audio_channels: list[int] | None = None,
               scale: float = 16.0, variant: str = "paper", init_std: float = 0.5, decoder: dict | None = None,
-              **kwargs) -> "SpeechModel":
+              pad_last_conv: bool = False, **kwargs) -> "SpeechModel":
         """The paper's sizes by default; N = ``num_slots`` (150 speaker-dependent, 360 speaker-independent, 0 =
-        baseline). ``decoder`` holds :class:`TacotronDecoder` keyword overrides."""
-        visual = SpeechVisualEncoder(in_channels, embed_dim, width, residual)
-        dec = TacotronDecoder(embed_dim, n_mels, **(decoder or {}))
+        baseline). ``decoder`` holds the decoder's ``type`` (tacotron, the default, or aligned) and its keyword
+        overrides (:class:`TacotronDecoder`, :class:`AlignedDecoder`)."""
+        visual = SpeechVisualEncoder(in_channels, embed_dim, width, residual, pad_last=pad_last_conv)
+        options = dict(decoder or {})
+        kind = options.pop("type", "tacotron")
+        decoders = {"tacotron": TacotronDecoder, "aligned": AlignedDecoder}
+        if kind not in decoders:
+            raise ValueError(f"decoder type {kind!r}: known {', '.join(decoders)}")
+        dec = decoders[kind](embed_dim, n_mels, **options)
         audio = memory = None
         if num_slots > 0:
             audio = SpeechAudioFrontend(n_mels, audio_channels, 1, embed_dim)
@@ -172,7 +204,8 @@ class SpeechModel(nn.Module):
             out.update(bridge=bridge, src_address=bridge.src_address, tgt_address=bridge.tgt_address)
             losses["save"], losses["bridge"] = bridge.losses["save"], bridge.losses["bridge"]
             if self.audio_path:
-                dec_a = self.decoder(self.fusion(torch.cat([f_src, f_tgt], -1)), mask, target)
+                with running_stats_kept(self.decoder):  # the running statistics are the recall path's (inference)
+                    dec_a = self.decoder(self.fusion(torch.cat([f_src, f_tgt], -1)), mask, target)
                 losses["mel_l1_audio"] = masked_l1(dec_a["mel"], target, frame_mask)
                 losses["post_l1_audio"] = masked_l1(dec_a["mel_post"], target, frame_mask)
                 out.update(mel_audio=dec_a["mel"], mel_post_audio=dec_a["mel_post"])

@@ -46,11 +46,12 @@ def predict_bridging(model: torch.nn.Module, recipe: Recipe, batch: dict, device
     lengths = batch["lengths"]
     out = model.infer(batch["video"].to(device), lengths.to(device))
     mel = denormalise_mel(out["mel_post"].float().cpu(), recipe.data)
-    align = out["alignments"].cpu()
+    align = out["alignments"].cpu() if out.get("alignments") is not None else None  # None: the aligned decoder
     preds = []
     for i, key in enumerate(batch["keys"]):
         t = int(lengths[i])
-        preds.append(Prediction(key, mel[i, :, : MEL_PER_FRAME * t].numpy(), None, diagonal_mass(align[i], t)))
+        diagonal = diagonal_mass(align[i], t) if align is not None else None
+        preds.append(Prediction(key, mel[i, :, : MEL_PER_FRAME * t].numpy(), None, diagonal))
     return preds
 
 
