@@ -75,6 +75,13 @@ def test_training_decodes_what_inference_decodes(num_slots):
     assert torch.allclose(out["mel_post"], inf["mel_post"], atol=1e-5)
     other = model({"video": video, "mel": torch.randn(2, 16, 24)})
     assert torch.allclose(other["mel_post"], out["mel_post"], atol=1e-5)
+    # so validation may take its loss as the free-running error (one pass); a Tacotron model may not
+    assert model.training_loss_is_inference
+    tacotron = SpeechModel.build(num_slots=num_slots, in_channels=1, n_mels=16, embed_dim=32, width=0.125,
+                                 audio_channels=[8, 16], decoder={"prenet_dims": [16, 16], "attention_rnn": 32,
+                                                                  "decoder_rnn": 32, "attention_dim": 16,
+                                                                  "location_filters": 4, "postnet_channels": 16})
+    assert not tacotron.training_loss_is_inference
 
 
 def test_audio_path_leaves_the_decoders_running_statistics_to_the_recall_path():

@@ -20,6 +20,8 @@ from avtrain.models.tacotron import Postnet
 
 
 class AlignedDecoder(nn.Module):
+    teacher_forced = False  # never reads the target mel: training decodes what inference decodes
+
     def __init__(self, memory_dim: int, n_mels: int = 80, frames_per_step: int = 4, channels: int = 256,
                  conv_layers: int = 2, kernel: int = 5, gru_layers: int = 1, dropout: float = 0.1,
                  postnet_channels: int = 512, postnet_kernel: int = 5, postnet_layers: int = 5,

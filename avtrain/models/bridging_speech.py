@@ -172,6 +172,12 @@ class SpeechModel(nn.Module):
         return cls.build(**dict(recipe.model_conf), num_slots=mem.num_slots, scale=mem.scale, variant=mem.variant,
                          init_std=mem.init_std, save_weight=mem.save_weight, bridge_weight=mem.bridge_weight)
 
+    @property
+    def training_loss_is_inference(self) -> bool:
+        """Whether the eval-mode loss is the error of what inference decodes (then validation needs no second,
+        free-running pass: avtrain.tasks.speech.validation)."""
+        return not self.decoder.teacher_forced
+
     @staticmethod
     def _lengths_mask(video: torch.Tensor, lengths: torch.Tensor | None, mask: torch.Tensor | None
                       ) -> tuple[torch.Tensor, torch.Tensor]:

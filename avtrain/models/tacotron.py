@@ -74,6 +74,8 @@ class Postnet(nn.Module):
 
 
 class TacotronDecoder(nn.Module):
+    teacher_forced = True  # training feeds the true previous frames; inference feeds its own
+
     def __init__(self, memory_dim: int, n_mels: int = 80, frames_per_step: int = 4,
                  prenet_dims: tuple[int, ...] = (256, 256), attention_rnn: int = 1024, decoder_rnn: int = 1024,
                  attention_dim: int = 128, location_filters: int = 32, location_kernel: int = 31,
