@@ -62,6 +62,21 @@ def load_checkpoint(path: Path) -> tuple[Recipe, dict, dict]:
     return recipe, state["model"], prep
 
 
+def _in_worker(process_clip, spec, options, mean_face, video: Path):
+    """``process_clip`` in one of avprep's worker processes, as ``avprep`` runs it: the detector's C++ log lines go
+    to the worker's /dev/null instead of this terminal, and a crash of the detector is a one-line SynthError."""
+    from avprep.workers import WorkerPool
+
+    pool = WorkerPool(process_clip, (options, mean_face), jobs=1)
+    try:
+        outcome = next(iter(pool.map([spec])))
+    finally:
+        pool.close()
+    if outcome.failure is not None:
+        raise SynthError(f"{video}: {outcome.failure.reason}: {outcome.failure.detail}")
+    return outcome.value
+
+
 def prepare_video(video: Path, prep: dict) -> tuple[dict, bool]:
     """avprep's pipeline on one video -> a raw webdataset sample (field -> bytes) and whether it was silent."""
     from avprep.pipeline import Options, process_clip
@@ -75,10 +90,10 @@ def prepare_video(video: Path, prep: dict) -> tuple[dict, bool]:
     key = re.sub(r"[^A-Za-z0-9_-]", "_", video.stem) or "clip"
     spec = ClipSpec(key=key, corpus="synth", speaker="", utterance=video.stem, split="synth", video=video)
     silent = False
-    result = process_clip(spec, Options(preset=preset), mean_face)
+    result = _in_worker(process_clip, spec, Options(preset=preset), mean_face, video)
     if result.rejection is not None and result.rejection.reason == "no audio stream":
         silent = True
-        result = process_clip(spec, Options(preset=preset, silent=True), mean_face)
+        result = _in_worker(process_clip, spec, Options(preset=preset, silent=True), mean_face, video)
     if result.rejection is not None:
         r = result.rejection
         raise SynthError(f"{video}: {r.reason}: {r.detail}")
