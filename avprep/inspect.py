@@ -27,7 +27,7 @@ class InspectReport:
         names = sorted({f for c in self.fields.values() for f in c})
         t = Table(title="avprep inspect")
         for col in ["split", "samples", "hours"] + names:
-            t.add_column(col)
+            t.add_column(col, overflow="fold")  # a narrow terminal folds names, never cuts them to "unli…"
         for split in sorted(self.samples):
             t.add_row(split, str(self.samples[split]), f"{self.seconds[split] / 3600:.3f}",
                       *[str(self.fields[split].get(n, 0)) for n in names])
