@@ -48,7 +48,8 @@ test-fast: venv
 	$(PY) -m pytest -q -m "not slow"
 
 bench-prep: venv
-	$(PY) scripts/bench_prep.py --grid $(GRID) --clips 50
+	OMP_NUM_THREADS=1 $(PY) scripts/bench_prep.py --grid $(GRID) --clips 100
+	OMP_NUM_THREADS=1 $(PY) scripts/bench_crop_encode.py --grid $(GRID) --clips 10
 
 bench-train: venv
 	@mkdir -p out

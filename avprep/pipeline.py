@@ -58,6 +58,13 @@ def worker_detectors() -> Detectors:
     return _WORKER[pid]
 
 
+def start_worker(options: Options) -> None:
+    """What a worker process does before its first clip: build the detectors when the preset uses them (the
+    mediapipe import and graph set-up are then start-up cost, not the first clip's)."""
+    if options.preset.registration.mode in LANDMARK_MODES:
+        worker_detectors()
+
+
 def close_worker_detectors() -> None:
     """Free this process's detectors (a worker that is done; tests that want a fresh start)."""
     for detectors in _WORKER.values():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from functools import partial
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from avprep.cluster import joblib_backend
-from avprep.pipeline import Options, process_clip
+from avprep.pipeline import Options, process_clip, start_worker
 from avprep.shards import Partition, PartitionLock, ShardSink
 from avprep.types import ClipResult, ClipSpec, Rejection
 from avprep.workers import WorkerPool, default_max_rss
@@ -79,10 +80,15 @@ class RunReport:
     rejected: Counter = field(default_factory=Counter)
     seconds_audio: float = 0.0
     wall_seconds: float = 0.0
-    stage_seconds: Counter = field(default_factory=Counter)
+    stage_seconds: Counter = field(default_factory=Counter)  # wall seconds per stage, summed over clips
+    stage_cpu_seconds: Counter = field(default_factory=Counter)  # the same in CPU seconds of the worker
     index: dict = field(default_factory=dict)
     worker_peak_rss: int = 0  # bytes, largest over the local workers (0: not measured)
     worker_cpu_seconds: float = 0.0  # CPU time of the local workers (the per-clip work runs there, not here)
+    worker_startup_cpu_seconds: float = 0.0  # the part of it spent starting them (imports, detector graphs)
+    # Wall seconds and clips from the moment every worker was ready to the end: the rate a long run settles at.
+    steady_wall_seconds: float = 0.0
+    steady_clips: int = 0
     failures_log: Path | None = None
     worker_log: Path | None = None
 
@@ -104,7 +110,8 @@ class RunReport:
         t.add_row("throughput", f"{rate:.2f} clips/s ({self.wall_seconds:.1f} s wall)")
         if self.worker_peak_rss:
             t.add_row("peak memory per worker", f"{self.worker_peak_rss / 2**20:.0f} MiB")
-            t.add_row("CPU time of the workers", f"{self.worker_cpu_seconds:.1f} s")
+            t.add_row("CPU time of the workers", f"{self.worker_cpu_seconds:.1f} s "
+                      f"({self.worker_startup_cpu_seconds:.1f} s of it starting them)")
         if self.rejected and self.failures_log:
             t.add_row("rejections, one per line", str(self.failures_log))
         if self.worker_log and self.worker_log.exists():
@@ -159,6 +166,7 @@ def run_clips(
                                    worker_log(out_dir, partition), report):
                 sink.add(result)
                 report.stage_seconds.update(result.timings)
+                report.stage_cpu_seconds.update(result.cpu_timings)
                 if result.rejection:
                     report.rejected[result.rejection.reason] += 1
                     if verbose:
@@ -185,12 +193,18 @@ def _results(todo, process, args, backend, address, jobs, clip_timeout, max_work
         return
     if backend in ("local", "loky"):  # "loky": the name of the local backend before avprep ran its own workers
         cap = default_max_rss(jobs) if max_worker_rss is None else max_worker_rss
-        pool = WorkerPool(process, args, jobs=jobs, timeout=clip_timeout, max_rss=cap, log_path=log_path)
+        # The detectors are built as a worker starts; a caller's own per-clip function sets up what it needs.
+        init = partial(start_worker, args[0]) if process is process_clip else None
+        pool = WorkerPool(process, args, jobs=jobs, timeout=clip_timeout, max_rss=cap, log_path=log_path, init=init)
         try:
             yield from _local_results(todo, pool, report)
         finally:
             pool.close()
             report.worker_cpu_seconds += pool.cpu_seconds
+            report.worker_startup_cpu_seconds += pool.startup_cpu_seconds
+            if pool.all_ready_at is not None:
+                report.steady_wall_seconds += time.monotonic() - pool.all_ready_at
+                report.steady_clips += len(todo) - pool.done_when_ready
         return
     from joblib import parallel_config
 

@@ -60,12 +60,15 @@ def _usage() -> tuple[int, float]:
     return r.ru_maxrss * 1024, r.ru_utime + r.ru_stime  # ru_maxrss: kilobytes on Linux
 
 
-def _worker_main(conn: Connection, fn: Callable, args: tuple, log_path: Path | None, quiet: bool) -> None:
+def _worker_main(conn: Connection, fn: Callable, args: tuple, log_path: Path | None, quiet: bool,
+                 init: Callable[[], None] | None = None) -> None:
     # Ctrl-C reaches the whole process group: the parent stops the workers itself, and a worker dying of it must
     # not be recorded as a clip that crashed.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if quiet:
         _redirect_output(log_path)
+    if init is not None:
+        init()  # an exception here ends the worker before "ready": the pool reports a failed start
     conn.send(("ready", None, None, _usage()))
     while True:
         try:
@@ -121,7 +124,11 @@ class _Worker:
 
 @dataclass
 class WorkerPool:
-    """``jobs`` processes running ``fn(item, *args)``; ``map`` yields an Outcome per item as each finishes."""
+    """``jobs`` processes running ``fn(item, *args)``; ``map`` yields an Outcome per item as each finishes.
+
+    ``init`` (picklable, no arguments) runs once in each worker before it takes an item: what every item needs
+    (imports, detector graphs) is then paid at start-up, under ``START_TIMEOUT``, not inside the first item's
+    ``timeout``, and counted apart in ``startup_cpu_seconds``."""
 
     fn: Callable
     args: tuple = ()
@@ -131,13 +138,17 @@ class WorkerPool:
     log_path: Path | None = None  # where workers' stdout/stderr go (None: /dev/null)
     quiet: bool = True  # False: workers keep the terminal (for debugging)
     poll: float = 0.2  # seconds between memory checks
+    init: Callable[[], None] | None = None
     cpu_seconds: float = 0.0  # CPU time the workers reported (startup included), summed over all of them
+    startup_cpu_seconds: float = 0.0  # the part of it spent before the workers were ready (imports, ``init``)
+    all_ready_at: float | None = None  # time.monotonic() when every worker of the first set was ready
+    done_when_ready: int = 0  # items finished by then (the steady-state rate is measured from there)
     _workers: list[_Worker] = field(default_factory=list)
 
     def _start(self) -> _Worker:
         ctx = mp.get_context("spawn")  # no fork: the parent may hold threads (progress bar) and native libraries
         parent, child = ctx.Pipe()
-        process = ctx.Process(target=_worker_main, args=(child, self.fn, self.args, self.log_path, self.quiet),
+        process = ctx.Process(target=_worker_main, args=(child, self.fn, self.args, self.log_path, self.quiet, self.init),
                               daemon=True)
         process.start()
         child.close()
@@ -182,6 +193,9 @@ class WorkerPool:
                         w.cpu = cpu
                         if kind == "ready":
                             w.ready = True
+                            self.startup_cpu_seconds += cpu
+                            if self.all_ready_at is None and all(x.ready for x in self._workers):
+                                self.all_ready_at, self.done_when_ready = time.monotonic(), done
                         else:
                             w.peak_rss = max(w.peak_rss, peak)
                             _, item = w.task

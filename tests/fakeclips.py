@@ -44,3 +44,23 @@ class Faulty:
         if self.delay:
             time.sleep(self.delay)
         return fake_result(spec) if self.then is None else self.then(spec, options, mean_face)
+
+
+def spin(seconds: float) -> None:
+    """A worker initialiser that burns ``seconds`` of CPU (as importing mediapipe and building graphs does)."""
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+def fail_to_start() -> None:
+    raise RuntimeError("no detector here")
+
+
+def pid_of(item) -> int:
+    return os.getpid()
+
+
+def pid_after_a_nap(item) -> int:
+    time.sleep(0.2)
+    return os.getpid()

@@ -12,7 +12,7 @@ import pytest
 from avbridge.codecs import decode_video, encode_video_segments
 from avprep.corpora import grid
 from avprep.stages.decode import decode_clip
-from avprep.stages.landmarks import Detectors, _to_pixels, detect_landmarks
+from avprep.stages.landmarks import Detectors, _serialised_outputs, _to_pixels, detect_landmarks
 
 # The six words of s1/bbaf2n as the pipeline cuts them (whole frames covering each word: neighbours share one).
 WORDS = [(23, 30), (29, 35), (35, 40), (40, 46), (46, 55), (55, 64)]
@@ -62,8 +62,26 @@ def test_reused_detectors_give_the_landmarks_of_fresh_ones(grid_root, frames):
         mesh = reused._meshes[1]
         leaked = mesh.process(frames[0]).multi_face_landmarks
     np.testing.assert_array_equal(got, want)
-    first = _to_pixels(leaked[0], frames.shape[2], frames.shape[1])
+    first = _to_pixels(leaked[0].SerializeToString(), frames.shape[2], frames.shape[1])
     assert not np.array_equal(first, want[0])
+
+
+def test_mesh_fed_directly_gives_what_process_gives(grid_root):
+    """The pipeline feeds the mesh graph itself (no per-call wrapper); on a real clip (first 25 frames, tracking
+    state carried frame to frame) the points equal those of FaceMesh.process, and a frame without a face is empty
+    on both paths."""
+    frames = decode_clip(grid_root / "s1" / "video" / "bbaf2n.mkv", None, 25, 16000).frames[:25]
+    frames = np.concatenate([frames, np.zeros_like(frames[:1])])  # a black frame: no face
+    runs = []
+    for lean in (True, False):
+        with Detectors() as d:
+            mesh = d.mesh(1)
+            assert d.lean[1]  # the pinned mediapipe has the internals the direct path needs
+            runs.append([_serialised_outputs(mesh, f, "multi_face_landmarks", lean) for f in frames])
+    direct, public = runs
+    assert [len(f) for f in direct] == [1] * 25 + [0] and [len(f) for f in public] == [1] * 25 + [0]
+    for a, b in zip(direct[:25], public[:25]):
+        np.testing.assert_array_equal(_to_pixels(a[0], 360, 288), _to_pixels(b[0], 360, 288))
 
 
 @pytest.mark.slow
@@ -86,3 +104,27 @@ def test_word_samples_carry_their_own_frames_of_the_sentence_crops(grid_root):
         assert crop.shape == (count,) + whole.shape[1:]
         # Two CRF-18 encodes of the same crops: ~44 dB each from them, so well above 35 dB from each other.
         assert _psnr(crop, whole[start : start + count]) > 35, (meta["key"], _psnr(crop, whole[start : start + count]))
+
+
+@pytest.mark.slow
+def test_the_benchmark_scripts_run_and_print_their_verdicts(grid_root, tmp_path):
+    """make bench-prep's two scripts, on a few clips: they must keep running (numbers are not checked here, they
+    mean something only on 100 clips of a quiet machine)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    prep = subprocess.run([sys.executable, "scripts/bench_prep.py", "--grid", str(grid_root), "--clips", "4",
+                           "--rounds", "2", "--codecs", "mp4", "--no-extras", "--no-alternatives",
+                           "--detector-log", str(tmp_path / "detector.log")],
+                          cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert prep.returncode == 0, prep.stderr[-2000:]
+    assert "TARGET mp4 crops vs floor (FaceMesh.process): CPU per clip" in prep.stdout
+    assert "stages of bridging-grid, sentence, mp4 crops, 1 job" in prep.stdout and "landmarks" in prep.stdout
+    crops = subprocess.run([sys.executable, "scripts/bench_crop_encode.py", "--grid", str(grid_root), "--clips", "1",
+                            "--detector-log", str(tmp_path / "detector.log")], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    assert crops.returncode == 0, crops.stderr[-2000:]
+    assert "JPEG quality 90" in crops.stdout and "preset veryfast, CRF 18 (today)" in crops.stdout
+    assert "I0000" not in crops.stderr + prep.stderr  # the detector's C++ log lines went to the log file

@@ -278,8 +278,8 @@ def test_landmark_parsing_matches_the_protobuf_fields_and_falls_back():
         face.landmark.add(x=float(x), y=float(y), z=float(z))
     expected = values[:, :2] * np.array([360, 288], np.float32)
     np.testing.assert_array_equal(_parse_xy(face.SerializeToString()), values[:, :2])  # the numpy fast path
-    np.testing.assert_array_equal(_to_pixels(face, 360, 288), expected)
+    np.testing.assert_array_equal(_to_pixels(face.SerializeToString(), 360, 288), expected)
     face.landmark[7].z = 0.0  # proto3 drops a zero float: the record layout changes...
     face.landmark[9].visibility = 0.5
     assert _parse_xy(face.SerializeToString()) is None
-    np.testing.assert_allclose(_to_pixels(face, 360, 288), expected, rtol=1e-6)  # ...and the loop takes over
+    np.testing.assert_allclose(_to_pixels(face.SerializeToString(), 360, 288), expected, rtol=1e-6)  # ...and the loop takes over
