@@ -66,6 +66,11 @@ def test_checkpoint_holds_the_full_state(tmp_path, shards):
     assert (ck["epoch"], ck["epoch_step"], ck["step"]) == (0, 5, 5)
     assert {"python", "numpy", "torch"} <= set(ck["rng"]) and ck["optimizer"]["state"]
     assert not list((tmp_path / "ck" / "checkpoints").glob("*.tmp"))
+    # Run again at the same budget: it resumes at step 5 and stops there, the checkpoint as it was.
+    before = (tmp_path / "ck" / "checkpoints" / "last.pt").read_bytes()
+    again = train(load_recipe(make(tmp_path, shards, "ck"), ["trainer.max_steps=5"]))
+    assert again.step == 5 and again.losses == []
+    assert (tmp_path / "ck" / "checkpoints" / "last.pt").read_bytes() == before
 
 
 def test_atomic_save_keeps_the_old_file_when_writing_fails(tmp_path):

@@ -271,7 +271,8 @@ class Trainer:
         progress = Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
                             TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                             console=self.console, disable=not (self.t.progress and self.dist.is_main))
-        stopped = False
+        # A run resumed at its step budget is done: no step past max_steps, no checkpoint rewritten.
+        stopped = max_steps is not None and self.step >= max_steps
         with progress:
             while self.epoch < self.t.epochs and not stopped:
                 bar = progress.add_task("train", total=n_batches, epoch=self.epoch, info="", completed=0)
