@@ -376,7 +376,10 @@ def shard_paths(target: Path) -> list[Path]:
 
 
 def iter_raw_samples(path: Path) -> Iterator[dict]:
-    """Raw samples of one shard, ``{"__key__": key, "<field>": bytes, ...}``, grouped by key as webdataset does."""
+    """Raw samples of one shard, ``{"__key__": key, "<field>": bytes, ...}``, grouped by key as webdataset does.
+
+    A field that appears twice in a row of one key's members raises ValueError, as webdataset's grouping does at
+    training time: keeping either copy would hide which one a loader sees."""
     current: dict | None = None
     with tarfile.open(path, "r") as tar:
         for member in tar:
@@ -387,6 +390,8 @@ def iter_raw_samples(path: Path) -> Iterator[dict]:
                 if current is not None:
                     yield current
                 current = {"__key__": key, "__shard__": path.name}
+            if field_name in current:
+                raise ValueError(f"{path.name}: sample {key} holds {field_name!r} twice")
             current[field_name] = tar.extractfile(member).read()
     if current is not None:
         yield current

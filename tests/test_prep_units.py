@@ -265,6 +265,20 @@ def test_inspect_finds_length_mismatches_truncated_shards_and_duplicates(tmp_pat
     report = check_shards(twice / "p")
     assert report.duplicates == 1 and "a: duplicate key" in report.errors[0]
 
+    # One sample whose field is in the tar twice (a hand-edited or badly merged shard): named, not one copy kept.
+    import io
+    import tarfile
+
+    doubled = tmp_path / "doubled" / "train-000000.tar"
+    doubled.parent.mkdir()
+    with tarfile.open(doubled, "w") as tar:
+        for name, data in (("a.json", b"{}"), ("a.json", b'{"x": 1}')):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    assert check_shards(doubled.parent).errors == [
+        "train-000000.tar: cannot be read (ValueError: train-000000.tar: sample a holds 'json' twice)"]
+
 
 def test_landmark_parsing_matches_the_protobuf_fields_and_falls_back():
     from mediapipe.framework.formats import landmark_pb2
