@@ -50,6 +50,7 @@ test-fast: venv
 bench-prep: venv
 	OMP_NUM_THREADS=1 $(PY) scripts/bench_prep.py --grid $(GRID) --clips 100
 	OMP_NUM_THREADS=1 $(PY) scripts/bench_crop_encode.py --grid $(GRID) --clips 10
+	OMP_NUM_THREADS=1 $(PY) scripts/bench_mesh_threads.py --grid $(GRID) --clips 30
 
 bench-train: venv
 	@mkdir -p out

@@ -140,13 +140,15 @@ def run_clips(
     verbose: bool = False,
     process: Callable[..., ClipResult] = process_clip,
     lock: PartitionLock | None = None,
+    pin_workers: bool = True,
 ) -> RunReport:
     """Process every clip of ``partition`` not already done in ``out_dir`` and write its samples to shards.
 
     ``backend``: local (worker processes of this machine, each clip isolated: a crash, a hang past ``clip_timeout``
     seconds or a worker past ``max_worker_rss`` bytes (None: 80% of memory over the jobs, 0: no cap) costs that clip
     alone), dask or ray (an existing cluster at ``address``, else a local one). ``process(spec, options, mean_face)``
-    is the per-clip function (tests put a faulty one in).
+    is the per-clip function (tests put a faulty one in); ``pin_workers``: each local worker on a CPU of its own
+    while free ones are left (avprep/cpus.py).
     """
     console = console or Console(stderr=True)
     start = time.perf_counter()
@@ -163,7 +165,7 @@ def run_clips(
         with Progress(*columns, console=console, disable=not progress) as bar:
             task = bar.add_task("clips", total=len(todo))
             for result in _results(todo, process, args, backend, address, jobs, clip_timeout, max_worker_rss,
-                                   worker_log(out_dir, partition), report):
+                                   worker_log(out_dir, partition), report, pin_workers):
                 sink.add(result)
                 report.stage_seconds.update(result.timings)
                 report.stage_cpu_seconds.update(result.cpu_timings)
@@ -188,14 +190,15 @@ def run_clips(
 
 
 def _results(todo, process, args, backend, address, jobs, clip_timeout, max_worker_rss, log_path,
-             report) -> Iterator[ClipResult]:
+             report, pin_workers: bool) -> Iterator[ClipResult]:
     if not todo:
         return
     if backend in ("local", "loky"):  # "loky": the name of the local backend before avprep ran its own workers
         cap = default_max_rss(jobs) if max_worker_rss is None else max_worker_rss
         # The detectors are built as a worker starts; a caller's own per-clip function sets up what it needs.
         init = partial(start_worker, args[0]) if process is process_clip else None
-        pool = WorkerPool(process, args, jobs=jobs, timeout=clip_timeout, max_rss=cap, log_path=log_path, init=init)
+        pool = WorkerPool(process, args, jobs=jobs, timeout=clip_timeout, max_rss=cap, log_path=log_path, init=init,
+                          pin=pin_workers)
         try:
             yield from _local_results(todo, pool, report)
         finally:

@@ -24,6 +24,8 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from avprep.cpus import claim_cpu
+
 CRASHED, TIMEOUT, OUT_OF_MEMORY = "worker crashed", "timeout", "out of memory"
 START_TIMEOUT = 300.0  # seconds for a new worker to import what it needs (slow only on a very busy machine)
 
@@ -61,12 +63,14 @@ def _usage() -> tuple[int, float]:
 
 
 def _worker_main(conn: Connection, fn: Callable, args: tuple, log_path: Path | None, quiet: bool,
-                 init: Callable[[], None] | None = None) -> None:
+                 init: Callable[[], None] | None = None, pin: bool = False) -> None:
     # Ctrl-C reaches the whole process group: the parent stops the workers itself, and a worker dying of it must
     # not be recorded as a clip that crashed.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if quiet:
         _redirect_output(log_path)
+    if pin:
+        claim_cpu()  # before ``init`` starts any threads: they inherit the one CPU
     if init is not None:
         init()  # an exception here ends the worker before "ready": the pool reports a failed start
     conn.send(("ready", None, None, _usage()))
@@ -139,6 +143,7 @@ class WorkerPool:
     quiet: bool = True  # False: workers keep the terminal (for debugging)
     poll: float = 0.2  # seconds between memory checks
     init: Callable[[], None] | None = None
+    pin: bool = False  # each worker on a CPU of its own while free ones are left (avprep/cpus.py)
     cpu_seconds: float = 0.0  # CPU time the workers reported (startup included), summed over all of them
     startup_cpu_seconds: float = 0.0  # the part of it spent before the workers were ready (imports, ``init``)
     all_ready_at: float | None = None  # time.monotonic() when every worker of the first set was ready
@@ -148,7 +153,7 @@ class WorkerPool:
     def _start(self) -> _Worker:
         ctx = mp.get_context("spawn")  # no fork: the parent may hold threads (progress bar) and native libraries
         parent, child = ctx.Pipe()
-        process = ctx.Process(target=_worker_main, args=(child, self.fn, self.args, self.log_path, self.quiet, self.init),
+        process = ctx.Process(target=_worker_main, args=(child, self.fn, self.args, self.log_path, self.quiet, self.init, self.pin),
                               daemon=True)
         process.start()
         child.close()

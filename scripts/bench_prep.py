@@ -2,14 +2,15 @@
 
     python scripts/bench_prep.py --grid ../shared/data/grid --clips 100
 
-Two floors, both the face mesh alone (tracking mode, one face, one graph reset between clips, frames decoded
-beforehand, only the mesh call timed): through ``FaceMesh.process``, the public call (the floor issue 11 set its
-targets against), and the graph fed directly, as avprep now feeds it (no per-call Python wrapper): no pipeline on
-this detector can be faster than the second. With 2 jobs the floor is the 1-job floor halved: perfect scaling.
-Targets (issue 11): CPU time per clip <= 1.3x the floor's, 2-job wall time <= 1.4x floor / 2, printed against
-both floors. CPU time is process time (all threads), which a machine shared with other work distorts little; wall
-time needs a quiet machine. Worker start-up (spawn, imports, detector graphs: once per worker and run) is left out
-of the per-clip CPU figures and printed on its own; wall times include it.
+Floors, all the face mesh alone (tracking mode, one face, one graph reset between clips, frames decoded
+beforehand, only the mesh call timed): through ``FaceMesh.process``, the public call with mediapipe's threads free
+(the floor issue 11 set its targets against); the graph fed directly (no per-call Python wrapper); and the
+**strict floor**, the graph fed directly with its threads on one CPU, as an avprep worker runs it (avprep/cpus.py):
+no pipeline on this detector can be faster than that. With 2 jobs a floor is halved: perfect scaling. Targets
+(issue 11): CPU time per clip <= 1.3x the floor's, 2-job wall time <= 1.4x floor / 2, printed against the issue's
+floor and the strict one. CPU time is process time (all threads), which a machine shared with other work distorts
+little; wall time needs a quiet machine. Worker start-up (spawn, imports, detector graphs: once per worker and run)
+is left out of the per-clip CPU figures and printed on its own; wall times are given with it and after it.
 
 The main configuration (bridging-grid, sentences) runs with 1 and 2 jobs, once per crop codec (mp4, the preset
 default, and jpg); the word unit and the two-tower preset (per-clip registration, optical flow) run with 1 job.
@@ -42,29 +43,37 @@ from avprep.reference import estimate_mean_face
 from avprep.stages.decode import decode_clip
 
 
-def mesh_seconds(clips, static: bool, direct: bool = False) -> tuple[float, float]:
+def mesh_seconds(clips, static: bool, direct: bool = False, pinned: bool = False) -> tuple[float, float]:
     """(wall, CPU) seconds inside the face mesh over all clips (one mesh, reset between clips, as a pipeline
     worker does). CPU time is the whole process's, all threads: it is what a loaded machine distorts least.
 
     ``direct``: the graph fed as avprep feeds it (``_serialised_outputs``), without FaceMesh.process's per-call
-    Python wrapper; otherwise FaceMesh.process, the public call."""
+    Python wrapper; otherwise FaceMesh.process, the public call. ``pinned``: the mesh's threads on one CPU, as an
+    avprep worker runs them (avprep/cpus.py)."""
     import mediapipe as mp
 
     from avprep.stages.landmarks import _serialised_outputs
 
+    allowed = os.sched_getaffinity(0) if pinned else None
+    if pinned:
+        os.sched_setaffinity(0, {min(allowed)})  # this thread; the graph's threads, started below, inherit it
     wall = cpu = 0.0
-    with mp.solutions.face_mesh.FaceMesh(static_image_mode=static, max_num_faces=1) as mesh:
-        for clip in clips:
-            frames = decode_clip(clip.video, clip.audio, 25, 16000).frames
-            mesh.reset()
-            for frame in frames:
-                start, start_cpu = time.perf_counter(), time.process_time()
-                if direct:
-                    _serialised_outputs(mesh, frame, "multi_face_landmarks", lean=True)
-                else:
-                    mesh.process(frame)
-                wall += time.perf_counter() - start
-                cpu += time.process_time() - start_cpu
+    try:
+        with mp.solutions.face_mesh.FaceMesh(static_image_mode=static, max_num_faces=1) as mesh:
+            for clip in clips:
+                frames = decode_clip(clip.video, clip.audio, 25, 16000).frames
+                mesh.reset()
+                for frame in frames:
+                    start, start_cpu = time.perf_counter(), time.process_time()
+                    if direct:
+                        _serialised_outputs(mesh, frame, "multi_face_landmarks", lean=True)
+                    else:
+                        mesh.process(frame)
+                    wall += time.perf_counter() - start
+                    cpu += time.process_time() - start_cpu
+    finally:
+        if pinned:
+            os.sched_setaffinity(0, allowed)
     return wall, cpu
 
 
@@ -185,9 +194,10 @@ def main() -> None:
         task = bar.add_task("rounds", total=args.rounds)
         for r in range(args.rounds):
             group = clips[r :: args.rounds]
-            for name, static, direct in (("floor", False, False), ("graph", False, True)) + (
-                    () if args.no_alternatives else (("per-frame", True, False),)):
-                wall, cpu = mesh_seconds(group, static=static, direct=direct)
+            for name, static, direct, pinned in (("floor", False, False, False), ("graph", False, True, False),
+                                                 ("strict", False, True, True)) + (
+                    () if args.no_alternatives else (("per-frame", True, False, False),)):
+                wall, cpu = mesh_seconds(group, static=static, direct=direct, pinned=pinned)
                 floors.update({f"{name} wall": wall, f"{name} cpu": cpu})
             if not args.no_alternatives:
                 plain_out = Path(tempfile.mkdtemp(prefix="bench-plain-"))
@@ -204,20 +214,22 @@ def main() -> None:
                 runs[(extra.name, unit, extra.crop_codec, 1)] += run_prepare(group, extra, unit, 1,
                                                                              extra_faces[extra.name])
             bar.advance(task)
-    floor, floor_cpu, direct, direct_cpu = (floors[k] for k in ("floor wall", "floor cpu", "graph wall", "graph cpu"))
+    floor, floor_cpu, direct, direct_cpu = (floors[k] for k in ("floor wall", "floor cpu", "strict wall", "strict cpu"))
+    graph, graph_cpu = floors["graph wall"], floors["graph cpu"]
     per_frame, plain = floors.get("per-frame wall"), floors.get("plain wall")
     label = lambda key: f"{key[0]}, {key[1]}, {key[2]} crops, {key[3]} job{'s' * (key[3] > 1)}"  # noqa: E731
 
     n = len(clips)
     ms = lambda secs: f"{secs / n * 1000:.0f}"  # noqa: E731
     table = Table(title=f"avprep bench: {n} GRID s1 clips")
-    for col in ("what", "seconds", "ms / clip", "vs floor", "vs graph floor"):
+    for col in ("what", "seconds", "ms / clip", "vs floor", "vs strict floor"):
         table.add_column(col, justify="right" if col != "what" else "left")
     row = lambda what, secs, base, graph: table.add_row(  # noqa: E731
         what, f"{secs:.2f}", ms(secs), f"{secs / base:.2f}", f"{secs / graph:.2f}" if graph else "")
     table.add_row("[bold]CPU time (process time, all threads)[/]", "", "", "", "")
     row("floor: face mesh alone (FaceMesh.process, tracking)", floor_cpu, floor_cpu, direct_cpu)
-    row("floor: face mesh graph alone, fed directly (no wrapper)", direct_cpu, floor_cpu, direct_cpu)
+    row("  the mesh graph fed directly (no wrapper)", graph_cpu, floor_cpu, direct_cpu)
+    row("strict floor: the graph fed directly, its threads on one CPU", direct_cpu, floor_cpu, direct_cpu)
     for codec in codecs:
         # Per stage, as the 1-job runs' worker measured it (the detector's graphs, caches and threads as in a run).
         one = runs[(preset.name, args.unit, codec, 1)]
@@ -235,7 +247,8 @@ def main() -> None:
                           f"{run['startup_cpu']:.2f}", "", "", "")
     table.add_row("[bold]wall time (needs a quiet machine)[/]", "", "", "", "")
     row("floor: face mesh alone (FaceMesh.process, tracking)", floor, floor, direct)
-    row("floor: face mesh graph alone, fed directly (no wrapper)", direct, floor, direct)
+    row("  the mesh graph fed directly (no wrapper)", graph, floor, direct)
+    row("strict floor: the graph fed directly, its threads on one CPU", direct, floor, direct)
     if per_frame:
         row("alternative: face mesh per frame (no tracking)", per_frame, floor, direct)
     if plain:
@@ -256,7 +269,7 @@ def main() -> None:
     for codec in codecs:
         one, two = runs[(preset.name, args.unit, codec, 1)], runs[(preset.name, args.unit, codec, 2)]
         for name, base_cpu, base_wall in (("floor (FaceMesh.process)", floor_cpu, floor),
-                                          ("graph floor (no wrapper)", direct_cpu, direct)):
+                                          ("strict floor (graph, one CPU)", direct_cpu, direct)):
             cpu_ratio, wall_ratio = one["cpu"] / base_cpu, two["wall"] / (base_wall / 2)
             steady_ratio = steady(two) / (base_wall / 2)
             console.print(f"TARGET {codec} crops vs {name}: CPU per clip {cpu_ratio:.2f}x (target <= 1.3) "

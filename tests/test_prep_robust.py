@@ -126,6 +126,33 @@ def test_worker_start_up_is_paid_and_counted_before_the_first_item():
         list(WorkerPool(pid_of, jobs=1, init=fail_to_start).map(range(2)))
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU pinning is Linux only")
+def test_workers_claim_distinct_cpus_and_stay_free_when_none_is_left(tmp_path):
+    from fakeclips import claim_and_hold
+
+    cpus = sorted(os.sched_getaffinity(0))
+    ctx = mp.get_context("spawn")
+    results, claimed, release = ctx.Manager().dict(), ctx.Semaphore(0), ctx.Event()
+    count = len(cpus) + 1  # one more worker than CPUs
+    procs = []
+    for i in range(count):  # one after another, so that the claims are made in a known order
+        procs.append(ctx.Process(target=claim_and_hold, args=(tmp_path, results, i, claimed, release)))
+        procs[-1].start()
+        assert claimed.acquire(timeout=60)
+    got = [results[i] for i in range(count)]
+    release.set()
+    for p in procs:
+        p.join(30)
+    assert [cpu for cpu, _ in got] == cpus + [None]  # each CPU held once; the last worker is left unpinned
+    assert all(mask == [cpu] for cpu, mask in got[:-1]) and got[-1][1] == cpus
+    # The claims ended with their processes (the kernel drops a dead process's locks): the first CPU is free again.
+    probe = ctx.Process(target=claim_and_hold, args=(tmp_path, results, "again", claimed, release))
+    probe.start()
+    assert claimed.acquire(timeout=60)
+    probe.join(30)
+    assert results["again"][0] == cpus[0]
+
+
 @pytest.mark.slow
 def test_a_crashing_clip_among_real_grid_clips(grid_root, tmp_path):
     from avprep.corpora import grid

@@ -127,4 +127,9 @@ def test_the_benchmark_scripts_run_and_print_their_verdicts(grid_root, tmp_path)
                             "--detector-log", str(tmp_path / "detector.log")], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
     assert crops.returncode == 0, crops.stderr[-2000:]
     assert "JPEG quality 90" in crops.stdout and "preset veryfast, CRF 18 (today)" in crops.stdout
-    assert "I0000" not in crops.stderr + prep.stderr  # the detector's C++ log lines went to the log file
+    threads = subprocess.run([sys.executable, "scripts/bench_mesh_threads.py", "--grid", str(grid_root), "--clips",
+                              "2", "--detector-log", str(tmp_path / "detector.log")], cwd=repo, env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert threads.returncode == 0, threads.stderr[-2000:]
+    assert "one CPU / free: CPU" in threads.stdout
+    assert "I0000" not in crops.stderr + prep.stderr + threads.stderr  # the C++ log lines went to the log file
