@@ -175,9 +175,8 @@ class WorkerPool:
         try:
             while done < total:
                 for w in self._workers:
-                    if w.ready and w.task is None and pending:
-                        w.task, w.started = pending.popleft(), time.monotonic()
-                        w.conn.send(w.task)
+                    if w.ready and w.task is None:
+                        self._assign(w, pending)
                 by_handle = {}
                 for w in self._workers:
                     by_handle[w.conn] = w
@@ -206,6 +205,7 @@ class WorkerPool:
                             _, item = w.task
                             w.task = None
                             done += 1
+                            self._assign(w, pending)  # the next item before the caller handles this one
                             yield Outcome(index=index, item=item, value=value, peak_rss=w.peak_rss)
                     elif not w.conn.poll():  # exited, and no last message left to read
                         dead[id(w)] = (w, Failure(CRASHED, _how_it_died(self._exitcode(w))))
@@ -239,6 +239,20 @@ class WorkerPool:
                         self._workers.append(self._start())  # the pool rebuilt: the run goes on
         finally:
             self.close()
+
+    @staticmethod
+    def _assign(w: _Worker, pending: deque) -> None:
+        """Send the next pending item to an idle worker. A worker that died since its last message keeps no task
+        (the item goes back to the front of the queue): its exit is noticed through its sentinel."""
+        if not pending:
+            return
+        task = pending.popleft()
+        try:
+            w.conn.send(task)
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            pending.appendleft(task)
+            return
+        w.task, w.started = task, time.monotonic()
 
     @staticmethod
     def _exitcode(w: _Worker) -> int | None:
