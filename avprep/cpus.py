@@ -28,14 +28,25 @@ def claim_cpu(folder: Path | None = None) -> int | None:
     if not hasattr(os, "sched_setaffinity"):
         return None
     folder = folder or lock_dir()
-    folder.mkdir(parents=True, exist_ok=True)
-    for cpu in sorted(os.sched_getaffinity(0)):
-        fd = os.open(folder / f"cpu{cpu}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        allowed = sorted(os.sched_getaffinity(0))
+    except OSError:  # no writable temp folder, or a sandbox without affinity calls: run unpinned
+        return None
+    for cpu in allowed:
+        try:
+            fd = os.open(folder / f"cpu{cpu}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError:  # held by another worker
             os.close(fd)
             continue
-        os.sched_setaffinity(0, {cpu})
+        try:
+            os.sched_setaffinity(0, {cpu})
+        except OSError:  # not allowed here after all: give the CPU back and run unpinned
+            os.close(fd)
+            return None
         return cpu  # fd stays open: closing it would release the claim
     return None

@@ -433,3 +433,28 @@ def test_two_real_partitions_at_the_same_time_through_the_cli(grid_root, tmp_pat
     assert check_shards(out).errors == []
     run = json.loads((out / "run.json").read_text())
     assert run["partitions"] == 2 and run["mean_face_sha256"] == face_hash(np.load(out / "mean_face.npy"))
+
+
+def test_a_cpu_claim_that_cannot_be_made_leaves_the_worker_unpinned(tmp_path, monkeypatch):
+    import fcntl
+
+    from avprep import cpus
+
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    assert cpus.claim_cpu(blocked / "locks") is None  # the lock folder cannot be made
+
+    def refuse(pid, mask):
+        raise PermissionError("sched_setaffinity not permitted")
+
+    if hasattr(os, "sched_setaffinity"):
+        before = os.sched_getaffinity(0)
+        monkeypatch.setattr(cpus.os, "sched_setaffinity", refuse)
+        assert cpus.claim_cpu(tmp_path / "locks") is None
+        monkeypatch.undo()
+        assert os.sched_getaffinity(0) == before
+        # The refused claim released its lock: a real claim now gets the first CPU.
+        probe_dir = tmp_path / "locks"
+        fd = os.open(probe_dir / f"cpu{min(before)}.lock", os.O_RDWR)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # would raise if the lock were still held
+        os.close(fd)
