@@ -10,7 +10,6 @@ allowed CPU is held (more workers than CPUs, or other avprep runs), the worker s
 
 from __future__ import annotations
 
-import fcntl
 import os
 import tempfile
 from pathlib import Path
@@ -25,8 +24,10 @@ def claim_cpu(folder: Path | None = None) -> int | None:
     """Pin this process to the first allowed CPU nobody has claimed and return it; None (not pinned) when all are
     claimed or the platform cannot pin. Call it before threads start: they inherit the process's CPU set. The claim
     lasts as long as the process (its file descriptor is kept open on purpose)."""
-    if not hasattr(os, "sched_setaffinity"):
+    if not hasattr(os, "sched_setaffinity"):  # macOS, Windows
         return None
+    import fcntl  # POSIX only: imported where sched_setaffinity exists
+
     folder = folder or lock_dir()
     try:
         folder.mkdir(parents=True, exist_ok=True)
