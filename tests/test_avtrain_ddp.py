@@ -12,6 +12,7 @@ import torch
 from avtrain.config import load_recipe
 from avtrain.models import build_model
 from avtrain.synthetic import write_shards
+from tiny_recipes import TINY_SPEECH_MODEL
 
 WORKER = textwrap.dedent("""
     import json, sys, torch
@@ -91,13 +92,7 @@ SPEECH_RECIPE = """
 seed: 5
 output_dir: {out}
 data: {{shards: {shards}, batch_size: 2, eval_batch_size: 2, shuffle_buffer: 4}}
-augment: none
-model: speech
-memory_conf: {{num_slots: 4}}
-model_conf: {{in_channels: 1, width: 0.125, embed_dim: 16, audio_channels: [4, 8],
-              decoder: {{prenet_dims: [8, 8], attention_rnn: 16, decoder_rnn: 16, attention_dim: 8,
-                         location_filters: 4, postnet_channels: 8}}}}
-optim: adam
+""" + TINY_SPEECH_MODEL + """optim: adam
 trainer: {{epochs: 1, progress: false, threads: 1}}
 """
 

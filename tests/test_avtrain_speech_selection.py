@@ -19,18 +19,13 @@ from avtrain.engine import Trainer
 from avtrain.models.masked import masked_spectrogram_mean
 from avtrain.synthetic import write_shards
 from avtrain.tasks import task_for
+from tiny_recipes import TINY_SPEECH_MODEL
 
 RECIPE = """
 seed: 5
 output_dir: {out}
 data: {{shards: {shards}, batch_size: 2, eval_batch_size: 2, shuffle_buffer: 4, max_frames: 4}}
-augment: none
-model: speech
-memory_conf: {{num_slots: 4}}
-model_conf: {{in_channels: 1, width: 0.125, embed_dim: 16, audio_channels: [4, 8],
-              decoder: {{prenet_dims: [8, 8], attention_rnn: 16, decoder_rnn: 16, attention_dim: 8,
-                         location_filters: 4, postnet_channels: 8}}}}
-optim: adam
+""" + TINY_SPEECH_MODEL + """optim: adam
 optim_conf: {{lr: 1.0e-3}}
 scheduler: plateau
 scheduler_conf: {{factor: 0.5, patience: 0}}
