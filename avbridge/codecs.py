@@ -51,8 +51,12 @@ def _chroma(rgb: np.ndarray) -> np.ndarray:
     return uv.transpose(0, 3, 1, 2).reshape(t, -1)
 
 
-def encode_video(frames: np.ndarray, fps: float = 25.0, crf: int = VIDEO_CRF, speed: str = "veryfast") -> bytes:
+def encode_video(frames: np.ndarray, fps: float = 25.0, crf: int = VIDEO_CRF, speed: str = "veryfast",
+                 x264_params: str | None = None) -> bytes:
     """Encode uint8 frames (T, H, W) gray or (T, H, W, 3) RGB as H.264 in mp4.
+
+    ``x264_params``: extra x264 settings (``"subme=1:rc-lookahead=5"``) on top of the preset, for benchmarks of
+    the encoder (scripts/bench_crop_encode.py); the presets use none.
 
     Gray is stored as yuv420p with flat chroma and read back from the Y plane (the colour is tagged in the
     stream's metadata): ~1% larger than x264's 4:0:0 ``gray``, which many decoders (NVDEC among them) reject.
@@ -74,6 +78,8 @@ def encode_video(frames: np.ndarray, fps: float = 25.0, crf: int = VIDEO_CRF, sp
         stream.pix_fmt = "yuv420p"
         # threads=1: clips are encoded in parallel jobs already; x264 frame threads only add latency on 75 frames.
         stream.options = {"crf": str(crf), "preset": speed, "tune": "fastdecode", "threads": "1"}
+        if x264_params:
+            stream.options = {**stream.options, "x264-params": x264_params}
         stream.metadata["title"] = "gray" if gray else "rgb"
         for index, frame_planes in enumerate(planes):
             vf = av.VideoFrame.from_ndarray(frame_planes, format="yuv420p")

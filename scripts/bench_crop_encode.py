@@ -4,17 +4,15 @@ face, 75 frames); only the encode is timed (best of 3 passes, process time, one 
 
     OMP_NUM_THREADS=1 python scripts/bench_crop_encode.py --grid ../shared/data/grid --clips 10
 
-The x264 rows use avbridge.codecs' layout (full-range yuv420p in mp4, ``tune=fastdecode``, one thread) and change
-only the options named; ``preset veryfast, CRF 18`` is what the presets use today.
+The x264 rows are avbridge.codecs.encode_video (full-range yuv420p in mp4, ``tune=fastdecode``, one thread) with
+only the settings named changed; ``preset veryfast, CRF 18`` is what the presets use today.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import math
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -30,39 +28,16 @@ from avprep.reference import estimate_mean_face
 from avprep.types import ClipResult
 from bench_prep import quiet_native_stderr  # scripts/ is on the path when a script runs
 
-BASE = {"crf": "18", "preset": "veryfast", "tune": "fastdecode", "threads": "1"}
+# name -> (x264 preset, CRF, extra x264 settings)
 SETTINGS = {
-    "preset veryfast, CRF 18 (today)": BASE,
-    "+ subme=1": {**BASE, "x264-params": "subme=1"},
-    "+ subme=1, rc-lookahead=5": {**BASE, "x264-params": "subme=1:rc-lookahead=5"},
-    "+ me=dia, subme=1, rc-lookahead=5, CRF 17": {**BASE, "x264-params": "me=dia:subme=1:rc-lookahead=5", "crf": "17"},
-    "+ bframes=0, mbtree=0": {**BASE, "x264-params": "bframes=0:mbtree=0"},
-    "preset superfast, CRF 18": {**BASE, "preset": "superfast"},
-    "preset ultrafast, CRF 18": {**BASE, "preset": "ultrafast"},
+    "preset veryfast, CRF 18 (today)": ("veryfast", 18, None),
+    "+ subme=1": ("veryfast", 18, "subme=1"),
+    "+ subme=1, rc-lookahead=5": ("veryfast", 18, "subme=1:rc-lookahead=5"),
+    "+ me=dia, subme=1, rc-lookahead=5, CRF 17": ("veryfast", 17, "me=dia:subme=1:rc-lookahead=5"),
+    "+ bframes=0, mbtree=0": ("veryfast", 18, "bframes=0:mbtree=0"),
+    "preset superfast, CRF 18": ("superfast", 18, None),
+    "preset ultrafast, CRF 18": ("ultrafast", 18, None),
 }
-
-
-def encode(frames: np.ndarray, options: dict) -> bytes:
-    """avbridge.codecs.encode_video with the x264 options given."""
-    import av
-
-    planes, gray = codecs._yuv_planes(frames)
-    height, width = planes.shape[1] * 2 // 3, planes.shape[2]
-    buf = io.BytesIO()
-    with av.open(buf, mode="w", format="mp4") as container:
-        rate = Fraction(25)
-        stream = container.add_stream("libx264", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = options
-        stream.metadata["title"] = "gray" if gray else "rgb"
-        for index, frame_planes in enumerate(planes):
-            frame = av.VideoFrame.from_ndarray(frame_planes, format="yuv420p")
-            frame.color_range, frame.pts, frame.time_base = 2, index, 1 / rate
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return buf.getvalue()
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -96,7 +71,8 @@ def main() -> None:
     table = Table(title=f"crop storage: {n} GRID s1 clips (mouth 112x112 gray + face 96x96 RGB, 75 frames)")
     for col in ("setting", "ms / clip", "mouth KiB", "mouth PSNR", "face KiB", "face PSNR"):
         table.add_column(col, justify="left" if col == "setting" else "right")
-    rows = {name: (lambda o=options: [encode(v, o) for pair in crops for v in pair]) for name, options in SETTINGS.items()}
+    rows = {name: (lambda s=setting: [codecs.encode_video(v, speed=s[0], crf=s[1], x264_params=s[2])
+                                      for pair in crops for v in pair]) for name, setting in SETTINGS.items()}
     rows["JPEG quality 90 (--crop-codec jpg)"] = lambda: [encode_field(f"{k}.jpg", v) for pair in crops
                                                           for k, v in zip(("mouth", "face"), pair)]
     for name, fn in rows.items():
