@@ -86,11 +86,11 @@ def _to_pixels(serialised: bytes, width: int, height: int) -> np.ndarray:
     return xy
 
 
-# SolutionBase.process() spends ~0.4 ms of Python a call around the graph (a new namedtuple class every call, proto
-# objects built from bytes we only parse again): 29 ms of a 75-frame clip, 12% of the call (make bench-prep). The mesh
-# is fed the way process() feeds it (one SRGB image packet on "image", timestamps 33 333 us apart) and its output
-# read as the serialised protos. These are mediapipe 0.10.21 internals (the pinned version); a solution without
-# them goes through process().
+# SolutionBase.process() spends 0.2-0.4 ms of Python a call around the graph (a new namedtuple class every call,
+# proto objects built from bytes we only parse again): 15-29 ms of a 75-frame clip, 8-13% of the call (make
+# bench-prep). The mesh is fed the way process() feeds it (one SRGB image packet on "image", timestamps 33 333 us
+# apart) and its output read as the serialised protos. These are mediapipe 0.10.21 internals (the pinned
+# version); a solution without them goes through process().
 _FRAME_STEP_US = 33333
 
 
