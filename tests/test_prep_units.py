@@ -166,6 +166,22 @@ def test_video_codec_round_trip_is_close_and_keeps_colour_layout():
     assert back.shape == gray.shape and np.abs(back.astype(int) - gray).mean() < 6
 
 
+def test_yuv_planes_from_opencv_equal_the_numpy_path_within_a_level(monkeypatch):
+    """avprep converts RGB crops with OpenCV, the core install (no OpenCV) with numpy: one format either way."""
+    import builtins
+
+    rgb = np.random.default_rng(0).integers(0, 256, (5, 16, 24, 3), dtype=np.uint8)
+    fast, gray = codecs._yuv_planes(rgb)
+    real_import = builtins.__import__
+    monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name))
+                        if name == "cv2" else real_import(name, *a, **k))
+    plain, _ = codecs._yuv_planes(rgb)
+    assert not gray and fast.shape == plain.shape == (5, 24, 24)
+    luma, chroma = (np.abs(fast[:, rows].astype(int) - plain[:, rows]) for rows in (slice(0, 16), slice(16, None)))
+    assert luma.max() == 1 and (luma > 0).mean() < 0.01  # OpenCV's fixed-point arithmetic
+    assert chroma.max() == 1 and (chroma > 0).mean() < 0.25  # also rounded before the 2x2 mean, not after
+
+
 def test_flac_and_npy_fields_round_trip():
     wave = np.sin(np.linspace(0, 100, 4800)).astype(np.float32) * 0.5
     back = decode_field("wav.flac", encode_field("wav.flac", wave, sample_rate=16000))
