@@ -117,14 +117,12 @@ def prepare(
     max_worker_rss: int | None = None,
     verbose: bool = False,
     process: Callable = process_clip,
-    pin_workers: bool = True,
 ) -> RunReport:
     """Write the shards of ``clips`` (those of ``partition``) to ``out_dir``; resumes what is there.
 
     ``selection``: what the corpus command was asked for (split scheme, speakers, ...), checked on resume;
     ``limit``: the N of a ``--limit N`` run (recorded: its mean face is not reused by a later full run);
-    ``seed``: of the shuffled write order; ``pin_workers``: each local worker on a CPU no other avprep worker
-    holds, while there are free ones (avprep/cpus.py)."""
+    ``seed``: of the shuffled write order."""
     if unit not in ("sentence", "word"):
         raise ValueError(f"unit must be 'sentence' or 'word', got {unit!r}")
     backend = check_backend(backend)
@@ -148,6 +146,6 @@ def prepare(
                          shard_clips=shard_clips, console=console, progress=progress, retry_failed=retry_failed,
                          partition=partition, backend=backend, address=address, seed=seed,
                          clip_timeout=clip_timeout, max_worker_rss=max_worker_rss, verbose=verbose,
-                         process=process, lock=lock, pin_workers=pin_workers)
+                         process=process, lock=lock)
     finally:
         lock.release()

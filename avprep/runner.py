@@ -86,7 +86,8 @@ class RunReport:
     worker_peak_rss: int = 0  # bytes, largest over the local workers (0: not measured)
     worker_cpu_seconds: float = 0.0  # CPU time of the local workers (the per-clip work runs there, not here)
     worker_startup_cpu_seconds: float = 0.0  # the part of it spent starting them (imports, detector graphs)
-    # Wall seconds and clips from the moment every worker was ready to the end: the rate a long run settles at.
+    # Wall seconds and clips finished while every worker was busy (ready, with clips left to hand out): the rate a
+    # long run settles at.
     steady_wall_seconds: float = 0.0
     steady_clips: int = 0
     failures_log: Path | None = None
@@ -140,15 +141,13 @@ def run_clips(
     verbose: bool = False,
     process: Callable[..., ClipResult] = process_clip,
     lock: PartitionLock | None = None,
-    pin_workers: bool = True,
 ) -> RunReport:
     """Process every clip of ``partition`` not already done in ``out_dir`` and write its samples to shards.
 
     ``backend``: local (worker processes of this machine, each clip isolated: a crash, a hang past ``clip_timeout``
     seconds or a worker past ``max_worker_rss`` bytes (None: 80% of memory over the jobs, 0: no cap) costs that clip
     alone), dask or ray (an existing cluster at ``address``, else a local one). ``process(spec, options, mean_face)``
-    is the per-clip function (tests put a faulty one in); ``pin_workers``: each local worker on a CPU of its own
-    while free ones are left (avprep/cpus.py).
+    is the per-clip function (tests put a faulty one in).
     """
     console = console or Console(stderr=True)
     start = time.perf_counter()
@@ -165,7 +164,7 @@ def run_clips(
         with Progress(*columns, console=console, disable=not progress) as bar:
             task = bar.add_task("clips", total=len(todo))
             for result in _results(todo, process, args, backend, address, jobs, clip_timeout, max_worker_rss,
-                                   worker_log(out_dir, partition), report, pin_workers):
+                                   worker_log(out_dir, partition), report):
                 sink.add(result)
                 report.stage_seconds.update(result.timings)
                 report.stage_cpu_seconds.update(result.cpu_timings)
@@ -190,24 +189,24 @@ def run_clips(
 
 
 def _results(todo, process, args, backend, address, jobs, clip_timeout, max_worker_rss, log_path,
-             report, pin_workers: bool) -> Iterator[ClipResult]:
+             report) -> Iterator[ClipResult]:
     if not todo:
         return
     if backend in ("local", "loky"):  # "loky": the name of the local backend before avprep ran its own workers
         cap = default_max_rss(jobs) if max_worker_rss is None else max_worker_rss
         # The detectors are built as a worker starts; a caller's own per-clip function sets up what it needs.
         init = partial(start_worker, args[0]) if process is process_clip else None
-        pool = WorkerPool(process, args, jobs=jobs, timeout=clip_timeout, max_rss=cap, log_path=log_path, init=init,
-                          pin=pin_workers)
+        pool = WorkerPool(process, args, jobs=jobs, timeout=clip_timeout, max_rss=cap, log_path=log_path, init=init)
         try:
             yield from _local_results(todo, pool, report)
         finally:
             pool.close()
             report.worker_cpu_seconds += pool.cpu_seconds
             report.worker_startup_cpu_seconds += pool.startup_cpu_seconds
-            if pool.all_ready_at is not None:
-                report.steady_wall_seconds += time.monotonic() - pool.all_ready_at
-                report.steady_clips += len(todo) - pool.done_when_ready
+            if pool.all_ready_at is not None and pool.drained_at is not None and pool.drained_at > pool.all_ready_at:
+                # Every worker busy: the rate of a long run, without the start-up and the last clips' tail.
+                report.steady_wall_seconds += pool.drained_at - pool.all_ready_at
+                report.steady_clips += pool.done_when_drained - pool.done_when_ready
         return
     from joblib import parallel_config
 

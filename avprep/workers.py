@@ -24,7 +24,6 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from avprep.cpus import claim_cpu
 
 CRASHED, TIMEOUT, OUT_OF_MEMORY = "worker crashed", "timeout", "out of memory"
 START_TIMEOUT = 300.0  # seconds for a new worker to import what it needs (slow only on a very busy machine)
@@ -63,14 +62,12 @@ def _usage() -> tuple[int, float]:
 
 
 def _worker_main(conn: Connection, fn: Callable, args: tuple, log_path: Path | None, quiet: bool,
-                 init: Callable[[], None] | None = None, pin: bool = False) -> None:
+                 init: Callable[[], None] | None = None) -> None:
     # Ctrl-C reaches the whole process group: the parent stops the workers itself, and a worker dying of it must
     # not be recorded as a clip that crashed.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if quiet:
         _redirect_output(log_path)
-    if pin:
-        claim_cpu()  # before ``init`` starts any threads: they inherit the one CPU
     if init is not None:
         init()  # an exception here ends the worker before "ready": the pool reports a failed start
     conn.send(("ready", None, None, _usage()))
@@ -143,17 +140,20 @@ class WorkerPool:
     quiet: bool = True  # False: workers keep the terminal (for debugging)
     poll: float = 0.2  # seconds between memory checks
     init: Callable[[], None] | None = None
-    pin: bool = False  # each worker on a CPU of its own while free ones are left (avprep/cpus.py)
     cpu_seconds: float = 0.0  # CPU time the workers reported (startup included), summed over all of them
     startup_cpu_seconds: float = 0.0  # the part of it spent before the workers were ready (imports, ``init``)
-    all_ready_at: float | None = None  # time.monotonic() when every worker of the first set was ready
-    done_when_ready: int = 0  # items finished by then (the steady-state rate is measured from there)
+    # The steady state, every worker busy: from the moment all workers of the first set were ready to the moment
+    # the last item was handed out (then they fall idle one by one); items finished at each end.
+    all_ready_at: float | None = None  # time.monotonic()
+    done_when_ready: int = 0
+    drained_at: float | None = None  # time.monotonic()
+    done_when_drained: int = 0
     _workers: list[_Worker] = field(default_factory=list)
 
     def _start(self) -> _Worker:
         ctx = mp.get_context("spawn")  # no fork: the parent may hold threads (progress bar) and native libraries
         parent, child = ctx.Pipe()
-        process = ctx.Process(target=_worker_main, args=(child, self.fn, self.args, self.log_path, self.quiet, self.init, self.pin),
+        process = ctx.Process(target=_worker_main, args=(child, self.fn, self.args, self.log_path, self.quiet, self.init),
                               daemon=True)
         process.start()
         child.close()
@@ -177,6 +177,7 @@ class WorkerPool:
                 for w in self._workers:
                     if w.ready and w.task is None:
                         self._assign(w, pending)
+                        self._note_drained(pending, done)
                 by_handle = {}
                 for w in self._workers:
                     by_handle[w.conn] = w
@@ -206,6 +207,7 @@ class WorkerPool:
                             w.task = None
                             done += 1
                             self._assign(w, pending)  # the next item before the caller handles this one
+                            self._note_drained(pending, done)
                             yield Outcome(index=index, item=item, value=value, peak_rss=w.peak_rss)
                     elif not w.conn.poll():  # exited, and no last message left to read
                         dead[id(w)] = (w, Failure(CRASHED, _how_it_died(self._exitcode(w))))
@@ -239,6 +241,10 @@ class WorkerPool:
                         self._workers.append(self._start())  # the pool rebuilt: the run goes on
         finally:
             self.close()
+
+    def _note_drained(self, pending: deque, done: int) -> None:
+        if not pending and self.drained_at is None:
+            self.drained_at, self.done_when_drained = time.monotonic(), done
 
     @staticmethod
     def _assign(w: _Worker, pending: deque) -> None:

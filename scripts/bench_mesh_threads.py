@@ -1,33 +1,23 @@
-"""Does the face mesh waste CPU on its own threads? One mesh graph, the same clips run twice each, alternately with
-all of this process's threads pinned to one CPU and free on every CPU (so both see the same machine minute).
+"""Does the face mesh waste CPU on its own threads? The same clips through two mesh graphs, alternately clip by clip
+(so both see the same machine minute): one on mediapipe's default pool of threads, one run on the calling thread
+(``landmarks.on_calling_thread``, as avprep workers run it). Both are fed directly; their landmarks must be equal.
 
     OMP_NUM_THREADS=1 python scripts/bench_mesh_threads.py --grid ../shared/data/grid --clips 30
 
-mediapipe runs each graph on a pool of threads (two per graph on a 2-core machine, plus the inference threads); a
-mesh run one frame at a time gains little from them, and an idle second core lets them spend CPU waiting for each
-other. Linux only (sched_setaffinity).
+mediapipe gives a graph a pool of threads (one per core) and schedules each of the ~50 calculators a frame passes
+through on it; a mesh fed one frame at a time cannot use them, and the hand-offs cost CPU.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
 from avprep.corpora import grid
 from avprep.stages.decode import decode_clip
-from avprep.stages.landmarks import _serialised_outputs
+from avprep.stages.landmarks import _serialised_outputs, on_calling_thread
 from bench_prep import quiet_native_stderr  # scripts/ is on the path when a script runs
-
-
-def set_affinity(cpus: set[int]) -> None:
-    """Every thread of this process (the graph's included) onto ``cpus``."""
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            os.sched_setaffinity(int(tid), cpus)
-        except OSError:  # a thread that ended meanwhile
-            pass
 
 
 def main() -> None:
@@ -39,27 +29,30 @@ def main() -> None:
     quiet_native_stderr(args.detector_log)
     import mediapipe as mp
 
-    allowed = os.sched_getaffinity(0)
     clips = [decode_clip(c.video, None, 25, 16000).frames for c in grid.find_clips(args.grid, ["s1"])[: args.clips]]
-    totals = {"one CPU": [0.0, 0.0], f"free ({len(allowed)} CPUs)": [0.0, 0.0]}
-    with mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1) as mesh:
-        for frame in clips[0]:  # warm-up: the graph's threads exist before the first pinning
-            _serialised_outputs(mesh, frame, "multi_face_landmarks", True)
-        for frames in clips:
-            for name, cpus in zip(totals, ({min(allowed)}, allowed)):
-                set_affinity(cpus)
-                mesh.reset()
-                start, start_cpu = time.perf_counter(), time.process_time()
-                for frame in frames:
-                    _serialised_outputs(mesh, frame, "multi_face_landmarks", True)
-                totals[name][0] += time.process_time() - start_cpu
-                totals[name][1] += time.perf_counter() - start
-    set_affinity(allowed)
+    kinds = {"own thread pool": mp.solutions.face_mesh.FaceMesh,
+             "calling thread": on_calling_thread(mp.solutions.face_mesh.FaceMesh)}
+    meshes = {name: cls(static_image_mode=False, max_num_faces=1) for name, cls in kinds.items()}
+    totals = {name: [0.0, 0.0] for name in kinds}
+    for i, frames in enumerate(clips):
+        outputs = []
+        for name in list(kinds)[:: 1 if i % 2 == 0 else -1]:  # who goes first alternates
+            mesh = meshes[name]
+            mesh.reset()
+            start, start_cpu = time.perf_counter(), time.process_time()
+            outputs.append([_serialised_outputs(mesh, frame, "multi_face_landmarks", True) for frame in frames])
+            totals[name][0] += time.process_time() - start_cpu
+            totals[name][1] += time.perf_counter() - start
+        if outputs[0] != outputs[1]:
+            raise SystemExit("the two graphs gave different landmarks")
+    for mesh in meshes.values():
+        mesh.close()
     n = len(clips)
     for name, (cpu, wall) in totals.items():
-        print(f"mesh graph, threads on {name}: CPU {cpu / n * 1000:.1f} ms / clip, wall {wall / n * 1000:.1f} ms / clip")
-    (pin_cpu, pin_wall), (free_cpu, free_wall) = totals.values()
-    print(f"one CPU / free: CPU {pin_cpu / free_cpu:.2f}, wall {pin_wall / free_wall:.2f}")
+        print(f"mesh graph on its {name}: CPU {cpu / n * 1000:.1f} ms / clip, wall {wall / n * 1000:.1f} ms / clip")
+    (pool_cpu, pool_wall), (own_cpu, own_wall) = totals.values()
+    print(f"calling thread / thread pool: CPU {own_cpu / pool_cpu:.2f}, wall {own_wall / pool_wall:.2f} "
+          f"(landmarks equal on all {n} clips)")
 
 
 if __name__ == "__main__":

@@ -5,12 +5,14 @@
 Floors, all the face mesh alone (tracking mode, one face, one graph reset between clips, frames decoded
 beforehand, only the mesh call timed): through ``FaceMesh.process``, the public call with mediapipe's threads free
 (the floor issue 11 set its targets against); the graph fed directly (no per-call Python wrapper); and the
-**strict floor**, the graph fed directly with its threads on one CPU, as an avprep worker runs it (avprep/cpus.py):
-no pipeline on this detector can be faster than that. With 2 jobs a floor is halved: perfect scaling. Targets
-(issue 11): CPU time per clip <= 1.3x the floor's, 2-job wall time <= 1.4x floor / 2, printed against the issue's
-floor and the strict one. CPU time is process time (all threads), which a machine shared with other work distorts
-little; wall time needs a quiet machine. Worker start-up (spawn, imports, detector graphs: once per worker and run)
-is left out of the per-clip CPU figures and printed on its own; wall times are given with it and after it.
+**strict floor**, the graph fed directly and run on the calling thread, as an avprep worker runs it
+(``landmarks.on_calling_thread``): no pipeline on this detector can be faster than that. With 2 jobs a floor is
+halved: perfect scaling. Targets (issue 11): CPU time per clip <= 1.3x the floor's, 2-job wall time <= 1.4x
+floor / 2, printed against the issue's floor and the strict one. CPU time is process time (all threads), which a
+machine shared with other work distorts little; wall time needs a quiet machine. Worker start-up (spawn, imports,
+detector graphs: once per worker and run) is left out of the per-clip CPU figures and printed on its own; wall
+times are given with it, and for the steady state: clips finished while every worker was busy (from the moment
+all were ready to the moment the last clip was handed out), the rate a long run settles at.
 
 The main configuration (bridging-grid, sentences) runs with 1 and 2 jobs, once per crop codec (mp4, the preset
 default, and jpg); the word unit and the two-tower preset (per-clip registration, optical flow) run with 1 job.
@@ -43,37 +45,33 @@ from avprep.reference import estimate_mean_face
 from avprep.stages.decode import decode_clip
 
 
-def mesh_seconds(clips, static: bool, direct: bool = False, pinned: bool = False) -> tuple[float, float]:
+def mesh_seconds(clips, static: bool, direct: bool = False, calling_thread: bool = False) -> tuple[float, float]:
     """(wall, CPU) seconds inside the face mesh over all clips (one mesh, reset between clips, as a pipeline
     worker does). CPU time is the whole process's, all threads: it is what a loaded machine distorts least.
 
     ``direct``: the graph fed as avprep feeds it (``_serialised_outputs``), without FaceMesh.process's per-call
-    Python wrapper; otherwise FaceMesh.process, the public call. ``pinned``: the mesh's threads on one CPU, as an
-    avprep worker runs them (avprep/cpus.py)."""
+    Python wrapper; otherwise FaceMesh.process, the public call. ``calling_thread``: the graph run on the thread
+    that feeds it instead of its own pool, as an avprep worker runs it."""
     import mediapipe as mp
 
-    from avprep.stages.landmarks import _serialised_outputs
+    from avprep.stages.landmarks import _serialised_outputs, on_calling_thread
 
-    allowed = os.sched_getaffinity(0) if pinned else None
-    if pinned:
-        os.sched_setaffinity(0, {min(allowed)})  # this thread; the graph's threads, started below, inherit it
+    mesh_class = mp.solutions.face_mesh.FaceMesh
+    if calling_thread:
+        mesh_class = on_calling_thread(mesh_class)
     wall = cpu = 0.0
-    try:
-        with mp.solutions.face_mesh.FaceMesh(static_image_mode=static, max_num_faces=1) as mesh:
-            for clip in clips:
-                frames = decode_clip(clip.video, clip.audio, 25, 16000).frames
-                mesh.reset()
-                for frame in frames:
-                    start, start_cpu = time.perf_counter(), time.process_time()
-                    if direct:
-                        _serialised_outputs(mesh, frame, "multi_face_landmarks", lean=True)
-                    else:
-                        mesh.process(frame)
-                    wall += time.perf_counter() - start
-                    cpu += time.process_time() - start_cpu
-    finally:
-        if pinned:
-            os.sched_setaffinity(0, allowed)
+    with mesh_class(static_image_mode=static, max_num_faces=1) as mesh:
+        for clip in clips:
+            frames = decode_clip(clip.video, clip.audio, 25, 16000).frames
+            mesh.reset()
+            for frame in frames:
+                start, start_cpu = time.perf_counter(), time.process_time()
+                if direct:
+                    _serialised_outputs(mesh, frame, "multi_face_landmarks", lean=True)
+                else:
+                    mesh.process(frame)
+                wall += time.perf_counter() - start
+                cpu += time.process_time() - start_cpu
     return wall, cpu
 
 
@@ -159,7 +157,7 @@ def main() -> None:
     parser.add_argument("--unit", default="sentence", help="the main configuration's unit")
     parser.add_argument("--codecs", default="mp4,jpg", help="crop codecs the main configuration runs with (the "
                         "first is the preset default mp4; jpg: what the GPU loader recommendation uses)")
-    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds (see main)")
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds (see main)")
     parser.add_argument("--no-extras", action="store_true", help="skip the word-unit and two-tower runs")
     parser.add_argument("--no-alternatives", action="store_true", help="skip the per-frame mesh and plain pipeline")
     parser.add_argument("--detector-log", type=Path, default=Path("out/bench-prep-detector.log"),
@@ -179,9 +177,9 @@ def main() -> None:
                   f"{' and '.join(codecs)}; {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}")
     mean_face = estimate_mean_face(clips, preset) if preset.registration.mode == "mean-face" else None
 
-    # The machine's speed drifts by up to ~20% over minutes (a shared VM), so everything is measured in rounds on
-    # interleaved subsets of the clips (floors, then each configuration), and summed: floor and pipeline see the
-    # same machine.
+    # The machine's speed drifts by up to ~30% over minutes (a shared VM), and not equally for every kind of work,
+    # so everything is measured in rounds on interleaved subsets of the clips (floors, then each configuration) and
+    # summed: floor and pipeline see the same machine.
     floors: Counter = Counter()
     runs: dict[tuple, Counter] = defaultdict(Counter)  # (preset, unit, crop codec, jobs) -> summed runs
     extras = [] if args.no_extras else [(preset, "word" if args.unit != "word" else "sentence"),
@@ -194,10 +192,10 @@ def main() -> None:
         task = bar.add_task("rounds", total=args.rounds)
         for r in range(args.rounds):
             group = clips[r :: args.rounds]
-            for name, static, direct, pinned in (("floor", False, False, False), ("graph", False, True, False),
+            for name, static, direct, calling_thread in (("floor", False, False, False), ("graph", False, True, False),
                                                  ("strict", False, True, True)) + (
                     () if args.no_alternatives else (("per-frame", True, False, False),)):
-                wall, cpu = mesh_seconds(group, static=static, direct=direct, pinned=pinned)
+                wall, cpu = mesh_seconds(group, static=static, direct=direct, calling_thread=calling_thread)
                 floors.update({f"{name} wall": wall, f"{name} cpu": cpu})
             if not args.no_alternatives:
                 plain_out = Path(tempfile.mkdtemp(prefix="bench-plain-"))
@@ -229,7 +227,7 @@ def main() -> None:
     table.add_row("[bold]CPU time (process time, all threads)[/]", "", "", "", "")
     row("floor: face mesh alone (FaceMesh.process, tracking)", floor_cpu, floor_cpu, direct_cpu)
     row("  the mesh graph fed directly (no wrapper)", graph_cpu, floor_cpu, direct_cpu)
-    row("strict floor: the graph fed directly, its threads on one CPU", direct_cpu, floor_cpu, direct_cpu)
+    row("strict floor: the graph fed directly, on the calling thread", direct_cpu, floor_cpu, direct_cpu)
     for codec in codecs:
         # Per stage, as the 1-job runs' worker measured it (the detector's graphs, caches and threads as in a run).
         one = runs[(preset.name, args.unit, codec, 1)]
@@ -248,7 +246,7 @@ def main() -> None:
     table.add_row("[bold]wall time (needs a quiet machine)[/]", "", "", "", "")
     row("floor: face mesh alone (FaceMesh.process, tracking)", floor, floor, direct)
     row("  the mesh graph fed directly (no wrapper)", graph, floor, direct)
-    row("strict floor: the graph fed directly, its threads on one CPU", direct, floor, direct)
+    row("strict floor: the graph fed directly, on the calling thread", direct, floor, direct)
     if per_frame:
         row("alternative: face mesh per frame (no tracking)", per_frame, floor, direct)
     if plain:
@@ -260,8 +258,8 @@ def main() -> None:
     for key, run in runs.items():
         if key[:2] == (preset.name, args.unit) and run["steady_clips"]:
             half = 1 if key[3] == 1 else 2
-            steady = run["steady_wall"] / run["steady_clips"] * n  # per clip once the workers run, scaled to n
-            row(f"full pipeline: {label(key)}" + (" vs floor / 2" if half > 1 else "") + ", after start-up",
+            steady = run["steady_wall"] / run["steady_clips"] * n  # per clip while every worker is busy, scaled to n
+            row(f"full pipeline: {label(key)}" + (" vs floor / 2" if half > 1 else "") + ", steady state",
                 steady, floor / half, direct / half)
     console.print(table)
     console.print(f"load average after the run: {os.getloadavg()[0]:.2f}")
@@ -269,12 +267,12 @@ def main() -> None:
     for codec in codecs:
         one, two = runs[(preset.name, args.unit, codec, 1)], runs[(preset.name, args.unit, codec, 2)]
         for name, base_cpu, base_wall in (("floor (FaceMesh.process)", floor_cpu, floor),
-                                          ("strict floor (graph, one CPU)", direct_cpu, direct)):
+                                          ("strict floor (graph on the calling thread)", direct_cpu, direct)):
             cpu_ratio, wall_ratio = one["cpu"] / base_cpu, two["wall"] / (base_wall / 2)
             steady_ratio = steady(two) / (base_wall / 2)
             console.print(f"TARGET {codec} crops vs {name}: CPU per clip {cpu_ratio:.2f}x (target <= 1.3) "
                           f"{'met' if cpu_ratio <= 1.3 else 'NOT met'}; 2-job wall {wall_ratio:.2f}x floor / 2 "
-                          f"(target <= 1.4) {'met' if wall_ratio <= 1.4 else 'NOT met'}, after start-up "
+                          f"(target <= 1.4) {'met' if wall_ratio <= 1.4 else 'NOT met'}, steady state "
                           f"{steady_ratio:.2f}x {'met' if steady_ratio <= 1.4 else 'NOT met'}")
         rates = f"clips/s, {codec} crops: 1 job {n / one['wall']:.2f}, 2 jobs {n / two['wall']:.2f}"
         if plain:

@@ -64,13 +64,3 @@ def pid_of(item) -> int:
 def pid_after_a_nap(item) -> int:
     time.sleep(0.2)
     return os.getpid()
-
-
-def claim_and_hold(folder, results, index, claimed, release) -> None:
-    """Claim a CPU (avprep/cpus.py) and hold it until ``release`` is set; report the CPU and the process's CPU set."""
-    from avprep.cpus import claim_cpu
-
-    cpu = claim_cpu(folder)
-    results[index] = (cpu, sorted(os.sched_getaffinity(0)))
-    claimed.release()
-    release.wait(30)

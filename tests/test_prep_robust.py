@@ -122,35 +122,10 @@ def test_worker_start_up_is_paid_and_counted_before_the_first_item():
     assert all(o.failure is None for o in outcomes) and len({o.value for o in outcomes}) == 2
     assert 1.6 <= pool.startup_cpu_seconds <= pool.cpu_seconds  # both workers' start-up, counted apart
     assert pool.all_ready_at is not None and 0 <= pool.done_when_ready < 16
+    # The steady state: all ready, until the last item went out (16 items, each worker holds one at a time).
+    assert pool.all_ready_at < pool.drained_at <= time.monotonic() and pool.done_when_ready <= pool.done_when_drained <= 15
     with pytest.raises(RuntimeError, match="failed to start"):
         list(WorkerPool(pid_of, jobs=1, init=fail_to_start).map(range(2)))
-
-
-@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU pinning is Linux only")
-def test_workers_claim_distinct_cpus_and_stay_free_when_none_is_left(tmp_path):
-    from fakeclips import claim_and_hold
-
-    cpus = sorted(os.sched_getaffinity(0))
-    ctx = mp.get_context("spawn")
-    results, claimed, release = ctx.Manager().dict(), ctx.Semaphore(0), ctx.Event()
-    count = len(cpus) + 1  # one more worker than CPUs
-    procs = []
-    for i in range(count):  # one after another, so that the claims are made in a known order
-        procs.append(ctx.Process(target=claim_and_hold, args=(tmp_path, results, i, claimed, release)))
-        procs[-1].start()
-        assert claimed.acquire(timeout=60)
-    got = [results[i] for i in range(count)]
-    release.set()
-    for p in procs:
-        p.join(30)
-    assert [cpu for cpu, _ in got] == cpus + [None]  # each CPU held once; the last worker is left unpinned
-    assert all(mask == [cpu] for cpu, mask in got[:-1]) and got[-1][1] == cpus
-    # The claims ended with their processes (the kernel drops a dead process's locks): the first CPU is free again.
-    probe = ctx.Process(target=claim_and_hold, args=(tmp_path, results, "again", claimed, release))
-    probe.start()
-    assert claimed.acquire(timeout=60)
-    probe.join(30)
-    assert results["again"][0] == cpus[0]
 
 
 @pytest.mark.slow
@@ -433,28 +408,3 @@ def test_two_real_partitions_at_the_same_time_through_the_cli(grid_root, tmp_pat
     assert check_shards(out).errors == []
     run = json.loads((out / "run.json").read_text())
     assert run["partitions"] == 2 and run["mean_face_sha256"] == face_hash(np.load(out / "mean_face.npy"))
-
-
-def test_a_cpu_claim_that_cannot_be_made_leaves_the_worker_unpinned(tmp_path, monkeypatch):
-    import fcntl
-
-    from avprep import cpus
-
-    blocked = tmp_path / "file"
-    blocked.write_text("not a folder")
-    assert cpus.claim_cpu(blocked / "locks") is None  # the lock folder cannot be made
-
-    def refuse(pid, mask):
-        raise PermissionError("sched_setaffinity not permitted")
-
-    if hasattr(os, "sched_setaffinity"):
-        before = os.sched_getaffinity(0)
-        monkeypatch.setattr(cpus.os, "sched_setaffinity", refuse)
-        assert cpus.claim_cpu(tmp_path / "locks") is None
-        monkeypatch.undo()
-        assert os.sched_getaffinity(0) == before
-        # The refused claim released its lock: a real claim now gets the first CPU.
-        probe_dir = tmp_path / "locks"
-        fd = os.open(probe_dir / f"cpu{min(before)}.lock", os.O_RDWR)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # would raise if the lock were still held
-        os.close(fd)

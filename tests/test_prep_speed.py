@@ -4,6 +4,7 @@ gives, and word crops cut from one x264 session decode like their own encodes wo
 from __future__ import annotations
 
 import io
+import os
 
 import av
 import numpy as np
@@ -66,22 +67,35 @@ def test_reused_detectors_give_the_landmarks_of_fresh_ones(grid_root, frames):
     assert not np.array_equal(first, want[0])
 
 
-def test_mesh_fed_directly_gives_what_process_gives(grid_root):
-    """The pipeline feeds the mesh graph itself (no per-call wrapper); on a real clip (first 25 frames, tracking
-    state carried frame to frame) the points equal those of FaceMesh.process, and a frame without a face is empty
-    on both paths."""
+def test_mesh_fed_directly_on_the_calling_thread_gives_what_process_gives(grid_root):
+    """The pipeline feeds the mesh graph itself (no per-call wrapper) and runs it on the worker's thread (no pool);
+    on a real clip (first 25 frames, tracking state carried frame to frame) the points equal those of a plain
+    FaceMesh.process on mediapipe's own threads, and a frame without a face is empty on both paths."""
+    import mediapipe as mp
+
     frames = decode_clip(grid_root / "s1" / "video" / "bbaf2n.mkv", None, 25, 16000).frames[:25]
     frames = np.concatenate([frames, np.zeros_like(frames[:1])])  # a black frame: no face
-    runs = []
-    for lean in (True, False):
-        with Detectors() as d:
-            mesh = d.mesh(1)
-            assert d.lean[1]  # the pinned mediapipe has the internals the direct path needs
-            runs.append([_serialised_outputs(mesh, f, "multi_face_landmarks", lean) for f in frames])
-    direct, public = runs
+    with Detectors() as d:
+        mesh = d.mesh(1)
+        assert d.lean[1]  # the pinned mediapipe has the internals the direct path needs
+        direct = [_serialised_outputs(mesh, f, "multi_face_landmarks", True) for f in frames]
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=False) as plain:
+        public = [_serialised_outputs(plain, f, "multi_face_landmarks", False) for f in frames]
     assert [len(f) for f in direct] == [1] * 25 + [0] and [len(f) for f in public] == [1] * 25 + [0]
     for a, b in zip(direct[:25], public[:25]):
         np.testing.assert_array_equal(_to_pixels(a[0], 360, 288), _to_pixels(b[0], 360, 288))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
+def test_detectors_run_their_graphs_on_the_calling_thread(grid_root):
+    """A worker's detector and meshes start no threads of their own (mediapipe's default would add a pool)."""
+    frames = decode_clip(grid_root / "s1" / "video" / "bbaf2n.mkv", None, 25, 16000).frames[:10]
+    threads = lambda: len(os.listdir("/proc/self/task"))  # noqa: E731
+    before = threads()
+    with Detectors() as d:
+        marks = detect_landmarks(frames, detectors=d)
+        assert threads() == before
+    assert marks.valid.all()
 
 
 @pytest.mark.slow
@@ -108,7 +122,7 @@ def test_word_samples_carry_their_own_frames_of_the_sentence_crops(grid_root):
 
 @pytest.mark.slow
 def test_the_benchmark_scripts_run_and_print_their_verdicts(grid_root, tmp_path):
-    """make bench-prep's two scripts, on a few clips: they must keep running (numbers are not checked here, they
+    """make bench-prep's three scripts, on a few clips: they must keep running (numbers are not checked here, they
     mean something only on 100 clips of a quiet machine)."""
     import subprocess
     import sys
@@ -131,5 +145,5 @@ def test_the_benchmark_scripts_run_and_print_their_verdicts(grid_root, tmp_path)
                               "2", "--detector-log", str(tmp_path / "detector.log")], cwd=repo, env=env,
                              capture_output=True, text=True, timeout=600)
     assert threads.returncode == 0, threads.stderr[-2000:]
-    assert "one CPU / free: CPU" in threads.stdout
+    assert "calling thread / thread pool: CPU" in threads.stdout and "landmarks equal on all 2 clips" in threads.stdout
     assert "I0000" not in crops.stderr + prep.stderr + threads.stderr  # the C++ log lines went to the log file

@@ -125,15 +125,38 @@ def _serialised_outputs(solution, frame: np.ndarray, output: str, lean: bool) ->
     return _packet_getter._get_serialized_proto_list(out)
 
 
+def on_calling_thread(solution_class: type) -> type:
+    """``solution_class`` (a mediapipe solution) with its graph run on the thread that feeds it.
+
+    A solution's graph gets a pool of threads (one per core) by default, and every frame passes through ~50
+    calculators scheduled across them; fed one frame at a time, the pool only hands work from thread to thread. The
+    graph config's ``ApplicationThreadExecutor`` runs every calculator inside the caller's add-packet and
+    wait-until-idle calls instead: the same outputs (tests/test_prep_speed.py) for 0.75-0.85x the CPU (make
+    bench-prep), and one thread per worker. The override is a mediapipe 0.10.21 internal; a solution without it
+    keeps its pool."""
+
+    class OnCallingThread(solution_class):
+        def _initialize_graph_interface(self, *args, **kwargs):
+            config = super()._initialize_graph_interface(*args, **kwargs)
+            defaults = [e for e in config.executor if not e.name]  # the canonical config holds an empty one
+            executor = defaults[0] if defaults else config.executor.add()
+            executor.type = "ApplicationThreadExecutor"
+            return config
+
+    OnCallingThread.__name__ = OnCallingThread.__qualname__ = f"{solution_class.__name__}OnCallingThread"
+    return OnCallingThread
+
+
 class Detectors:
-    """The face detector and face meshes of one worker process, reused from clip to clip."""
+    """The face detector and face meshes of one worker process, reused from clip to clip, run on its thread."""
 
     def __init__(self, min_confidence: float = 0.5):
         import mediapipe as mp
 
-        self._mp = mp
+        self._mesh_class = on_calling_thread(mp.solutions.face_mesh.FaceMesh)
         self.min_confidence = min_confidence
-        self.detector = mp.solutions.face_detection.FaceDetection(model_selection=0, min_detection_confidence=0.5)
+        self.detector = on_calling_thread(mp.solutions.face_detection.FaceDetection)(
+            model_selection=0, min_detection_confidence=0.5)
         self._meshes: dict[int, object] = {}
         self.lean: dict[int, bool] = {}  # per mesh: fed through the graph directly (see _serialised_outputs)
 
@@ -141,7 +164,7 @@ class Detectors:
         """A tracking mesh for up to ``max_faces`` faces with no state from earlier clips."""
         mesh = self._meshes.get(max_faces)
         if mesh is None:
-            mesh = self._meshes[max_faces] = self._mp.solutions.face_mesh.FaceMesh(
+            mesh = self._meshes[max_faces] = self._mesh_class(
                 static_image_mode=False,
                 max_num_faces=max_faces,
                 refine_landmarks=False,
