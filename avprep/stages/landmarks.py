@@ -131,8 +131,8 @@ def on_calling_thread(solution_class: type) -> type:
     A solution's graph gets a pool of threads (one per core) by default, and every frame passes through ~50
     calculators scheduled across them; fed one frame at a time, the pool only hands work from thread to thread. The
     graph config's ``ApplicationThreadExecutor`` runs every calculator inside the caller's add-packet and
-    wait-until-idle calls instead: the same outputs (tests/test_prep_speed.py) for 0.75-0.85x the CPU (make
-    bench-prep), and one thread per worker. The override is a mediapipe 0.10.21 internal; a solution without it
+    wait-until-idle calls instead: the same outputs (tests/test_prep_speed.py) for 0.79x the CPU
+    (scripts/bench_mesh_threads.py, two runs of 30 GRID clips), and one thread per worker. The override is a mediapipe 0.10.21 internal; a solution without it
     keeps its pool."""
 
     class OnCallingThread(solution_class):
