@@ -151,8 +151,6 @@ def _yuv_planes(frames: np.ndarray) -> tuple[np.ndarray, bool]:
     try:
         import cv2
     except ImportError:  # the core install (avtrain) has no OpenCV; avprep, which encodes crops, always has it
-        cv2 = None
-    if cv2 is None:
         planes[:, :height] = _luma(frames)
         planes[:, height:] = _chroma(frames).reshape(count, height // 2, width)
         return planes, gray

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import time
-from functools import partial
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator
 

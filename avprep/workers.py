@@ -24,7 +24,6 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-
 CRASHED, TIMEOUT, OUT_OF_MEMORY = "worker crashed", "timeout", "out of memory"
 START_TIMEOUT = 300.0  # seconds for a new worker to import what it needs (slow only on a very busy machine)
 
@@ -153,8 +152,8 @@ class WorkerPool:
     def _start(self) -> _Worker:
         ctx = mp.get_context("spawn")  # no fork: the parent may hold threads (progress bar) and native libraries
         parent, child = ctx.Pipe()
-        process = ctx.Process(target=_worker_main, args=(child, self.fn, self.args, self.log_path, self.quiet, self.init),
-                              daemon=True)
+        process = ctx.Process(target=_worker_main,
+                              args=(child, self.fn, self.args, self.log_path, self.quiet, self.init), daemon=True)
         process.start()
         child.close()
         return _Worker(process=process, conn=parent)
@@ -176,8 +175,7 @@ class WorkerPool:
             while done < total:
                 for w in self._workers:
                     if w.ready and w.task is None:
-                        self._assign(w, pending)
-                        self._note_drained(pending, done)
+                        self._assign(w, pending, done)
                 by_handle = {}
                 for w in self._workers:
                     by_handle[w.conn] = w
@@ -206,8 +204,7 @@ class WorkerPool:
                             _, item = w.task
                             w.task = None
                             done += 1
-                            self._assign(w, pending)  # the next item before the caller handles this one
-                            self._note_drained(pending, done)
+                            self._assign(w, pending, done)  # the next item before the caller handles this one
                             yield Outcome(index=index, item=item, value=value, peak_rss=w.peak_rss)
                     elif not w.conn.poll():  # exited, and no last message left to read
                         dead[id(w)] = (w, Failure(CRASHED, _how_it_died(self._exitcode(w))))
@@ -242,14 +239,10 @@ class WorkerPool:
         finally:
             self.close()
 
-    def _note_drained(self, pending: deque, done: int) -> None:
-        if not pending and self.drained_at is None:
-            self.drained_at, self.done_when_drained = time.monotonic(), done
-
-    @staticmethod
-    def _assign(w: _Worker, pending: deque) -> None:
-        """Send the next pending item to an idle worker. A worker that died since its last message keeps no task
-        (the item goes back to the front of the queue): its exit is noticed through its sentinel."""
+    def _assign(self, w: _Worker, pending: deque, done: int) -> None:
+        """Send the next pending item to an idle worker (``done`` items finished so far). A worker that died since
+        its last message keeps no task (the item goes back to the front of the queue): its exit is noticed through
+        its sentinel. Handing out the last item ends the steady state."""
         if not pending:
             return
         task = pending.popleft()
@@ -259,6 +252,8 @@ class WorkerPool:
             pending.appendleft(task)
             return
         w.task, w.started = task, time.monotonic()
+        if not pending:
+            self.drained_at, self.done_when_drained = w.started, done
 
     @staticmethod
     def _exitcode(w: _Worker) -> int | None:

@@ -255,15 +255,14 @@ def main() -> None:
         half = 1 if key[3] == 1 else 2
         row(f"full pipeline: {label(key)}" + (" vs floor / 2" if half > 1 else "") + ", start-up included",
             run["wall"], floor / half, direct / half)
+    steady = lambda run: run["steady_wall"] / run["steady_clips"] * n  # noqa: E731 - while every worker is busy
     for key, run in runs.items():
         if key[:2] == (preset.name, args.unit) and run["steady_clips"]:
             half = 1 if key[3] == 1 else 2
-            steady = run["steady_wall"] / run["steady_clips"] * n  # per clip while every worker is busy, scaled to n
             row(f"full pipeline: {label(key)}" + (" vs floor / 2" if half > 1 else "") + ", steady state",
-                steady, floor / half, direct / half)
+                steady(run), floor / half, direct / half)
     console.print(table)
     console.print(f"load average after the run: {os.getloadavg()[0]:.2f}")
-    steady = lambda run: run["steady_wall"] / run["steady_clips"] * n  # noqa: E731
     for codec in codecs:
         one, two = runs[(preset.name, args.unit, codec, 1)], runs[(preset.name, args.unit, codec, 2)]
         for name, base_cpu, base_wall in (("floor (FaceMesh.process)", floor_cpu, floor),

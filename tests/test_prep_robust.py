@@ -123,7 +123,8 @@ def test_worker_start_up_is_paid_and_counted_before_the_first_item():
     assert 1.6 <= pool.startup_cpu_seconds <= pool.cpu_seconds  # both workers' start-up, counted apart
     assert pool.all_ready_at is not None and 0 <= pool.done_when_ready < 16
     # The steady state: all ready, until the last item went out (16 items, each worker holds one at a time).
-    assert pool.all_ready_at < pool.drained_at <= time.monotonic() and pool.done_when_ready <= pool.done_when_drained <= 15
+    assert pool.all_ready_at < pool.drained_at <= time.monotonic()
+    assert pool.done_when_ready <= pool.done_when_drained <= 15
     with pytest.raises(RuntimeError, match="failed to start"):
         list(WorkerPool(pid_of, jobs=1, init=fail_to_start).map(range(2)))
 

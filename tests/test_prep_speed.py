@@ -138,7 +138,8 @@ def test_the_benchmark_scripts_run_and_print_their_verdicts(grid_root, tmp_path)
     assert "TARGET mp4 crops vs floor (FaceMesh.process): CPU per clip" in prep.stdout
     assert "stages of bridging-grid, sentence, mp4 crops, 1 job" in prep.stdout and "landmarks" in prep.stdout
     crops = subprocess.run([sys.executable, "scripts/bench_crop_encode.py", "--grid", str(grid_root), "--clips", "1",
-                            "--detector-log", str(tmp_path / "detector.log")], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+                            "--detector-log", str(tmp_path / "detector.log")],
+                           cwd=repo, env=env, capture_output=True, text=True, timeout=600)
     assert crops.returncode == 0, crops.stderr[-2000:]
     assert "JPEG quality 90" in crops.stdout and "preset veryfast, CRF 18 (today)" in crops.stdout
     threads = subprocess.run([sys.executable, "scripts/bench_mesh_threads.py", "--grid", str(grid_root), "--clips",

@@ -168,13 +168,11 @@ def test_video_codec_round_trip_is_close_and_keeps_colour_layout():
 
 def test_yuv_planes_from_opencv_equal_the_numpy_path_within_a_level(monkeypatch):
     """avprep converts RGB crops with OpenCV, the core install (no OpenCV) with numpy: one format either way."""
-    import builtins
+    import sys
 
     rgb = np.random.default_rng(0).integers(0, 256, (5, 16, 24, 3), dtype=np.uint8)
     fast, gray = codecs._yuv_planes(rgb)
-    real_import = builtins.__import__
-    monkeypatch.setattr(builtins, "__import__", lambda name, *a, **k: (_ for _ in ()).throw(ImportError(name))
-                        if name == "cv2" else real_import(name, *a, **k))
+    monkeypatch.setitem(sys.modules, "cv2", None)  # `import cv2` now raises ImportError, as without OpenCV
     plain, _ = codecs._yuv_planes(rgb)
     assert not gray and fast.shape == plain.shape == (5, 24, 24)
     luma, chroma = (np.abs(fast[:, rows].astype(int) - plain[:, rows]) for rows in (slice(0, 16), slice(16, None)))

@@ -60,7 +60,8 @@ _RECORD = np.dtype([("tag", "u1"), ("size", "u1"), ("x_tag", "u1"), ("x", "<f4")
 _SPAN = NUM_POINTS * _RECORD.itemsize
 # The fixed bytes of every record (offset, value), checked as strided bytes slices: ~10x cheaper than numpy
 # comparisons on the record fields.
-_LAYOUT = tuple((offset, bytes([value]) * NUM_POINTS) for offset, value in ((0, 0x0A), (1, 15), (2, 0x0D), (7, 0x15), (12, 0x1D)))
+_LAYOUT = tuple((offset, bytes([value]) * NUM_POINTS)
+                for offset, value in ((0, 0x0A), (1, 15), (2, 0x0D), (7, 0x15), (12, 0x1D)))
 
 
 def _parse_xy(data: bytes) -> np.ndarray | None:
@@ -131,9 +132,9 @@ def on_calling_thread(solution_class: type) -> type:
     A solution's graph gets a pool of threads (one per core) by default, and every frame passes through ~50
     calculators scheduled across them; fed one frame at a time, the pool only hands work from thread to thread. The
     graph config's ``ApplicationThreadExecutor`` runs every calculator inside the caller's add-packet and
-    wait-until-idle calls instead: the same outputs (tests/test_prep_speed.py) for 0.79x the CPU
-    (scripts/bench_mesh_threads.py, two runs of 30 GRID clips), and one thread per worker. The override is a mediapipe 0.10.21 internal; a solution without it
-    keeps its pool."""
+    wait-until-idle calls instead: the same outputs (tests/test_prep_speed.py) for 0.78-0.79x the CPU
+    (scripts/bench_mesh_threads.py, three runs of 30 GRID clips), and one thread per worker. The override is a
+    mediapipe 0.10.21 internal; a solution without it keeps its pool."""
 
     class OnCallingThread(solution_class):
         def _initialize_graph_interface(self, *args, **kwargs):
