@@ -178,3 +178,29 @@ def test_jpg_header_declaring_a_huge_image_is_refused_before_decoding(lrw_clip):
                 "json": json.dumps({"num_frames": len(lrw_clip) - 5}).encode()}
     with pytest.raises(ValueError, match=r"declares \d+ frames, more than"):
         decode_sample(too_many, fields=("mouth", "json"))
+
+
+def test_h264_encoder_keeps_its_own_copy_of_frames_made_over_the_planes():
+    # encode_video hands x264 frames that point into its plane array (no copy); the encoder must copy them on
+    # send, or frames it buffers for lookahead would change under it when the array does.
+    import av
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (12, 32, 48), np.uint8)
+    planes, _ = codecs._yuv_planes(frames)
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
+        stream.options = {"crf": "0", "preset": "veryfast", "threads": "1"}
+        for index, plane in enumerate(planes):
+            vf = codecs._yuv_frame(plane)
+            vf.pts = index
+            for packet in stream.encode(vf):
+                container.mux(packet)
+            plane[:] = 0  # overwritten while x264 still holds the frame in its lookahead
+        for packet in stream.encode(None):
+            container.mux(packet)
+    decoded = np.stack([f.to_ndarray()[:32] for f in av.open(io.BytesIO(buf.getvalue())).decode(video=0)])
+    assert len(decoded) == 12
+    assert np.abs(decoded.astype(int) - frames).max() <= 1  # CRF 0 is lossless up to the range rounding

@@ -21,7 +21,7 @@ def crop_matrix(spec: CropSpec, centre: np.ndarray) -> np.ndarray:
 
 
 def compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
-    """outer ∘ inner for 2x3 affines."""
+    """outer ∘ inner for 2x3 affines; ``inner`` may be a stack (T, 2, 3)."""
     return outer[:, :2] @ inner + np.hstack([np.zeros((2, 2)), outer[:, 2:]])
 
 
@@ -31,8 +31,8 @@ def cut(frames: np.ndarray, transforms: np.ndarray, spec: CropSpec, centre: np.n
 
     box = crop_matrix(spec, centre)
     out = np.empty((len(frames), spec.height, spec.width) + (() if spec.color == "gray" else (3,)), np.uint8)
-    for t, (frame, m) in enumerate(zip(frames, transforms)):
-        warped = cv2.warpAffine(frame, compose(box, m.astype(np.float64)), (spec.width, spec.height),
+    for t, (frame, m) in enumerate(zip(frames, compose(box, transforms.astype(np.float64)))):
+        warped = cv2.warpAffine(frame, m, (spec.width, spec.height),
                                 flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         out[t] = cv2.cvtColor(warped, cv2.COLOR_RGB2GRAY) if spec.color == "gray" else warped
     return out
@@ -40,8 +40,8 @@ def cut(frames: np.ndarray, transforms: np.ndarray, spec: CropSpec, centre: np.n
 
 def crop_points(points: np.ndarray, transforms: np.ndarray, spec: CropSpec, centre: np.ndarray) -> np.ndarray:
     """Where source-pixel landmarks (T, K, 2) land in the crop's pixels."""
-    box = crop_matrix(spec, centre)
-    return np.stack([p @ compose(box, m)[:, :2].T + compose(box, m)[:, 2] for p, m in zip(points, transforms)])
+    m = compose(crop_matrix(spec, centre), transforms)
+    return np.einsum("tkj,tij->tki", points, m[:, :, :2]) + m[:, None, :, 2]
 
 
 def cut_box(frames: np.ndarray, box: tuple[int, int, int, int], spec: CropSpec) -> np.ndarray:

@@ -68,18 +68,21 @@ def smooth(points: np.ndarray, window: int) -> np.ndarray:
 
 
 def similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares similarity (rotation, uniform scale, translation) mapping src (K, 2) onto dst: 2x3 matrix."""
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    s, d = src - mu_s, dst - mu_d
+    """Least-squares similarity (rotation, uniform scale, translation) mapping src (K, 2) onto dst: 2x3 matrix.
+    Batched over leading axes: src (T, K, 2) onto dst (K, 2) gives (T, 2, 3), one fit per frame in one pass
+    (a Python loop over 75 frames cost ~5 ms a clip)."""
+    mu_s, mu_d = src.mean(-2), dst.mean(-2)
+    s, d = src - mu_s[..., None, :], dst - mu_d[..., None, :]
     # Complex-number form of Umeyama for 2-D: the optimal a + ib = sum(conj(s) * d) / sum(|s|^2).
-    sc, dc = s[:, 0] + 1j * s[:, 1], d[:, 0] + 1j * d[:, 1]
-    denom = float(np.sum(np.abs(sc) ** 2))
-    if denom < 1e-9:
+    sc, dc = s[..., 0] + 1j * s[..., 1], d[..., 0] + 1j * d[..., 1]
+    denom = np.sum(np.abs(sc) ** 2, axis=-1)
+    if np.any(denom < 1e-9):
         raise ClipError("degenerate landmarks", "registration points collapse to one point")
-    z = np.sum(np.conj(sc) * dc) / denom
-    a, b = float(z.real), float(z.imag)
-    rot = np.array([[a, -b], [b, a]])
-    return np.hstack([rot, (mu_d - rot @ mu_s)[:, None]]).astype(np.float32)
+    z = np.sum(np.conj(sc) * dc, axis=-1) / denom
+    a, b = z.real.astype(np.float64), z.imag.astype(np.float64)
+    rot = np.stack([np.stack([a, -b], -1), np.stack([b, a], -1)], -2)
+    shift = mu_d - np.einsum("...ij,...j->...i", rot, mu_s)
+    return np.concatenate([rot, shift[..., None]], -1).astype(np.float32)
 
 
 def apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -87,7 +90,8 @@ def apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 
 def _eye_centres(shape: np.ndarray) -> np.ndarray:
-    return np.stack([shape[list(LEFT_EYE)].mean(0), shape[list(RIGHT_EYE)].mean(0)])
+    """The two eye centres (2, 2) of a shape (K, 2), or (T, 2, 2) of shapes (T, K, 2)."""
+    return np.stack([shape[..., list(LEFT_EYE), :].mean(-2), shape[..., list(RIGHT_EYE), :].mean(-2)], -2)
 
 
 def _level(shape: np.ndarray, eye_distance: float) -> np.ndarray:
@@ -118,13 +122,13 @@ def register(points: np.ndarray, mode: str, reference: np.ndarray | None, eye_di
         if reference is None:
             raise ValueError("mean-face registration needs the mean face")
         stable_ref = reference[list(STABLE)]
-        transforms = np.stack([similarity(p[list(STABLE)], stable_ref) for p in points])
+        transforms = similarity(points[:, list(STABLE)], stable_ref)
         ref_shape = reference
     elif mode == "per-clip":
         central = points[len(points) // 2]
         ref_shape = apply(_level(central, eye_distance), central)
         ref_eyes = _eye_centres(ref_shape)
-        transforms = np.stack([similarity(_eye_centres(p), ref_eyes) for p in points])
+        transforms = similarity(_eye_centres(points), ref_eyes)
     else:
         raise ValueError(f"unknown registration mode {mode!r}")
     mouth = ref_shape[list(LIPS)].mean(0)
