@@ -86,8 +86,10 @@ class RunReport:
     worker_peak_rss: int = 0  # bytes, largest over the local workers (0: not measured)
     worker_cpu_seconds: float = 0.0  # CPU time of the local workers (the per-clip work runs there, not here)
     worker_startup_cpu_seconds: float = 0.0  # the part of it spent starting them (imports, detector graphs)
-    # Wall seconds and clips finished while every worker was busy (ready, with clips left to hand out): the rate a
-    # long run settles at.
+    worker_first_clip_cpu_seconds: float = 0.0  # the CPU of each worker's first clip (it pays one-off costs)
+    worker_first_clips: int = 0
+    # Wall seconds and clips finished while every worker was busy past its first clip, with clips left to hand
+    # out: the rate a long run settles at.
     steady_wall_seconds: float = 0.0
     steady_clips: int = 0
     failures_log: Path | None = None
@@ -203,10 +205,12 @@ def _results(todo, process, args, backend, address, jobs, clip_timeout, max_work
             pool.close()
             report.worker_cpu_seconds += pool.cpu_seconds
             report.worker_startup_cpu_seconds += pool.startup_cpu_seconds
-            if pool.all_ready_at is not None and pool.drained_at is not None and pool.drained_at > pool.all_ready_at:
-                # Every worker busy: the rate of a long run, without the start-up and the last clips' tail.
-                report.steady_wall_seconds += pool.drained_at - pool.all_ready_at
-                report.steady_clips += pool.done_when_drained - pool.done_when_ready
+            report.worker_first_clip_cpu_seconds += pool.first_item_cpu_seconds
+            report.worker_first_clips += pool.first_items
+            if pool.all_warm_at is not None and pool.drained_at is not None and pool.drained_at > pool.all_warm_at:
+                # Every worker busy: the rate of a long run, without start-up, first clips and the last clips' tail.
+                report.steady_wall_seconds += pool.drained_at - pool.all_warm_at
+                report.steady_clips += pool.done_when_drained - pool.done_when_warm
         return
     from joblib import parallel_config
 

@@ -119,6 +119,8 @@ class _Worker:
     started: float = 0.0
     peak_rss: int = 0
     cpu: float = 0.0  # CPU seconds it reported last
+    ready_cpu: float = 0.0  # CPU seconds it had spent when it was ready
+    items: int = 0  # items it has finished
     created: float = field(default_factory=time.monotonic)
 
 
@@ -141,10 +143,15 @@ class WorkerPool:
     init: Callable[[], None] | None = None
     cpu_seconds: float = 0.0  # CPU time the workers reported (startup included), summed over all of them
     startup_cpu_seconds: float = 0.0  # the part of it spent before the workers were ready (imports, ``init``)
-    # The steady state, every worker busy: from the moment all workers of the first set were ready to the moment
-    # the last item was handed out (then they fall idle one by one); items finished at each end.
-    all_ready_at: float | None = None  # time.monotonic()
-    done_when_ready: int = 0
+    # Each worker's first item, apart: it pays what a process pays once (first decoder and encoder set-up, the
+    # first touch of its frame buffers), 35-95 ms of CPU on a GRID clip (docs/benchmarks.md).
+    first_item_cpu_seconds: float = 0.0
+    first_items: int = 0
+    # The steady state, every worker busy and past its first item: from the moment all workers of the first set
+    # had finished one to the moment the last item was handed out (then they fall idle one by one); items
+    # finished at each end.
+    all_warm_at: float | None = None  # time.monotonic()
+    done_when_warm: int = 0
     drained_at: float | None = None  # time.monotonic()
     done_when_drained: int = 0
     _workers: list[_Worker] = field(default_factory=list)
@@ -195,15 +202,19 @@ class WorkerPool:
                         self.cpu_seconds += cpu - w.cpu
                         w.cpu = cpu
                         if kind == "ready":
-                            w.ready = True
+                            w.ready, w.ready_cpu = True, cpu
                             self.startup_cpu_seconds += cpu
-                            if self.all_ready_at is None and all(x.ready for x in self._workers):
-                                self.all_ready_at, self.done_when_ready = time.monotonic(), done
                         else:
                             w.peak_rss = max(w.peak_rss, peak)
                             _, item = w.task
                             w.task = None
                             done += 1
+                            if not w.items:
+                                self.first_item_cpu_seconds += cpu - w.ready_cpu
+                                self.first_items += 1
+                            w.items += 1
+                            if self.all_warm_at is None and all(x.items for x in self._workers):
+                                self.all_warm_at, self.done_when_warm = time.monotonic(), done
                             self._assign(w, pending, done)  # the next item before the caller handles this one
                             yield Outcome(index=index, item=item, value=value, peak_rss=w.peak_rss)
                     elif not w.conn.poll():  # exited, and no last message left to read

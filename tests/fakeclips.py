@@ -64,3 +64,14 @@ def pid_of(item) -> int:
 def pid_after_a_nap(item) -> int:
     time.sleep(0.2)
     return os.getpid()
+
+
+_ITEMS_DONE: list = []
+
+
+def pid_after_a_slow_first_item(item) -> int:
+    """Like pid_after_a_nap, but a process's first item also burns 0.3 s of CPU (first-use costs)."""
+    if not _ITEMS_DONE:
+        spin(0.3)
+    _ITEMS_DONE.append(item)
+    return pid_after_a_nap(item)

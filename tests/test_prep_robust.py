@@ -110,21 +110,24 @@ def test_crash_hang_and_memory_blowup_cost_one_clip_each(tmp_path):
     assert again.clips_skipped == 18 and again.clips_written == 0  # the failures are recorded: not retried
 
 
-def test_worker_start_up_is_paid_and_counted_before_the_first_item():
+def test_worker_start_up_and_first_items_are_counted_apart():
     from functools import partial
 
     from avprep.workers import WorkerPool
-    from fakeclips import fail_to_start, pid_after_a_nap, pid_of, spin
+    from fakeclips import fail_to_start, pid_after_a_slow_first_item, pid_of, spin
 
     # A start-up (imports, detector graphs) longer than the per-item timeout: it is not the first item's time.
-    pool = WorkerPool(pid_after_a_nap, jobs=2, timeout=0.5, init=partial(spin, 0.8))
+    pool = WorkerPool(pid_after_a_slow_first_item, jobs=2, timeout=0.5, init=partial(spin, 0.8))
     outcomes = list(pool.map(range(16)))
     assert all(o.failure is None for o in outcomes) and len({o.value for o in outcomes}) == 2
     assert 1.6 <= pool.startup_cpu_seconds <= pool.cpu_seconds  # both workers' start-up, counted apart
-    assert pool.all_ready_at is not None and 0 <= pool.done_when_ready < 16
-    # The steady state: all ready, until the last item went out (16 items, each worker holds one at a time).
-    assert pool.all_ready_at < pool.drained_at <= time.monotonic()
-    assert pool.done_when_ready <= pool.done_when_drained <= 15
+    # Each worker's first item (0.3 s of CPU in it; the later ones only sleep), counted apart as well.
+    assert pool.first_items == 2 and 0.6 <= pool.first_item_cpu_seconds < 0.6 + 0.2
+    assert pool.cpu_seconds - pool.startup_cpu_seconds - pool.first_item_cpu_seconds < 0.2
+    # The steady state: both past their first item, until the last item went out (each holds one at a time).
+    assert pool.all_warm_at is not None and 2 <= pool.done_when_warm < 16
+    assert pool.all_warm_at < pool.drained_at <= time.monotonic()
+    assert pool.done_when_warm <= pool.done_when_drained <= 15
     with pytest.raises(RuntimeError, match="failed to start"):
         list(WorkerPool(pid_of, jobs=1, init=fail_to_start).map(range(2)))
 
@@ -143,6 +146,7 @@ def test_a_crashing_clip_among_real_grid_clips(grid_root, tmp_path):
     # The detectors are built as each worker starts (mediapipe's import and graphs), before its first clip.
     assert 0.2 < report.worker_startup_cpu_seconds < report.worker_cpu_seconds
     assert report.stage_cpu_seconds["landmarks"] > 0 and report.steady_clips <= 3
+    assert report.worker_first_clips >= 2 and 0 < report.worker_first_clip_cpu_seconds < report.worker_cpu_seconds
     meta = decode_field("json", samples[clips[0].key]["json"])
     assert meta["num_frames"] in (74, 75) and decode_field("mouth.mp4", samples[clips[0].key]["mouth.mp4"]).ndim == 3
 
