@@ -18,6 +18,7 @@ import json
 import math
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -119,6 +120,7 @@ class Trainer:
         self.model.to(self.device)
         self.optimizer = build_optimizer(recipe, self.model.parameters())
         self.scheduler = build_scheduler(recipe, self.optimizer, self.task.higher_is_better)
+        self.restored = False  # state loaded from a checkpoint of this run (restore)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.net: torch.nn.Module = self.model
         if self.dist.enabled:
@@ -170,6 +172,7 @@ class Trainer:
             ckpt.set_rng_state(state["rng"])
         else:  # rank 0's RNG was saved; other ranks re-derive theirs from the step so they stay distinct
             seed_everything(self.recipe.seed + 1000 * self.dist.rank + 1 + self.step)
+        self.restored = True
         self.console.log(f"resumed from {path}: epoch {self.epoch}, step {self.step}")
 
     # ------------------------------------------------------------------ data
@@ -338,7 +341,13 @@ class Trainer:
             elif self.dist.is_main and self.epoch == 0:
                 self.console.log("scheduler plateau: no validation this run, the learning rate stays constant")
         else:
-            self.scheduler.step()
+            with warnings.catch_warnings():
+                if self.restored:
+                    # A run resumed after its epoch's last batch steps the schedule before any optimizer step of
+                    # this process; the schedule's state came from the checkpoint, so torch's warning that its
+                    # first learning rate was skipped does not apply.
+                    warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+                self.scheduler.step()
         improved = metric is not None and self.better(metric)
         if improved:
             self.best = metric
