@@ -144,7 +144,7 @@ class WorkerPool:
     cpu_seconds: float = 0.0  # CPU time the workers reported (startup included), summed over all of them
     startup_cpu_seconds: float = 0.0  # the part of it spent before the workers were ready (imports, ``init``)
     # Each worker's first item, apart: it pays what a process pays once (first decoder and encoder set-up, the
-    # first touch of its frame buffers), 35-95 ms of CPU on a GRID clip (docs/benchmarks.md).
+    # first touch of its frame buffers), 35-166 ms of CPU on a GRID clip on the VMs measured (docs/benchmarks.md).
     first_item_cpu_seconds: float = 0.0
     first_items: int = 0
     # The steady state, every worker busy and past its first item: from the moment all workers of the first set

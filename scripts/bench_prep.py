@@ -2,19 +2,19 @@
 
     python scripts/bench_prep.py --grid ../shared/data/grid --clips 100
 
-Floors, all the face mesh alone (tracking mode, one face, one graph reset between clips, frames decoded
-beforehand, only the mesh call timed, after one untimed clip on a new graph): through ``FaceMesh.process``, the public call with mediapipe's threads free
-(the floor issue 11 set its targets against); the graph fed directly (no per-call Python wrapper); and the
-**strict floor**, the graph fed directly and run on the calling thread, as an avprep worker runs it
-(``landmarks.on_calling_thread``): no pipeline on this detector can be faster than that. With 2 jobs a floor is
-halved: perfect scaling. Targets (issue 11): CPU time per clip <= 1.3x the floor's, 2-job wall time <= 1.4x
-floor / 2, printed against the issue's floor and the strict one. CPU time is process time (all threads), which a
-machine shared with other work distorts little; wall time needs a quiet machine. What a worker pays once per run,
-its start-up (spawn, imports, detector graphs) and its first clip (first decoder and encoder set-up, first touch
-of its buffers), is left out of the per-clip CPU figures and printed on its own (the target line also gives the
-ratio with first clips); wall times are given with start-up, and for the steady state: clips finished while
-every worker was busy past its first clip (from the moment all had finished one to the moment the last clip was
-handed out), the rate a long run settles at.
+Floors, all the face mesh alone (tracking mode, one face, one graph reset between clips, frames decoded beforehand,
+only the mesh call timed, after one untimed clip on a new graph): through ``FaceMesh.process``, the public call with
+mediapipe's threads free (the floor issue 11 set its targets against); the graph fed directly (no per-call Python
+wrapper); and the **strict floor**, the graph fed directly and run on the calling thread, as an avprep worker runs
+it (``landmarks.on_calling_thread``): no pipeline on this detector can be faster than that. With 2 jobs a floor is
+halved: perfect scaling. Targets (issue 11): CPU time per clip <= 1.3x the floor's, 2-job wall time <= 1.4x floor /
+2, printed against the issue's floor and the strict one. CPU time is process time (all threads), which a machine
+shared with other work distorts little; wall time needs a quiet machine. What a worker pays once per run, its
+start-up (spawn, imports, detector graphs) and its first clip (first decoder and encoder set-up, first touch of its
+buffers), is left out of the per-clip CPU figures and printed on its own (the target line also gives the ratio with
+first clips); wall times are given with start-up, and for the steady state: clips finished while every worker was
+busy past its first clip (from the moment all had finished one to the moment the last clip was handed out), the rate
+a long run settles at.
 
 The main configuration (bridging-grid, sentences) runs with 1 and 2 jobs, once per crop codec (mp4, the preset
 default, and jpg); the word unit and the two-tower preset (per-clip registration, optical flow) run with 1 job.
@@ -63,22 +63,18 @@ def mesh_seconds(clips, static: bool, direct: bool = False, calling_thread: bool
         mesh_class = on_calling_thread(mesh_class)
     wall = cpu = 0.0
     with mesh_class(static_image_mode=static, max_num_faces=1) as mesh:
+        feed = (lambda frame: _serialised_outputs(mesh, frame, "multi_face_landmarks", lean=True)) if direct \
+            else mesh.process
         # One untimed clip first: the graph's first frames pay one-off costs, as a pipeline worker's first clip
         # does (left out there too).
         for frame in decode_clip(clips[0].video, clips[0].audio, 25, 16000).frames:
-            if direct:
-                _serialised_outputs(mesh, frame, "multi_face_landmarks", lean=True)
-            else:
-                mesh.process(frame)
+            feed(frame)
         for clip in clips:
             frames = decode_clip(clip.video, clip.audio, 25, 16000).frames
             mesh.reset()
             for frame in frames:
                 start, start_cpu = time.perf_counter(), time.process_time()
-                if direct:
-                    _serialised_outputs(mesh, frame, "multi_face_landmarks", lean=True)
-                else:
-                    mesh.process(frame)
+                feed(frame)
                 wall += time.perf_counter() - start
                 cpu += time.process_time() - start_cpu
     return wall, cpu
