@@ -24,13 +24,18 @@ class InspectReport:
     duplicates: int = 0
 
     def table(self) -> Table:
+        # One column per split, one row per field: a corpus has a handful of splits but a preset up to ten fields,
+        # so this way round the names a user types (split and field names) fit an 80-column terminal whole.
+        splits = sorted(self.samples)
         names = sorted({f for c in self.fields.values() for f in c})
         t = Table(title="avprep inspect")
-        for col in ["split", "samples", "hours"] + names:
-            t.add_column(col, overflow="fold")  # a narrow terminal folds names, never cuts them to "unli…"
-        for split in sorted(self.samples):
-            t.add_row(split, str(self.samples[split]), f"{self.seconds[split] / 3600:.3f}",
-                      *[str(self.fields[split].get(n, 0)) for n in names])
+        t.add_column("", overflow="fold")  # a narrow terminal folds names, never cuts them to "unli…"
+        for split in splits:
+            t.add_column(split, justify="right", overflow="fold")
+        t.add_row("samples", *[str(self.samples[s]) for s in splits])
+        t.add_row("hours", *[f"{self.seconds[s] / 3600:.3f}" for s in splits], end_section=True)
+        for name in names:
+            t.add_row(name, *[str(self.fields[s].get(name, 0)) for s in splits])
         t.caption = f"{len(self.errors)} errors, {self.duplicates} duplicate keys" + (
             "\n" + escape("\n".join(self.errors[:10])) if self.errors else "")  # messages quote file contents
         return t

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -280,7 +281,6 @@ def test_inspect_finds_length_mismatches_truncated_shards_and_duplicates(tmp_pat
     assert report.duplicates == 1 and "a: duplicate key" in report.errors[0]
 
     # One sample whose field is in the tar twice (a hand-edited or badly merged shard): named, not one copy kept.
-    import io
     import tarfile
 
     doubled = tmp_path / "doubled" / "train-000000.tar"
@@ -311,3 +311,24 @@ def test_landmark_parsing_matches_the_protobuf_fields_and_falls_back():
     face.landmark[9].visibility = 0.5
     assert _parse_xy(face.SerializeToString()) is None
     np.testing.assert_allclose(_to_pixels(face.SerializeToString(), 360, 288), expected, rtol=1e-6)  # ...and the loop takes over
+
+
+def test_inspect_table_keeps_split_and_field_names_whole_in_80_columns():
+    from collections import Counter
+
+    from rich.console import Console
+
+    from avprep.inspect import InspectReport
+
+    fields = ["face.mp4", "flow.npz", "json", "landmarks.npy", "linear.npy", "mel.npy", "mouth.mp4",
+              "transforms.npy", "wav.flac"]  # the two-tower preset's, the widest set
+    splits = {"pretrain": 118516, "test": 1321, "trainval": 31982, "unlisted": 66}
+    report = InspectReport(samples=Counter(splits), seconds=Counter({s: n * 3.0 for s, n in splits.items()}))
+    for split, n in splits.items():
+        report.fields[split] = Counter({f: n for f in fields})
+    console = Console(width=80, record=True, file=io.StringIO())
+    console.print(report.table())
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    for name in [*splits, *fields, "118516", "98.763"]:  # 118516 clips of 3 s: 98.763 h
+        assert name in text, name
