@@ -14,7 +14,8 @@ The bound each decoder enforces, before it allocates the result (decoded bytes p
 |             | is checked before the first frame)                                                                  |
 
 The ratios sit above the most compressible real content measured (all-zero clips: FLAC 1381x for 60 s at 16 kHz,
-H.264 617x for 75 RGB 96x96 frames, JPEG q90 181x for 75 RGB 96x96 frames, deflated int8 flow 956x); see docs/reliability.md. On top of these,
+H.264 617x for 75 RGB 96x96 frames, JPEG q90 181x for 75 RGB 96x96 frames, deflated int8 flow 956x); see
+docs/reliability.md. On top of these,
 :func:`avbridge.sample.decode_sample` caps each field at the length its sample's JSON declares.
 """
 

@@ -15,7 +15,7 @@ Keys never contain dots: webdataset splits the member name at the first dot.
 | ``wav.flac``    | 16-bit FLAC               | float32 (T * samples_per_frame,)                              |
 | ``mel.npy``     | float16 (n_mels, 4T)      | float32                                                       |
 | ``linear.npy``  | float16 (n_fft/2+1, 4T)   | float32                                                       |
-| ``mel.q8.npz``  | uint8 over the preset's value range, deflate (feature_dtype=uint8) | float32, returned as ``mel.npy`` |
+| ``mel.q8.npz``  | uint8 over the preset's value range, deflate (feature_dtype=uint8) | float32, as ``mel.npy`` |
 | ``linear.q8.npz`` | as mel.q8.npz           | float32, returned as ``linear.npy``                          |
 | ``landmarks.npy`` | float16 (T, K, 2)       | source-frame pixels of the mesh points in meta["landmark_ids"] |
 | ``transforms.npy`` | float32 (T, 2, 3)      | affine, source frame -> registered (canonical) frame          |
@@ -29,9 +29,8 @@ member decodes to more than its size allows (:mod:`avbridge.bounds`) nor past th
 
 from __future__ import annotations
 
-import struct
-
 import math
+import struct
 from typing import Any
 
 import numpy as np

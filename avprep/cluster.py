@@ -4,14 +4,14 @@
 The per-clip function and the shard writing are the same in every case: ``process_clip`` calls go to the workers
 and results come back to this process, which alone writes shards. A cluster only changes how many clips are in
 flight at once. The local workers isolate each clip (a crash, hang or memory blow-up costs that clip alone); on a
-cluster, the cluster's own worker supervision applies. For a cluster too big for one writer, run one partition per machine instead
-(``--num-partitions``), each with its own local or cluster backend.
+cluster, the cluster's own worker supervision applies. For a cluster too big for one writer, run one partition per
+machine instead (``--num-partitions``), each with its own local or cluster backend.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 BACKENDS = ("local", "dask", "ray")
 ALIASES = {"loky": "local"}  # the local backend's name when it was joblib's loky

@@ -129,8 +129,8 @@ def contact_sheet(target: Path, out_png: Path, count: int = 6, frames_per_row: i
             mel_ax.set_ylabel("mel", fontsize=7)
         mel_ax.set_xlabel("spectrogram frame", fontsize=7)
         mel_ax.tick_params(labelsize=6)
-        sub.suptitle(f"{raw['__key__']}  [{meta.get('split')}]  \"{meta.get('text', '')}\"  {meta['num_frames']} frames",
-                     fontsize=9)
+        sub.suptitle(f"{raw['__key__']}  [{meta.get('split')}]  \"{meta.get('text', '')}\"  "
+                     f"{meta['num_frames']} frames", fontsize=9)
     fig.text(0.99, 0.001, "GRID corpus, Cooke et al. 2006, CC BY 4.0", ha="right", va="bottom", fontsize=6)
     Path(out_png).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_png, dpi=80)

@@ -120,7 +120,8 @@ def check_length(spec: ClipSpec, clip: DecodedClip) -> None:
     if spec.expected_seconds is not None:
         # Two frames of slack: GRID's "3 s" clips have 74 or 75 frames.
         if seconds < spec.expected_seconds - 2.0 / clip.fps:
-            raise ClipError("truncated video", f"{seconds:.2f} s decoded, the corpus says {spec.expected_seconds:.2f} s")
+            raise ClipError("truncated video",
+                            f"{seconds:.2f} s decoded, the corpus says {spec.expected_seconds:.2f} s")
     if spec.words:
         last = max(w.end for w in spec.words)
         # Audio that was zero-padded to the video's length ends where its real samples end.
@@ -231,7 +232,8 @@ def _encode_crops(arrays: _ClipArrays, segments: list, preset: Preset) -> list[d
         field = f"{name}.{ext}"
         if ext == "mp4" and len(segments) > 1:
             spans = [(start, end) for _, start, end, _, _ in segments]
-            encoded = encode_video_segments(video, spans, fps=preset.fps, crf=preset.video_crf, speed=preset.video_speed)
+            encoded = encode_video_segments(video, spans, fps=preset.fps, crf=preset.video_crf,
+                                            speed=preset.video_speed)
         else:
             encoded = [encode_field(field, video[start:end], fps=preset.fps, crf=preset.video_crf,
                                     speed=preset.video_speed) for _, start, end, _, _ in segments]
@@ -248,11 +250,13 @@ def _encode(spec: ClipSpec, arrays: _ClipArrays, seg, options: Options, crops: d
     if arrays.flow is not None and end - start > 1:
         fields["flow.npz"] = encode_field("flow.npz", arrays.flow[start : end - 1])
     if preset.store_wave:
-        fields["wav.flac"] = encode_field("wav.flac", arrays.wave[start * spf : end * spf], sample_rate=preset.sample_rate)
+        fields["wav.flac"] = encode_field("wav.flac", arrays.wave[start * spf : end * spf],
+                                          sample_rate=preset.sample_rate)
     for name, values in (("mel", arrays.mel), ("linear", arrays.linear)):
         if values is not None:
             field_name = f"{name}.q8.npz" if preset.feature_dtype == "uint8" else f"{name}.npy"
-            fields[field_name] = encode_field(field_name, values[:, start * k : end * k], value_range=preset.mel.value_range())
+            fields[field_name] = encode_field(field_name, values[:, start * k : end * k],
+                                              value_range=preset.mel.value_range())
     if arrays.landmarks.shape[1]:
         fields["landmarks.npy"] = encode_field("landmarks.npy", arrays.landmarks[start:end])
     fields["transforms.npy"] = encode_field("transforms.npy", arrays.transforms[start:end])

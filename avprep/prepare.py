@@ -1,4 +1,4 @@
-"""prepare(): clips of any corpus -> shards in one output folder. What every corpus command does after discovery.
+"""prepare(): clips of any corpus -> shards in one output folder. What every corpus function does after discovery.
 
 A run into a folder that holds an earlier run resumes it, and first checks that it would add samples of the same
 set: corpus, unit, preset, clip selection (split scheme, speakers, ...), vocabulary, mean face (by hash) and seed
@@ -7,22 +7,22 @@ must all match (avprep.shards.check_same_run), else the run is refused with one 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
-from rich.console import Console
 
 from avbridge import __version__
-from avprep.cluster import check_backend
+from avprep.options import PrepOptions
 from avprep.pipeline import Options, process_clip
 from avprep.presets import Preset
 from avprep.reference import central_shape, load_mean_face, mean_face_from, mean_face_picks
-from avprep.runner import DEFAULT_CLIP_TIMEOUT, RunReport, run_clips, worker_log
-from avprep.shards import RUN, Partition, PartitionLock, check_same_run
+from avprep.runner import RunReport, run_clips, worker_log
+from avprep.shards import RUN, PartitionLock, check_same_run
 from avprep.types import ClipSpec
 from avprep.workers import WorkerPool, default_max_rss
 
@@ -37,32 +37,31 @@ def _picks_id(picks: list[ClipSpec]) -> str:
     return hashlib.sha1("\n".join(c.key for c in picks).encode()).hexdigest()
 
 
-def _estimate(picks: list[ClipSpec], preset: Preset, jobs: int, log_path: Path, timeout: float | None,
-              max_rss: int | None) -> np.ndarray:
+def _estimate(picks: list[ClipSpec], preset: Preset, options: PrepOptions, log_path: Path) -> np.ndarray:
     """The mean face from ``picks``, detected in worker processes (the detector never loads in this one)."""
-    cap = default_max_rss(jobs) if max_rss is None else max_rss
-    pool = WorkerPool(central_shape, (preset,), jobs=jobs, timeout=timeout, max_rss=cap, log_path=log_path)
+    cap = default_max_rss(options.jobs) if options.max_worker_rss is None else options.max_worker_rss
+    pool = WorkerPool(central_shape, (preset,), jobs=options.jobs, timeout=options.timeout, max_rss=cap,
+                      log_path=log_path)
     outcomes = sorted(pool.map(picks), key=lambda o: o.index)  # the Procrustes mean follows the clip order
     return mean_face_from([o.value for o in outcomes if o.failure is None], preset, len(picks))
 
 
-def resolve_mean_face(clips: list[ClipSpec], preset: Preset, out_dir: Path, given: Path | None, jobs: int,
-                      console: Console, previous: dict | None = None, log_path: Path | None = None,
-                      clip_timeout: float | None = DEFAULT_CLIP_TIMEOUT,
-                      max_worker_rss: int | None = None) -> tuple[np.ndarray | None, dict]:
+def resolve_mean_face(clips: list[ClipSpec], preset: Preset, out_dir: Path, options: PrepOptions,
+                      previous: dict | None = None, log_path: Path | None = None) -> tuple[np.ndarray | None, dict]:
     """The mean face to register with, and what run.json records of it (hash, where it came from).
 
-    The one given; else the one an earlier run saved in out_dir, if it was estimated from the same clips (a
-    ``--limit`` run's face is refused by a full run: its samples would be registered differently); else a new one
-    estimated from the clips and saved there, so a resumed run registers exactly as the first did."""
+    The one given (``options.mean_face``); else the one an earlier run saved in out_dir, if it was estimated from
+    the same clips (a ``--limit`` run's face is refused by a full run: its samples would be registered
+    differently); else a new one estimated from the clips and saved there, so a resumed run registers exactly as the
+    first did."""
     if preset.registration.mode != "mean-face":
         return None, {}
-    out, previous = Path(out_dir), previous or {}
+    out, previous, console = Path(out_dir), previous or {}, options.terminal()
     saved = out / MEAN_FACE_FILE
     picks = mean_face_picks(clips)
-    if given is not None:
-        face = load_mean_face(given)
-        record = {"mean_face_source": f"given: {given}"}
+    if options.mean_face is not None:
+        face = load_mean_face(options.mean_face)
+        record = {"mean_face_source": f"given: {options.mean_face}"}
     elif saved.exists():
         face = load_mean_face(saved)
         recorded = previous.get("mean_face_estimated_from")
@@ -79,7 +78,7 @@ def resolve_mean_face(clips: list[ClipSpec], preset: Preset, out_dir: Path, give
         return face, {**record, "mean_face_sha256": face_hash(face)}
     else:
         console.log(f"mean face: estimating from {len(picks)} of {len(clips)} clips")
-        face = _estimate(picks, preset, jobs, log_path or worker_log(out), clip_timeout, max_worker_rss)
+        face = _estimate(picks, preset, options, log_path or worker_log(out))
         record = {"mean_face_source": f"estimated from {len(picks)} of {len(clips)} clips",
                   "mean_face_estimated_from": _picks_id(picks)}
     # Refused before the folder's mean face is replaced: its samples were registered with that one.
@@ -97,55 +96,37 @@ def prepare(
     clips: list[ClipSpec],
     corpus: str,
     out_dir: Path,
-    preset: Preset,
+    options: PrepOptions,
+    *,
     unit: str = "sentence",
     vocabulary: tuple[str, ...] = (),
-    jobs: int = 1,
-    mean_face: Path | None = None,
-    shard_bytes: int = 100 * 2**20,
-    shard_clips: int = 250,
-    console: Console | None = None,
-    progress: bool = True,
-    retry_failed: bool = False,
-    partition: Partition = Partition(),
-    backend: str = "local",
-    address: str | None = None,
     selection: dict | None = None,
-    limit: int | None = None,
-    seed: int = 0,
-    clip_timeout: float | None = DEFAULT_CLIP_TIMEOUT,
-    max_worker_rss: int | None = None,
-    verbose: bool = False,
     process: Callable = process_clip,
 ) -> RunReport:
-    """Write the shards of ``clips`` (those of ``partition``) to ``out_dir``; resumes what is there.
+    """Write the shards of ``clips`` (the first ``options.limit`` of them, those of its partition) to ``out_dir``;
+    resumes what is there. ``options.preset`` names the preset (a corpus function fills in its default).
 
-    ``selection``: what the corpus command was asked for (split scheme, speakers, ...), checked on resume;
-    ``limit``: the N of a ``--limit N`` run (recorded: its mean face is not reused by a later full run);
-    ``seed``: of the shuffled write order."""
+    ``selection``: what the corpus function was asked for (split scheme, speakers, ...), checked on resume;
+    ``process(spec, options, mean_face)``: the per-clip function (tests put a faulty one in)."""
     if unit not in ("sentence", "word"):
         raise ValueError(f"unit must be 'sentence' or 'word', got {unit!r}")
-    backend = check_backend(backend)
-    console = console or Console(stderr=True)
+    preset = options.resolved_preset()
+    options = dataclasses.replace(options, preset=preset, console=options.terminal())  # one console for the run
+    clips = clips[: options.limit] if options.limit else clips
     out = Path(out_dir)
-    lock = PartitionLock(out, partition)  # before anything else: a second process on this partition is refused
+    lock = PartitionLock(out, options.part)  # before anything else: a second process on this partition is refused
     try:
         run_config = {
             "corpus": corpus, "unit": unit, "preset": preset.to_dict(), "preset_hash": preset.hash,
-            "tool_version": __version__, "vocabulary": list(vocabulary), "partitions": partition.count,
-            "selection": dict(selection or {}), "seed": seed, "limit": limit,
+            "tool_version": __version__, "vocabulary": list(vocabulary), "partitions": options.num_partitions,
+            "selection": dict(selection or {}), "seed": options.seed, "limit": options.limit,
         }
         previous = json.loads((out / RUN).read_text()) if (out / RUN).exists() else {}
         # Everything but the mean face first: a mismatch is refused before minutes of mean-face estimation.
         check_same_run(previous, run_config, out, skip=("mean_face_sha256",))
-        face, face_record = resolve_mean_face(clips, preset, out, mean_face, jobs, console, previous,
-                                              worker_log(out, partition), clip_timeout, max_worker_rss)
+        face, face_record = resolve_mean_face(clips, preset, out, options, previous, worker_log(out, options.part))
         run_config.update(face_record)
-        options = Options(preset=preset, unit=unit, vocabulary=vocabulary)
-        return run_clips(clips, options, out, run_config, mean_face=face, jobs=jobs, shard_bytes=shard_bytes,
-                         shard_clips=shard_clips, console=console, progress=progress, retry_failed=retry_failed,
-                         partition=partition, backend=backend, address=address, seed=seed,
-                         clip_timeout=clip_timeout, max_worker_rss=max_worker_rss, verbose=verbose,
-                         process=process, lock=lock)
+        work = Options(preset=preset, unit=unit, vocabulary=vocabulary)
+        return run_clips(clips, work, out, run_config, options, mean_face=face, process=process, lock=lock)
     finally:
         lock.release()

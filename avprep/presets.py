@@ -59,9 +59,10 @@ class RegistrationSpec(_Strict):
     box: tuple[int, int, int, int] | None = None
 
     @model_validator(mode="after")
-    def _check_box(self) -> "RegistrationSpec":
+    def _check_box(self) -> RegistrationSpec:
         if (self.mode == "fixed-box") != (self.box is not None):
-            raise ValueError("registration mode fixed-box needs a box (top, bottom, left, right); other modes take none")
+            raise ValueError("registration mode fixed-box needs a box (top, bottom, left, right); "
+                             "other modes take none")
         if self.box is not None and not (0 <= self.box[0] < self.box[1] and 0 <= self.box[2] < self.box[3]):
             raise ValueError(f"box {self.box} is not (top, bottom, left, right) with top < bottom, left < right")
         return self
@@ -102,7 +103,7 @@ class Preset(_Strict):
     samples_per_frame_range: tuple[int, int] = (560, 720)
 
     @model_validator(mode="after")
-    def _check(self) -> "Preset":
+    def _check(self) -> Preset:
         if self.mel is not None:
             self.mel.validate()
             if self.mel.sample_rate != self.sample_rate:
@@ -187,8 +188,8 @@ PRESETS: dict[str, Preset] = {
         ),
         Preset(
             name="bridging-lrw-registered",
-            description="Associative bridging, LRW, with the canonical lip-reading recipe's registration: stable points "
-            "fitted to a mean face, landmarks averaged over a centred 13-frame (+-6) window, 96x96 gray mouth; "
+            description="Associative bridging, LRW, with the canonical lip-reading recipe's registration: stable "
+            "points fitted to a mean face, landmarks averaged over a centred 13-frame (+-6) window, 96x96 gray mouth; "
             "mel window 400, hop 160, 80 mels.",
             registration=RegistrationSpec(mode="mean-face", smooth_frames=13),
             mouth=CropSpec(height=96, width=96, color="gray", box=72.0),

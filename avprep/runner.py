@@ -11,24 +11,30 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
 from avprep.cluster import joblib_backend
+from avprep.options import PrepOptions
 from avprep.pipeline import Options, process_clip, start_worker
-from avprep.shards import Partition, PartitionLock, ShardSink
+from avprep.shards import INDEX, Partition, PartitionLock, ShardSink
 from avprep.types import ClipResult, ClipSpec, Rejection
 from avprep.workers import WorkerPool, default_max_rss
-
-DEFAULT_CLIP_TIMEOUT = 600.0  # seconds; a 3 s GRID clip takes ~1 s of CPU, a 10-minute video a few minutes
 
 
 def worker_log(out_dir: Path, partition: Partition = Partition()) -> Path:
@@ -53,7 +59,7 @@ def _cluster_results(todo: list[ClipSpec], process: Callable, args: tuple, retur
         yield from Parallel(batch_size=1)(delayed(process)(c, *args) for c in todo[start : start + chunk])
 
 
-def _local_results(todo: list[ClipSpec], pool: WorkerPool, report: "RunReport") -> Iterator[ClipResult]:
+def _local_results(todo: list[ClipSpec], pool: WorkerPool, report: RunReport) -> Iterator[ClipResult]:
     for outcome in pool.map(todo):
         report.worker_peak_rss = max(report.worker_peak_rss, outcome.peak_rss)
         if outcome.failure is None:
@@ -72,6 +78,9 @@ class _RateColumn(ProgressColumn):
 
 @dataclass
 class RunReport:
+    """What a run did: clips found, skipped (resumed), written and rejected (per reason), samples, seconds of audio,
+    timings; ``index`` is the folder's index.json after the run."""
+
     out_dir: Path
     clips_total: int
     clips_skipped: int  # already done by an earlier run (resume)
@@ -94,6 +103,11 @@ class RunReport:
     steady_clips: int = 0
     failures_log: Path | None = None
     worker_log: Path | None = None
+
+    @property
+    def index_path(self) -> Path:
+        """The folder's index.json (``index`` holds what it says)."""
+        return self.out_dir / INDEX
 
     def table(self) -> Table:
         t = Table(title=f"avprep → {self.out_dir}", show_header=False)
@@ -124,55 +138,43 @@ class RunReport:
 
 def run_clips(
     clips: list[ClipSpec],
-    options: Options,
+    work: Options,
     out_dir: Path,
     run_config: dict,
+    options: PrepOptions = PrepOptions(),
+    *,
     mean_face: np.ndarray | None = None,
-    jobs: int = 1,
-    shard_bytes: int = 100 * 2**20,
-    shard_clips: int = 250,
-    console: Console | None = None,
-    progress: bool = True,
-    retry_failed: bool = False,
-    partition: Partition = Partition(),
-    backend: str = "local",
-    address: str | None = None,
-    seed: int = 0,
-    clip_timeout: float | None = DEFAULT_CLIP_TIMEOUT,
-    max_worker_rss: int | None = None,
-    verbose: bool = False,
     process: Callable[..., ClipResult] = process_clip,
     lock: PartitionLock | None = None,
 ) -> RunReport:
-    """Process every clip of ``partition`` not already done in ``out_dir`` and write its samples to shards.
+    """Process every clip of ``options.partition`` not already done in ``out_dir`` and write its samples to shards.
 
-    ``backend``: local (worker processes of this machine, each clip isolated: a crash, a hang past ``clip_timeout``
-    seconds or a worker past ``max_worker_rss`` bytes (None: 80% of memory over the jobs, 0: no cap) costs that clip
-    alone), dask or ray (an existing cluster at ``address``, else a local one). ``process(spec, options, mean_face)``
-    is the per-clip function (tests put a faulty one in).
+    ``options.backend``: local (worker processes of this machine, each clip isolated: a crash, a hang past
+    ``clip_timeout`` seconds or a worker past ``max_worker_mem`` GiB (None: 80% of memory over the jobs, 0: no cap)
+    costs that clip alone), dask or ray (an existing cluster at ``address``, else a local one).
+    ``process(spec, work, mean_face)`` is the per-clip function (tests put a faulty one in).
     """
-    console = console or Console(stderr=True)
+    console = options.terminal()
     start = time.perf_counter()
-    sink = ShardSink(out_dir, run_config, max_bytes=shard_bytes, max_clips=shard_clips, retry_failed=retry_failed,
-                     partition=partition, lock=lock)
-    clips = [c for c in clips if partition.owns(c.key)]
-    todo = write_order([c for c in clips if not sink.is_done(c.key)], seed)
-    report = RunReport(out_dir=Path(out_dir), clips_total=len(clips), clips_skipped=len(clips) - len(todo),
-                       failures_log=sink.failures_path)
+    partition = options.part
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), _RateColumn(),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
-    args = (options, mean_face)
-    try:
-        with Progress(*columns, console=console, disable=not progress) as bar:
+    with ShardSink(out_dir, run_config, max_bytes=options.shard_bytes, max_clips=options.shard_clips,
+                   retry_failed=options.retry_failed, partition=partition, lock=lock) as sink:
+        clips = [c for c in clips if partition.owns(c.key)]
+        todo = write_order([c for c in clips if not sink.is_done(c.key)], options.seed)
+        report = RunReport(out_dir=Path(out_dir), clips_total=len(clips), clips_skipped=len(clips) - len(todo),
+                           failures_log=sink.failures_path)
+        with Progress(*columns, console=console, disable=not options.progress) as bar:
             task = bar.add_task("clips", total=len(todo))
-            for result in _results(todo, process, args, backend, address, jobs, clip_timeout, max_worker_rss,
-                                   worker_log(out_dir, partition), report):
+            for result in _results(todo, process, (work, mean_face), options, worker_log(out_dir, partition),
+                                   report):
                 sink.add(result)
                 report.stage_seconds.update(result.timings)
                 report.stage_cpu_seconds.update(result.cpu_timings)
                 if result.rejection:
                     report.rejected[result.rejection.reason] += 1
-                    if verbose:
+                    if options.verbose:
                         style = "red" if result.rejection.trace else "yellow"
                         console.log(f"[{style}]skip[/] {result.key}: {result.rejection.reason} "
                                     f"({result.rejection.detail})")
@@ -181,24 +183,23 @@ def run_clips(
                     report.samples_written += len(result.samples)
                     report.seconds_audio += sum(s.seconds for s in result.samples)
                 bar.advance(task)
-    except BaseException:
-        sink.abort()
-        raise
-    report.index = sink.close()
+    report.index = sink.index
     report.worker_log = worker_log(out_dir, partition)
     report.wall_seconds = time.perf_counter() - start
     return report
 
 
-def _results(todo, process, args, backend, address, jobs, clip_timeout, max_worker_rss, log_path,
-             report) -> Iterator[ClipResult]:
+def _results(todo: list[ClipSpec], process: Callable, args: tuple, options: PrepOptions, log_path: Path,
+             report: RunReport) -> Iterator[ClipResult]:
     if not todo:
         return
-    if backend in ("local", "loky"):  # "loky": the name of the local backend before avprep ran its own workers
-        cap = default_max_rss(jobs) if max_worker_rss is None else max_worker_rss
+    jobs = options.jobs
+    if options.backend == "local":
+        cap = default_max_rss(jobs) if options.max_worker_rss is None else options.max_worker_rss
         # The detectors are built as a worker starts; a caller's own per-clip function sets up what it needs.
         init = partial(start_worker, args[0]) if process is process_clip else None
-        pool = WorkerPool(process, args, jobs=jobs, timeout=clip_timeout, max_rss=cap, log_path=log_path, init=init)
+        pool = WorkerPool(process, args, jobs=jobs, timeout=options.timeout, max_rss=cap, log_path=log_path,
+                          init=init)
         try:
             yield from _local_results(todo, pool, report)
         finally:
@@ -214,6 +215,6 @@ def _results(todo, process, args, backend, address, jobs, clip_timeout, max_work
         return
     from joblib import parallel_config
 
-    with joblib_backend(backend, address, jobs) as (backend_name, return_as), \
+    with joblib_backend(options.backend, options.address, jobs) as (backend_name, return_as), \
             parallel_config(backend=backend_name, n_jobs=jobs):
         yield from _cluster_results(todo, process, args, return_as, chunk=4 * jobs)

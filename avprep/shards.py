@@ -1,5 +1,9 @@
 """Write samples to WebDataset shards that survive a killed run, and read them back.
 
+    with ShardSink(out_dir, run_config) as sink:  # closes on success (ledger, index.json), aborts on an exception
+        for result in results:                    # ClipResults: a clip's samples, or its rejection
+            sink.add(result)
+
 Guarantees, for an output folder:
 - a shard is written as ``NAME.tar.tmp`` and renamed to ``NAME.tar`` only when complete; then one line naming
   its clips and samples is appended to ``ledger.jsonl``. The ledger is the truth: a shard not in it does not exist.
@@ -27,9 +31,9 @@ import tarfile
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from avbridge.shardlist import ledger_rows, read_jsonl, shard_names
 from avprep.types import ClipResult, Rejection, Sample
@@ -112,7 +116,7 @@ class PartitionLock:
     """Held by the one process writing a partition of a folder; a second one is refused. The kernel drops the lock
     when its process ends, however it ends, so a killed run never leaves a stale lock behind."""
 
-    def __init__(self, out_dir: Path, partition: "Partition"):
+    def __init__(self, out_dir: Path, partition: Partition):
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         self.path = out / f".avprep{partition.tag}.lock"
@@ -201,7 +205,9 @@ class _OpenShard:
 
 
 class ShardSink:
-    """Collects clip results into per-split shards of bounded size. End with close() (or abort() on error)."""
+    """Collects clip results into per-split shards of bounded size. Use it as a context manager (``with ShardSink(...)
+    as sink``: closed when the block ends, aborted when it raises), or end it with close() (abort() on an error).
+    After close(), ``index`` holds the folder's index (what index.json says)."""
 
     def __init__(self, out_dir: Path, run_config: dict, max_bytes: int = 100 * 2**20, max_clips: int = 250,
                  retry_failed: bool = False, partition: Partition = Partition(), lock: PartitionLock | None = None):
@@ -230,6 +236,20 @@ class ShardSink:
         for row in ledger:
             self._next_index[row["split"]] = max(self._next_index[row["split"]], row["index"] + 1)
         self._open: dict[str, _OpenShard] = {}
+        self.index: dict = {}
+
+    def __enter__(self) -> ShardSink:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()  # (the exception goes on)
+            return
+        try:
+            self.close()
+        except BaseException:
+            self.abort()  # a shard that could not be finished is dropped like an open one
+            raise
 
     def _check_run_config(self, config: dict) -> None:
         path = self.out / RUN
@@ -306,7 +326,8 @@ class ShardSink:
                 shard.path.unlink()
                 del self._open[shard.split]
         try:
-            return write_index(self.out)
+            self.index = write_index(self.out)
+            return self.index
         finally:
             self._release()
 
@@ -359,7 +380,8 @@ def _write_index(out: Path) -> dict:
         "rejected_by_reason": dict(Counter(r["reason"] for r in failures)),
         "torn_lines": {"ledger": torn_ledger, "failures": torn_failures},  # cut short by a kill, skipped
         "field_bytes_total": dict(field_bytes),
-        "field_bytes_per_sample": {k: round(v / total_samples) for k, v in field_bytes.items()} if total_samples else {},
+        "field_bytes_per_sample": ({k: round(v / total_samples) for k, v in field_bytes.items()}
+                                   if total_samples else {}),
     }
     write_atomic(out / INDEX, json.dumps(index, indent=2, sort_keys=True))  # partitions may do this at once
     return index

@@ -19,10 +19,11 @@ import resource
 import signal
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 CRASHED, TIMEOUT, OUT_OF_MEMORY = "worker crashed", "timeout", "out of memory"
 START_TIMEOUT = 300.0  # seconds for a new worker to import what it needs (slow only on a very busy machine)
@@ -235,7 +236,8 @@ class WorkerPool:
                     if id(w) in dead or w.task is None:
                         continue
                     if self.timeout and now - w.started > self.timeout:
-                        dead[id(w)] = (w, Failure(TIMEOUT, f"no result after {self.timeout:g} s; the worker was killed"))
+                        failure = Failure(TIMEOUT, f"no result after {self.timeout:g} s; the worker was killed")
+                        dead[id(w)] = (w, failure)
                 for w, failure in dead.values():
                     task, peak = w.task, w.peak_rss
                     self._retire(w, kill=True)

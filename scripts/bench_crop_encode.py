@@ -80,9 +80,11 @@ def main() -> None:
         decode = codecs.decode_jpeg_frames if name.startswith("JPEG") else codecs.decode_video
         mouth = [decode(out[2 * i]) for i in range(n)]
         face = [decode(out[2 * i + 1]) for i in range(n)]
+        mouth_psnr = np.mean([psnr(m, c[0]) for m, c in zip(mouth, crops)])
+        face_psnr = np.mean([psnr(f, c[1]) for f, c in zip(face, crops)])
         table.add_row(name, f"{seconds / n * 1000:.1f}",
-                      f"{sum(map(len, out[0::2])) / n / 1024:.1f}", f"{np.mean([psnr(m, c[0]) for m, c in zip(mouth, crops)]):.1f}",
-                      f"{sum(map(len, out[1::2])) / n / 1024:.1f}", f"{np.mean([psnr(f, c[1]) for f, c in zip(face, crops)]):.1f}")
+                      f"{sum(map(len, out[0::2])) / n / 1024:.1f}", f"{mouth_psnr:.1f}",
+                      f"{sum(map(len, out[1::2])) / n / 1024:.1f}", f"{face_psnr:.1f}")
     Console().print(table)
 
 

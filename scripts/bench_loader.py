@@ -141,7 +141,8 @@ def main() -> None:
     shards = max(16, most * 2)
     windows = None if args.content == "synthetic" else real_windows(Path(args.content), 64)
     results = []
-    what = f"synthetic {args.size}x{args.size}" if windows is None else f"{len(windows)} real windows from {args.content}"
+    what = (f"synthetic {args.size}x{args.size}" if windows is None
+            else f"{len(windows)} real windows from {args.content}")
     print(f"content: {what}, "
           f"batch {args.batch_size}, {args.batches} timed batches, {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.2f}", flush=True)

@@ -29,10 +29,10 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections import Counter, defaultdict
 import shutil
 import tempfile
 import time
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +41,10 @@ from rich.progress import Progress
 from rich.table import Table
 
 from avprep.corpora import grid
-from avprep.prepare import MEAN_FACE_FILE, prepare
+from avprep.options import PrepOptions
+from avprep.prepare import MEAN_FACE_FILE
 from avprep.presets import get_preset, with_overrides
+from avprep.recipes import prepare_grid
 from avprep.reference import estimate_mean_face
 from avprep.stages.decode import decode_clip
 
@@ -80,17 +82,31 @@ def mesh_seconds(clips, static: bool, direct: bool = False, calling_thread: bool
     return wall, cpu
 
 
-def run_prepare(clips, preset, unit: str, jobs: int, mean_face) -> Counter:
-    """One prepare() run into a scratch folder: wall and CPU seconds (this process + job workers), sizes; as a
-    Counter, so that the runs of several rounds add up."""
-    out = Path(tempfile.mkdtemp(prefix=f"bench-prep-{jobs}-"))
+def grid_folder(grid_root: Path, clips, folder: Path) -> Path:
+    """A GRID folder holding only ``clips`` of s1: links to their videos, and to s1's alignments (and separate
+    audio, where the corpus has it)."""
+    (folder / "s1" / "video").mkdir(parents=True)
+    for clip in clips:
+        (folder / "s1" / "video" / clip.video.name).symlink_to(clip.video.resolve())
+    for sub in ("s1/align", "s1/audio", "alignments/s1"):
+        if (grid_root / sub).is_dir():
+            (folder / sub).parent.mkdir(parents=True, exist_ok=True)
+            (folder / sub).symlink_to((grid_root / sub).resolve())
+    return folder
+
+
+def run_prepare(grid_root: Path, clips, preset, unit: str, jobs: int, mean_face) -> Counter:
+    """One prepare_grid() run (what `avprep grid` runs) over ``clips`` into a scratch folder: wall and CPU seconds
+    (this process + job workers), sizes; as a Counter, so that the runs of several rounds add up."""
+    scratch = Path(tempfile.mkdtemp(prefix=f"bench-prep-{jobs}-"))
     try:
+        root, out = grid_folder(grid_root, clips, scratch / "grid"), scratch / "shards"
+        out.mkdir()
         if mean_face is not None:
             np.save(out / MEAN_FACE_FILE, mean_face)
+        options = PrepOptions(preset=preset, jobs=jobs, progress=False, console=Console(file=open(os.devnull, "w")))
         start, start_cpu = time.perf_counter(), time.process_time()
-        report = prepare(clips, "grid", out, preset, unit=unit,
-                         vocabulary=tuple(grid.vocabulary()) if unit == "word" else (), jobs=jobs,
-                         console=Console(file=open(os.devnull, "w")), progress=False)
+        report = prepare_grid(root, out, speakers=["s1"], unit=unit, options=options)
         wall = time.perf_counter() - start
         # The per-clip work runs in the runner's worker processes (also with 1 job): their CPU time is in the report.
         cpu = time.process_time() - start_cpu + report.worker_cpu_seconds
@@ -105,10 +121,11 @@ def run_prepare(clips, preset, unit: str, jobs: int, mean_face) -> Counter:
                        "samples": report.samples_written, "bytes": report.index["bytes"]})
         run.update({f"stage {k}": v for k, v in report.stage_cpu_seconds.items()})
         run.update({f"rejected {k}": v for k, v in report.rejected.items()})
-        run.update({f"field {k}": v * report.samples_written for k, v in report.index["field_bytes_per_sample"].items()})
+        per_sample = report.index["field_bytes_per_sample"]
+        run.update({f"field {k}": v * report.samples_written for k, v in per_sample.items()})
         return run
     finally:
-        shutil.rmtree(out)
+        shutil.rmtree(scratch)
 
 
 def straightforward_seconds(clips, out: Path) -> float | None:
@@ -214,10 +231,10 @@ def main() -> None:
             for codec in codecs:
                 main_preset = with_overrides(preset, crop_codec=codec)
                 for jobs in (1, 2):
-                    runs[(preset.name, args.unit, codec, jobs)] += run_prepare(group, main_preset, args.unit, jobs,
-                                                                               mean_face)
+                    runs[(preset.name, args.unit, codec, jobs)] += run_prepare(args.grid, group, main_preset,
+                                                                               args.unit, jobs, mean_face)
             for extra, unit in extras:
-                runs[(extra.name, unit, extra.crop_codec, 1)] += run_prepare(group, extra, unit, 1,
+                runs[(extra.name, unit, extra.crop_codec, 1)] += run_prepare(args.grid, group, extra, unit, 1,
                                                                              extra_faces[extra.name])
             bar.advance(task)
     floor, floor_cpu, direct, direct_cpu = (floors[k] for k in ("floor wall", "floor cpu", "strict wall", "strict cpu"))

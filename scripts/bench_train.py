@@ -1,8 +1,8 @@
 """Training throughput of the LRW-shaped lip-reading model with the associative bridge and of its N = 0 baseline.
 
-Times full optimisation steps, alternating between the two models, (forward, Eq. 8 loss, backward, gradient clipping, optimizer step) on random
-LRW-shaped batches (29 frames of 112x112 gray, 80 x 116 mel), so the number measures the model, not the data
-loader. Reports samples/s for each N and the memory's overhead as the ratio of the two.
+Times full optimisation steps, alternating between the two models, (forward, Eq. 8 loss, backward, gradient clipping,
+optimizer step) on random LRW-shaped batches (29 frames of 112x112 gray, 80 x 116 mel), so the number measures the
+model, not the data loader. Reports samples/s for each N and the memory's overhead as the ratio of the two.
 
     python scripts/bench_train.py --batch 8 --threads 1 --json out/bench-train.json
 """
@@ -102,7 +102,8 @@ def main() -> None:
     rows = bench(args, device)
     result = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
-        "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__, "batch": args.batch, "frames": args.frames,
+        "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "batch": args.batch, "frames": args.frames,
         "size": args.size, "steps": args.steps, "rows": rows,
         "overhead_ratio": rows[1]["samples_per_s"] / rows[0]["samples_per_s"],
     }

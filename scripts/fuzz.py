@@ -41,7 +41,7 @@ def shards(grid: Path, per_class: int, seed: int) -> None:
         rows, peaks, fields = [], Counter(), {}
         t0 = time.process_time()
         fuzzed = list(fuzzing.fuzz_samples(pool, count, seed))
-        for cls, member, raw in fuzzed:
+        for cls, _member, raw in fuzzed:
             outcome, detail, peak = fuzzing.decode_outcome(raw)
             rows.append((cls, outcome, detail))
             peaks[cls] = max(peaks[cls], peak)
@@ -151,8 +151,8 @@ def checkpoints(count: int, seed: int) -> None:
     import numpy as np
     import torch
 
-    from avtrain.engine import checkpoint as ckpt
     from avtrain.config import load_recipe
+    from avtrain.engine import checkpoint as ckpt
     from avtrain.engine import train
     from avtrain.synthetic import write_shards
 

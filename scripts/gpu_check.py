@@ -44,7 +44,7 @@ class BatchClock:
         self.calls: list[tuple[float, float]] = []  # (asked, received) per batch
         self._orig = None
 
-    def __enter__(self) -> "BatchClock":
+    def __enter__(self) -> BatchClock:
         cls = torch.utils.data.dataloader._BaseDataLoaderIter
         self._orig = orig = cls.__next__
         clock = self
@@ -207,9 +207,8 @@ def loader_rates(tmp: Path, args, budget: Budget) -> dict:
     """What ``--workers`` loader workers deliver per crop codec (LRW-shaped, lrw-bridging's augmentation)."""
     import importlib.util
 
-    from bench_loader import field_stats, run_loader
-
     from avtrain.synthetic import CODECS, lrw_shards
+    from bench_loader import field_stats, run_loader
 
     out = {}
     for codec in CODECS:

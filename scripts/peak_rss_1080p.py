@@ -31,12 +31,11 @@ def main() -> None:
     from rich.console import Console
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from clipmaker import read_clip, write_clip
-
     from avprep.corpora import grid
+    from avprep.options import PrepOptions
     from avprep.prepare import prepare
-    from avprep.presets import get_preset
     from avprep.types import ClipSpec
+    from clipmaker import read_clip, write_clip
 
     spec = {c.utterance: c for c in grid.find_clips(args.grid, ["s1"])}["bbaf2n"]
     args.out.mkdir(parents=True, exist_ok=True)
@@ -51,8 +50,9 @@ def main() -> None:
     clips = [ClipSpec(key=f"big{i}", corpus="grid", speaker="s1", utterance="bbaf2n", split="train", video=big,
                       text=spec.text, words=spec.words) for i in range(args.clips)]
     shards = args.out / f"shards-{args.preset}-{args.cap_gib}"
-    report = prepare(clips, "grid", shards, get_preset(args.preset), console=Console(file=open(os.devnull, "w")),
-                     progress=False, max_worker_rss=None if args.cap_gib is None else int(args.cap_gib * 2**30))
+    options = PrepOptions(preset=args.preset, console=Console(file=open(os.devnull, "w")), progress=False,
+                          max_worker_mem=args.cap_gib)
+    report = prepare(clips, "grid", shards, options)
     print(json.dumps({"preset": args.preset, "clips_written": report.clips_written, "rejected": dict(report.rejected),
                       "worker_peak_rss_mib": round(report.worker_peak_rss / 2**20)}))
 

@@ -22,7 +22,8 @@ def read_clip(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
 
 def write_clip(path: Path, frames: np.ndarray, fps: float | Fraction, audio: np.ndarray | None = None,
                rate: int = 16000, audio_codec: str = "flac") -> Path:
-    """H.264 video (+ int16 ``audio`` as FLAC, or AAC as LRW and TCD-TIMIT ship it); the container follows the suffix."""
+    """H.264 video (+ int16 ``audio`` as FLAC, or AAC as LRW and TCD-TIMIT ship it); the container follows the
+    suffix."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as c:
         v = c.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))

@@ -7,8 +7,11 @@ import os
 import numpy as np
 import pytest
 from rich.console import Console
+from typer.testing import CliRunner
 
+from avprep.cli import app
 from avprep.corpora import grid
+from avprep.options import PrepOptions
 from avprep.prepare import prepare
 from avprep.presets import get_preset
 from avprep.shards import iter_raw_samples, shard_paths
@@ -30,8 +33,8 @@ def clips(grid_root):
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory, clips):
     out = tmp_path_factory.mktemp("loky")
-    report = prepare(clips, "grid", out, PRESET, unit="word", vocabulary=tuple(grid.vocabulary()), jobs=2,
-                     console=QUIET, progress=False)
+    options = PrepOptions(preset=PRESET, jobs=2, console=QUIET, progress=False)
+    report = prepare(clips, "grid", out, options, unit="word", vocabulary=tuple(grid.vocabulary()))
     return out, report
 
 
@@ -40,12 +43,18 @@ def test_cluster_backend_writes_the_same_samples(backend, clips, local_run, tmp_
     pytest.importorskip({"dask": "distributed", "ray": "ray"}[backend], reason="pip install 'avbridge[cluster]'")
     out, local = local_run
     np.save(tmp_path / "mean_face.npy", np.load(out / "mean_face.npy"))  # same registration as the local run
-    report = prepare(clips, "grid", tmp_path, PRESET, unit="word", vocabulary=tuple(grid.vocabulary()), jobs=2,
-                     console=QUIET, progress=False, backend=backend)
+    options = PrepOptions(preset=PRESET, jobs=2, console=QUIET, progress=False, backend=backend)
+    report = prepare(clips, "grid", tmp_path, options, unit="word", vocabulary=tuple(grid.vocabulary()))
     assert report.clips_written == local.clips_written == 3 and not report.rejected
     assert _keys(tmp_path) == _keys(out) and len(_keys(out)) == 18  # 6 aligned words per GRID sentence
 
 
-def test_unknown_backend_is_a_clear_error(clips, tmp_path):
+def test_unknown_backend_is_a_clear_error(grid_root, tmp_path):
     with pytest.raises(ValueError, match="unknown backend 'spark'"):
-        prepare(clips[:1], "grid", tmp_path, PRESET, console=QUIET, progress=False, backend="spark")
+        PrepOptions(preset=PRESET, backend="spark")
+    assert PrepOptions(backend="loky").backend == "local"  # the local backend's old name
+    # The CLI refuses it in one line before it scans the corpus or touches --out.
+    result = CliRunner().invoke(app, ["grid", "--root", str(grid_root), "--out", str(tmp_path / "x"), "--backend",
+                                      "spark"])
+    assert result.exit_code == 2 and "unknown backend 'spark'; choose one of local, dask, ray" in result.output
+    assert not (tmp_path / "x").exists()

@@ -19,6 +19,7 @@ from avbridge.sample import decode_field
 from avprep.cli import app
 from avprep.corpora import folder, grid, lrw, lrw1000, tcd_timit
 from avprep.inspect import check_shards
+from avprep.options import PrepOptions
 from avprep.pipeline import Options, process_clip
 from avprep.prepare import prepare
 from avprep.presets import get_preset, with_overrides
@@ -27,8 +28,13 @@ from avprep.stages import crops
 from avprep.stages.decode import decode_clip
 from avprep.stages.landmarks import LIPS
 from clipmaker import read_clip, retime, write_clip
+from docexamples import run_example
 
 QUIET = Console(file=open(os.devnull, "w"))
+
+
+def quiet(preset) -> PrepOptions:
+    return PrepOptions(preset=preset, console=QUIET, progress=False)
 NTSC = Fraction(30000, 1001)
 
 
@@ -73,7 +79,8 @@ def lrw_tree(tmp_path_factory, s1) -> tuple[Path, dict]:
             clip = np.stack([cv2.warpAffine(f, LRW_WARP, (256, 256), borderMode=cv2.BORDER_REPLICATE)
                              for f in frames[first : first + 29]])
             stem = f"{word}_{number:05d}"
-            video = write_mp4(root / word / split / f"{stem}.mp4", clip, 25, audio[first * 640 : (first + 29) * 640], rate)
+            video = write_mp4(root / word / split / f"{stem}.mp4", clip, 25, audio[first * 640 : (first + 29) * 640],
+                              rate)
             duration = round(w.end - w.start, 2)
             video.with_suffix(".txt").write_text(f"Text: {word}\nConf: 5\nDuration: {duration} seconds\n")
             truth[f"{word}_{split}_{number:05d}"] = {"word": word, "split": split, "duration": duration, "video": video}
@@ -86,8 +93,7 @@ def test_lrw_fixed_box_samples(lrw_tree, tmp_path):
     root, truth = lrw_tree
     preset = get_preset("bridging-lrw")
     clips = lrw.find_clips(root.parent)  # the folder above lipread_mp4 is accepted too
-    report = prepare(clips, "lrw", tmp_path, preset, vocabulary=tuple(lrw.vocabulary(root)), console=QUIET,
-                     progress=False)
+    report = prepare(clips, "lrw", tmp_path, quiet(preset), vocabulary=tuple(lrw.vocabulary(root)))
     assert report.clips_written == 8 and not report.rejected
     index = json.loads((tmp_path / "index.json").read_text())
     assert {s: v["samples"] for s, v in index["splits"].items()} == {"train": 4, "val": 2, "test": 2}
@@ -96,7 +102,8 @@ def test_lrw_fixed_box_samples(lrw_tree, tmp_path):
     assert set(samples) == set(truth)
     for key, raw in samples.items():
         meta, t = _meta(raw), truth[key]
-        assert (meta["text"], meta["split"], meta["label"]) == (t["word"], t["split"], ["BIN", "PLACE"].index(t["word"]))
+        label = ["BIN", "PLACE"].index(t["word"])
+        assert (meta["text"], meta["split"], meta["label"]) == (t["word"], t["split"], label)
         assert meta["word_duration"] == t["duration"] and meta["num_frames"] == 29
         # The word is centred in LRW's 1.16 s clip: its span comes from the .txt duration.
         assert meta["words"][0]["start"] == pytest.approx(0.58 - t["duration"] / 2, abs=1e-4)
@@ -125,7 +132,7 @@ def test_lrw_landmark_registered_mouth(lrw_tree, tmp_path):
     root, _ = lrw_tree
     preset = get_preset("bridging-lrw-registered")
     clips = lrw.find_clips(root, splits=("train",))
-    report = prepare(clips, "lrw", tmp_path, preset, console=QUIET, progress=False)
+    report = prepare(clips, "lrw", tmp_path, quiet(preset))
     assert report.clips_written == 4 and not report.rejected
     mean_face = np.load(tmp_path / "mean_face.npy")
     centre = mean_face[list(LIPS)].mean(0)
@@ -139,6 +146,15 @@ def test_lrw_landmark_registered_mouth(lrw_tree, tmp_path):
         # The lips' centre lands in the middle of the 96x96 crop in every frame (registered, not a fixed box).
         lip_centres = crops.crop_points(marks[:, lips], transforms, preset.mouth, centre).mean(1)
         assert np.abs(lip_centres - 48).max() < 6, (key, lip_centres)
+
+
+def test_the_lrw_example_of_the_docs_runs(lrw_tree, tmp_path, monkeypatch):
+    root, truth = lrw_tree
+    report = run_example("prepare_lrw", "/data/lrw/lipread_mp4", root, tmp_path, monkeypatch, jobs=2)["report"]
+    assert report.clips_written == 6 and not report.rejected  # BIN and PLACE: 2 train and 1 val clip each
+    samples = _samples(tmp_path / "shards" / "lrw")
+    assert set(samples) == {k for k, t in truth.items() if t["split"] in ("train", "val")}
+    assert all("mouth.jpg" in raw for raw in samples.values())  # the example's crop_codec="jpg"
 
 
 def test_lrw_cli_and_wrong_root(lrw_tree, tmp_path):
@@ -177,7 +193,8 @@ def lrw1000_tree(tmp_path_factory, s1) -> tuple[Path, dict]:
         name = hashlib.md5(f"s1_{utt}".encode()).hexdigest()  # the corpus names its folders by hashes too
         (root / "images" / name).mkdir()
         for n, frame in enumerate(frames, 1):  # pre-cropped lips, numbered from 1
-            cv2.imwrite(str(root / "images" / name / f"{n}.jpg"), cv2.cvtColor(frame[170:260, 110:210], cv2.COLOR_RGB2BGR))
+            lips = cv2.cvtColor(frame[170:260, 110:210], cv2.COLOR_RGB2BGR)
+            cv2.imwrite(str(root / "images" / name / f"{n}.jpg"), lips)
         for word, split in words:
             w = next(x for x in s1[utt].words if x.word == word)
             op, ed = f"{w.start:.2f}", f"{w.end:.2f}"
@@ -205,7 +222,7 @@ def test_lrw1000_video_span_matches_the_audio(lrw1000_tree, tmp_path):
     clips = lrw1000.find_clips(root.parent)
     vocab = ("bing", "fang", "lan", "zai")
     assert lrw1000.vocabulary(root) == list(vocab)
-    report = prepare(clips, "lrw1000", tmp_path, preset, vocabulary=vocab, console=QUIET, progress=False)
+    report = prepare(clips, "lrw1000", tmp_path, quiet(preset), vocabulary=vocab)
     assert report.clips_written == 4 and not report.rejected
     samples = _samples(tmp_path)
     assert set(samples) == set(truth)
@@ -234,6 +251,14 @@ def test_lrw1000_video_span_matches_the_audio(lrw1000_tree, tmp_path):
     assert check_shards(tmp_path).errors == []
 
 
+def test_the_lrw1000_example_of_the_docs_runs(lrw1000_tree, tmp_path, monkeypatch):
+    root, truth = lrw1000_tree
+    report = run_example("prepare_lrw1000", "/data/LRW1000_Public", root, tmp_path, monkeypatch, jobs=2)["report"]
+    assert report.clips_written == 4 and not report.rejected
+    assert set(_samples(tmp_path / "shards" / "lrw1000")) == set(truth)
+    assert report.index["run"]["vocabulary"] == ["bing", "fang", "lan", "zai"]
+
+
 def test_lrw1000_short_image_folder_is_rejected(lrw1000_tree, tmp_path):
     import shutil
 
@@ -256,7 +281,8 @@ def test_lrw1000_six_column_lists_in_either_column_order(lrw1000_tree, tmp_path)
     shutil.copytree(root, copy)
     expected = {c.key: (c.audio.name, c.label, c.text, c.split) for c in lrw1000.find_clips(root)}
     # Split lists that name the audio themselves, pinyin before Chinese, and no audio index.
-    rows = [line.split(",") for line in (copy / "info" / "all_audio_video.txt").read_text(encoding="utf-8").splitlines()]
+    index = (copy / "info" / "all_audio_video.txt").read_text(encoding="utf-8")
+    rows = [line.split(",") for line in index.splitlines()]
     (copy / "info" / "all_audio_video.txt").unlink()
     for name in ("trn_1000.txt", "val_1000.txt", "tst_1000.txt"):
         listed = {tuple(line.split(",")[i] for i in (0, 3, 4)) for line in
@@ -301,7 +327,7 @@ def test_tcd_timit_keeps_29_97_fps_with_whole_spectrogram_frames(tcd_tree, s1, t
     preset = get_preset("two-tower-tcd-timit")
     clips = tcd_timit.find_clips(tcd_tree, "lipspeakers")
     assert [c.key for c in clips] == ["Lipspkr1_sa1", "Lipspkr1_sx12"]  # the volunteer is not a lipspeaker
-    report = prepare(clips, "tcd-timit", tmp_path, preset, console=QUIET, progress=False)
+    report = prepare(clips, "tcd-timit", tmp_path, quiet(preset))
     assert report.clips_written == 2 and not report.rejected
     raw = _samples(tmp_path)["Lipspkr1_sa1"]
     meta = _meta(raw)
@@ -353,6 +379,15 @@ def test_tcd_timit_90_10_lipspeaker_split(tmp_path):
         tcd_timit.find_clips(tmp_path / "lipspeakers")
 
 
+@pytest.mark.slow
+def test_the_tcd_timit_example_of_the_docs_runs(tcd_tree, tmp_path, monkeypatch):
+    report = run_example("prepare_tcd_timit", "/data/tcd-timit", tcd_tree, tmp_path, monkeypatch, jobs=2)["report"]
+    assert report.clips_written == 2 and not report.rejected  # Lipspkr1's two clips; not the volunteer's
+    samples = {k: _meta(raw) for k, raw in _samples(tmp_path / "shards" / "tcd-lipspeakers").items()}
+    assert set(samples) == {"Lipspkr1_sa1", "Lipspkr1_sx12"}
+    assert {m["preset"] for m in samples.values()} == {"two-tower-tcd-timit"}
+
+
 def test_two_tower_tcd_timit_preset_arithmetic():
     preset = get_preset("two-tower-tcd-timit")
     # 14985 / 29.97 is 500.00000000000006 in floats; the preset must still see exactly 500 samples per frame.
@@ -374,7 +409,7 @@ def test_folder_of_videos_with_sidecars_and_manifest(s1, tmp_path):
     (root / "alice" / "take1.txt").write_text("bin blue at f two now\n")
     (root / "bob" / "take.2.mkv").symlink_to(s1["lrae3s"].video)  # a dot in the name
     preset = get_preset("bridging-lrw")  # a fixed box fits 360x288 frames: no detector needed here
-    report = prepare(folder.find_clips(root), "folder", tmp_path / "out", preset, console=QUIET, progress=False)
+    report = prepare(folder.find_clips(root), "folder", tmp_path / "out", quiet(preset))
     assert report.clips_written == 2
     samples = {k: _meta(v) for k, v in _samples(tmp_path / "out").items()}
     assert set(samples) == {"alice_take1", "bob_take_2"}
@@ -393,3 +428,17 @@ def test_folder_of_videos_with_sidecars_and_manifest(s1, tmp_path):
     (root / "alice_take1.mkv").symlink_to(s1["bbaf2n"].video)  # alice/take1 and alice_take1: the same key
     with pytest.raises(ValueError, match="same key|both map"):
         folder.find_clips(root)
+
+
+@pytest.mark.slow
+def test_the_folder_example_of_the_docs_runs(s1, tmp_path, monkeypatch):
+    root = tmp_path / "videos" / "alice"
+    root.mkdir(parents=True)
+    for utt in ("bbaf2n", "lrae3s"):
+        (root / f"{utt}.mkv").symlink_to(s1[utt].video)
+        (root / f"{utt}.txt").write_text(s1[utt].text + "\n")
+    report = run_example("prepare_folder", "/data/my-videos", root.parent, tmp_path, monkeypatch, jobs=2)["report"]
+    assert report.clips_written == 2 and not report.rejected
+    samples = {k: _meta(raw) for k, raw in _samples(tmp_path / "shards" / "my-videos").items()}
+    assert {k: (m["speaker"], m["text"], m["preset"]) for k, m in samples.items()} == {
+        f"alice_{u}": ("alice", s1[u].text, "bridging-grid") for u in ("bbaf2n", "lrae3s")}

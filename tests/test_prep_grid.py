@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from rich.console import Console
 from avbridge.sample import decode_field
 from avprep.corpora import grid
 from avprep.inspect import check_shards, contact_sheet
+from avprep.options import PrepOptions
 from avprep.pipeline import Options, process_clip
 from avprep.prepare import prepare
 from avprep.presets import get_preset
@@ -32,6 +34,7 @@ from clipmaker import read_clip, retime, side_by_side, truncate, write_clip
 pytestmark = pytest.mark.slow
 QUIET = Console(file=open(os.devnull, "w"))
 PRESET = get_preset("bridging-grid")
+RUN = PrepOptions(preset=PRESET, console=QUIET, progress=False)
 # Spread over the corpus so the handful covers different sentences (and both 74- and 75-frame clips).
 HANDFUL = ["bbaf2n", "lrae3s", "pgwr6p", "sbbbzp", "swao7a"]
 
@@ -51,7 +54,7 @@ def mean_face(s1_clips):
 def sentence_run(tmp_path_factory, s1_clips, mean_face):
     out = tmp_path_factory.mktemp("sentences")
     np.save(out / "mean_face.npy", mean_face)
-    report = prepare([s1_clips[u] for u in HANDFUL], "grid", out, PRESET, console=QUIET, progress=False)
+    report = prepare([s1_clips[u] for u in HANDFUL], "grid", out, RUN)
     return out, report
 
 
@@ -172,7 +175,7 @@ def test_bad_inputs_are_rejected_with_reasons_and_the_run_goes_on(s1_clips, mean
     out = tmp_path / "out"
     out.mkdir()
     np.save(out / "mean_face.npy", mean_face)
-    report = prepare(grid.find_clips(root), "grid", out, PRESET, console=QUIET, progress=False)
+    report = prepare(grid.find_clips(root), "grid", out, RUN)
 
     failures = {json.loads(line)["key"]: json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()}
     assert {k: v["reason"] for k, v in failures.items()} == {
@@ -194,7 +197,7 @@ def test_bad_inputs_are_rejected_with_reasons_and_the_run_goes_on(s1_clips, mean
     assert len(decode_field("wav.flac", samples["s1_bbal8p"]["wav.flac"])) == 75 * 640
     assert check_shards(out).errors == []
     # A re-run does nothing more: every clip is either written or recorded as failed.
-    again = prepare(grid.find_clips(root), "grid", out, PRESET, console=QUIET, progress=False)
+    again = prepare(grid.find_clips(root), "grid", out, RUN)
     assert again.clips_skipped == 8 and again.clips_written == 0
 
 
@@ -244,7 +247,7 @@ def test_two_partitions_write_one_folder_and_merge(s1_clips, mean_face, tmp_path
     clips = [s1_clips[u] for u in HANDFUL + ["bbaf3s", "bbaf4p", "bbaf5a"]]
     np.save(tmp_path / "mean_face.npy", mean_face)
     parts = [Partition(i, 2) for i in range(2)]
-    reports = [prepare(clips, "grid", tmp_path, PRESET, console=QUIET, progress=False, partition=p)
+    reports = [prepare(clips, "grid", tmp_path, replace(RUN, partition=p.index, num_partitions=p.count))
                for p in parts]  # on two machines these run at the same time against a shared folder
     owned = [sum(p.owns(c.key) for c in clips) for p in parts]
     assert all(owned) and [r.clips_written for r in reports] == owned

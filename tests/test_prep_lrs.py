@@ -18,6 +18,7 @@ from avbridge.sample import decode_field
 from avprep.cli import app
 from avprep.corpora import folder, grid, lrs2, lrs3, lrs_sidecar
 from avprep.inspect import check_shards
+from avprep.options import PrepOptions
 from avprep.pipeline import Options, process_clip
 from avprep.prepare import prepare
 from avprep.presets import get_preset
@@ -25,6 +26,7 @@ from avprep.shards import iter_raw_samples, shard_paths
 from avprep.stages.decode import decode_clip
 from avprep.types import Word
 from clipmaker import read_clip, write_clip
+from docexamples import run_example
 
 QUIET = Console(file=open(os.devnull, "w"))
 PRESET = "bridging-lrw"  # a fixed box fits GRID's 360x288 frames: the whole pipeline without the detector
@@ -164,12 +166,14 @@ def test_lrs3_layout_text_word_timings_and_pretrain_segments(lrs3_tree, tmp_path
     clips = lrs3.find_clips(root, max_seconds=MAX_SECONDS)
     pretrain = [c for c in clips if c.split == "pretrain"]
     assert {c.key for c in clips if c.split != "pretrain"} == {"trainval_ID0aa_00001", "test_ID1bb_00002"}
-    assert len(pretrain) >= 3 and [c.key for c in pretrain] == [f"pretrain_ID0aa_00001_s{k}" for k in range(len(pretrain))]
+    assert len(pretrain) >= 3
+    assert [c.key for c in pretrain] == [f"pretrain_ID0aa_00001_s{k}" for k in range(len(pretrain))]
     assert [w for c in pretrain for w in c.words] == truth["pretrain"]  # every word in exactly one segment
-    report = prepare(clips, "lrs3", tmp_path, get_preset(PRESET), console=QUIET, progress=False)
+    report = prepare(clips, "lrs3", tmp_path, PrepOptions(preset=PRESET, console=QUIET, progress=False))
     assert report.clips_written == len(clips) and not report.rejected
     index = json.loads((tmp_path / "index.json").read_text())
-    assert {s: v["samples"] for s, v in index["splits"].items()} == {"pretrain": len(pretrain), "trainval": 1, "test": 1}
+    assert {s: v["samples"] for s, v in index["splits"].items()} == {"pretrain": len(pretrain), "trainval": 1,
+                                                                       "test": 1}
     samples = {k: (_meta(raw), raw) for k, raw in _samples(tmp_path).items()}
 
     # Whole clips: the Text: line, the table's words at their times, the header lines kept.
@@ -177,7 +181,8 @@ def test_lrs3_layout_text_word_timings_and_pretrain_segments(lrs3_tree, tmp_path
     assert meta["text"] == " ".join(w.word for w in truth["test"]) == "PLACE BLUE AT C ONE SOON"
     assert (meta["speaker"], meta["utterance"], meta["split"]) == ("ID1bb", "test/ID1bb/00002", "test")
     assert (meta["sidecar"], meta["subset"], meta["num_frames"]) == ({"conf": "6", "ref": "TEDxYZ"}, "test", 75)
-    assert [(w["word"], w["start"], w["end"]) for w in meta["words"]] == [(w.word, w.start, w.end) for w in truth["test"]]
+    assert [(w["word"], w["start"], w["end"]) for w in meta["words"]] == [(w.word, w.start, w.end)
+                                                                          for w in truth["test"]]
     assert [w["start_frame"] for w in meta["words"]] == [math.floor(w.start * FPS + 1e-6) for w in truth["test"]]
     assert "segment" not in meta and "segment_frames" not in meta
 
@@ -229,7 +234,7 @@ def test_lrs3_segment_past_the_audio_is_rejected(s1, tmp_path):
     assert [w for c in clips for w in c.words] == words and words[-1].end > 7
     past = {c.key for c in clips if c.words[-1].end > (75 + 74) / FPS}  # bbaf2n + lrae3s: 5.96 s
     assert past and len(past) < len(clips)
-    report = prepare(clips, "lrs3", tmp_path / "out", get_preset(PRESET), console=QUIET, progress=False)
+    report = prepare(clips, "lrs3", tmp_path / "out", PrepOptions(preset=PRESET, console=QUIET, progress=False))
     assert report.rejected == {"truncated video": len(past)}
     failures = [json.loads(line) for line in (tmp_path / "out").glob("failures*.jsonl").__next__().open()]
     assert {f["key"] for f in failures} == past and "the clip decodes to 5.96 s" in failures[0]["detail"]
@@ -265,6 +270,20 @@ def test_lrs3_cli_and_wrong_root(lrs3_tree, tmp_path):
         lrs3.find_clips(twins)
 
 
+@pytest.mark.slow
+def test_the_lrs3_example_of_the_docs_runs_as_one_task_of_a_slurm_array(lrs3_tree, tmp_path, monkeypatch):
+    root, _ = lrs3_tree
+    # Of the example's two clips (trainval and test), partition 0 of 2 owns the test clip.
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "2")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "0")
+    report = run_example("prepare_lrs3", "/data/lrs3", root, tmp_path, monkeypatch, jobs=2)["report"]
+    out = tmp_path / "shards" / "lrs3"
+    assert report.clips_total == report.clips_written == 1 and not report.rejected
+    assert list(_samples(out)) == ["test_ID1bb_00002"] and (out / "ledger-p000of002.jsonl").is_file()
+    # The mean face is estimated from both clips, as every partition estimates it.
+    assert "estimated from 2 of 2 clips" in json.loads((out / "run.json").read_text())["mean_face_source"]
+
+
 # -------------------------------------------------------------------------------------------------------- LRS2
 
 
@@ -294,7 +313,7 @@ def test_lrs2_split_lists_main_and_pretrain(lrs2_tree, tmp_path):
         "main_6300370419826092098_00001": "test"}
     pretrain = [c for c in clips if c.split == "pretrain"]
     assert len(pretrain) >= 2 and all(c.key.startswith("pretrain_5535415699068794046_00001_s") for c in pretrain)
-    report = prepare(clips, "lrs2", tmp_path, get_preset(PRESET), console=QUIET, progress=False)
+    report = prepare(clips, "lrs2", tmp_path, PrepOptions(preset=PRESET, console=QUIET, progress=False))
     assert report.clips_written == len(clips) and not report.rejected
     index = json.loads((tmp_path / "index.json").read_text())
     assert {s: v["samples"] for s, v in index["splits"].items()} == {"train": 1, "val": 1, "test": 1,
@@ -338,6 +357,16 @@ def test_lrs2_bad_lists_and_cli(lrs2_tree, tmp_path):
     assert list(_samples(out)) == ["main_6300370419826092098_00001"]
     bad = CliRunner().invoke(app, ["lrs2", "--root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "mvlrs_v1/{main,pretrain}/ID/NNNNN.mp4" in bad.output
+
+
+@pytest.mark.slow
+def test_the_lrs2_example_of_the_docs_runs(lrs2_tree, tmp_path, monkeypatch):
+    base, _ = lrs2_tree
+    report = run_example("prepare_lrs2", "/data/lrs2", base, tmp_path, monkeypatch, jobs=2)["report"]
+    assert report.clips_written == 3 and not report.rejected  # the train, val and test lists: one clip each
+    samples = {k: _meta(raw) for k, raw in _samples(tmp_path / "shards" / "lrs2").items()}
+    assert {m["split"] for m in samples.values()} == {"train", "val", "test"}
+    assert {m["registration"] for m in samples.values()} == {"mean-face"}  # the command's default preset
 
 
 # ------------------------------------------------------------------------------------------------------ folder

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections import Counter, namedtuple
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from rich.console import Console
 
 from avbridge.sample import decode_field
 from avbridge.shardlist import read_jsonl, shard_names
+from avprep.options import PrepOptions
 from avprep.pipeline import Options, process_clip
 from avprep.prepare import face_hash, prepare
 from avprep.presets import get_preset, with_overrides
@@ -49,10 +51,13 @@ def _samples(out: Path) -> list[dict]:
     return [raw for p in shard_paths(out) for raw in iter_raw_samples(p)]
 
 
-def _run(clips, out, config=None, **kw) -> object:
+def quiet(preset, **settings) -> PrepOptions:
+    return PrepOptions(preset=preset, console=QUIET, progress=False, **settings)
+
+
+def _run(clips, out, config=None, process=None, **settings) -> object:
     config = config or {"corpus": "lrw", "unit": "sentence", "preset_hash": LRW.hash, "partitions": 1}
-    kw.setdefault("process", Faulty())
-    return run_clips(clips, Options(LRW), out, config, console=QUIET, progress=False, **kw)
+    return run_clips(clips, Options(LRW), out, config, quiet(LRW, **settings), process=process or Faulty())
 
 
 # --- 1. shards that mix -------------------------------------------------------------------------------------------
@@ -81,7 +86,7 @@ def test_written_shards_mix_words_and_record_the_seed(tmp_path):
     assert len(per_shard) == 40
     # 50 draws from 40 words: 29 distinct expected.
     assert min(per_shard) >= 20 and np.mean(per_shard) > 26, per_shard
-    prepare(clips[:10], "lrw", tmp_path / "b", LRW, seed=7, console=QUIET, progress=False, process=Faulty())
+    prepare(clips[:10], "lrw", tmp_path / "b", quiet(LRW, seed=7), process=Faulty())
     assert json.loads((tmp_path / "b" / "run.json").read_text())["seed"] == 7
 
 
@@ -91,8 +96,7 @@ def test_crash_hang_and_memory_blowup_cost_one_clip_each(tmp_path):
     clips = _lrw_clips(3, 6)
     crash, hang, hog = clips[2].key, clips[7].key, clips[13].key
     faulty = Faulty(crash=(crash,), hang=(hang,), hog=(hog,))
-    report = _run(clips, tmp_path, process=faulty, jobs=2, shard_clips=4, clip_timeout=6,
-                  max_worker_rss=600 * 2**20)
+    report = _run(clips, tmp_path, process=faulty, jobs=2, shard_clips=4, clip_timeout=6, max_worker_mem=600 / 1024)
     rows, torn = read_jsonl(tmp_path / "failures.jsonl")
     failures = {r["key"]: r for r in rows}
     assert {k: r["reason"] for k, r in failures.items()} == {crash: "worker crashed", hang: "timeout",
@@ -138,7 +142,7 @@ def test_a_crashing_clip_among_real_grid_clips(grid_root, tmp_path):
 
     clips = grid.find_clips(grid_root, ["s1"])[:3]
     faulty = Faulty(crash=(clips[1].key,), then=process_clip)
-    report = prepare(clips, "grid", tmp_path, GRID, jobs=2, console=QUIET, progress=False, process=faulty)
+    report = prepare(clips, "grid", tmp_path, quiet(GRID, jobs=2), process=faulty)
     samples = {raw["__key__"]: raw for raw in _samples(tmp_path)}
     assert sorted(samples) == sorted([clips[0].key, clips[2].key])
     assert report.rejected == Counter({"worker crashed": 1})
@@ -157,8 +161,8 @@ def _partition_job(out: str, index: int, count: int, barrier, times) -> None:
     clips = _lrw_clips(10, 30)
     barrier.wait()  # both partitions start together
     start = time.monotonic()
-    prepare(clips, "lrw", Path(out), LRW, partition=Partition(index, count), shard_clips=5, console=QUIET,
-            progress=False, process=Faulty(delay=0.01), selection={"x": 1})
+    prepare(clips, "lrw", Path(out), quiet(LRW, partition=index, num_partitions=count, shard_clips=5),
+            process=Faulty(delay=0.01), selection={"x": 1})
     times[index] = (start, time.monotonic())
 
 
@@ -179,7 +183,8 @@ def test_two_partitions_run_at_the_same_time_into_one_folder(tmp_path):
     assert index["clips"] == 300 and index["run"]["partitions"] == 2  # the last to finish saw both ledgers
     assert all(v == 0 for v in index["torn_lines"].values())
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
-    assert {p.name for p in shard_paths(tmp_path)} == set(shard_names(tmp_path)) == set(index["splits"]["train"]["shards"])
+    listed = set(index["splits"]["train"]["shards"])
+    assert {p.name for p in shard_paths(tmp_path)} == set(shard_names(tmp_path)) == listed
 
 
 def _hold_lock(out: str, ready) -> None:
@@ -199,19 +204,16 @@ def test_a_second_process_on_the_same_partition_is_refused(tmp_path):
         clips = _lrw_clips(2, 5)
         with pytest.raises(ValueError, match=rf"another avprep process \(pid {holder.pid}\) is writing partition 0 "
                                              r"of 2 of .*: wait for it"):
-            prepare(clips, "lrw", tmp_path, LRW, partition=Partition(0, 2), console=QUIET, progress=False,
-                    process=Faulty())
+            prepare(clips, "lrw", tmp_path, quiet(LRW, partition=0, num_partitions=2), process=Faulty())
         assert not (tmp_path / "run.json").exists()  # refused before writing anything
         # The other partition is free to run meanwhile.
-        report = prepare(clips, "lrw", tmp_path, LRW, partition=Partition(1, 2), console=QUIET, progress=False,
-                         process=Faulty())
+        report = prepare(clips, "lrw", tmp_path, quiet(LRW, partition=1, num_partitions=2), process=Faulty())
         assert report.clips_written == sum(Partition(1, 2).owns(c.key) for c in clips)
     finally:
         holder.kill()
         holder.join()
     # A killed holder leaves no stale lock.
-    prepare(_lrw_clips(2, 5), "lrw", tmp_path, LRW, partition=Partition(0, 2), console=QUIET, progress=False,
-            process=Faulty())
+    prepare(_lrw_clips(2, 5), "lrw", tmp_path, quiet(LRW, partition=0, num_partitions=2), process=Faulty())
 
 
 def test_a_torn_last_line_never_loses_the_next(tmp_path):
@@ -269,11 +271,17 @@ def grid_like(tmp_path):
     face = np.random.default_rng(0).normal(size=(468, 2)).astype(np.float32)
     np.save(tmp_path / "face_a.npy", face)
     np.save(tmp_path / "face_b.npy", face + 1)
-    kw = dict(unit="word", vocabulary=("bin", "lay"), mean_face=tmp_path / "face_a.npy", console=QUIET,
-              progress=False, process=Faulty(), selection={"split_scheme": "speaker-dependent", "speakers": ["s1"]})
+    kw = dict(options=quiet(GRID, mean_face=tmp_path / "face_a.npy"), unit="word", vocabulary=("bin", "lay"),
+              process=Faulty(), selection={"split_scheme": "speaker-dependent", "speakers": ["s1"]})
     out = tmp_path / "out"
-    prepare(clips[:3], "grid", out, GRID, **kw)
+    prepare(clips[:3], "grid", out, **kw)
     return clips, out, kw, tmp_path
+
+
+def _with(kw: dict, **change) -> dict:
+    """prepare()'s keywords ``kw`` changed: PrepOptions fields in its options, the others as they are."""
+    settings = {k: change.pop(k) for k in [f.name for f in fields(PrepOptions)] if k in change}
+    return {**kw, **change, "options": replace(kw["options"], **settings)}
 
 
 @pytest.mark.parametrize("change, message", [
@@ -287,15 +295,13 @@ def grid_like(tmp_path):
 ])
 def test_resume_refuses_other_settings_naming_the_difference(grid_like, change, message):
     clips, out, kw, _ = grid_like
-    args = {**kw, **change}
-    preset = args.pop("preset", GRID)
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     with pytest.raises(ValueError) as e:
-        prepare(clips, "grid", out, preset, **args)
+        prepare(clips, "grid", out, **_with(kw, **change))
     assert message in str(e.value) and "\n" not in str(e.value), str(e.value)
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir() if not p.name.startswith(".")} == \
            {k: v for k, v in before.items() if not k.startswith(".")}  # nothing in the folder changed
-    report = prepare(clips, "grid", out, GRID, **kw)  # the same settings resume
+    report = prepare(clips, "grid", out, **kw)  # the same settings resume
     assert report.clips_skipped == 3 and report.clips_written == 3
 
 
@@ -304,13 +310,13 @@ def test_resume_refuses_another_mean_face(grid_like):
     saved = np.load(out / "mean_face.npy")
     with pytest.raises(ValueError, match=r"mean face sha256 \w+ \(this folder\) vs \w+ \(this run\); pass "
                                          rf"--mean-face {out / 'mean_face.npy'}"):
-        prepare(clips, "grid", out, GRID, **{**kw, "mean_face": tmp / "face_b.npy"})
+        prepare(clips, "grid", out, **_with(kw, mean_face=tmp / "face_b.npy"))
     np.testing.assert_array_equal(np.load(out / "mean_face.npy"), saved)  # not replaced
     np.save(out / "mean_face.npy", np.load(tmp / "face_b.npy"))  # swapped behind avprep's back
     with pytest.raises(ValueError, match="mean face sha256"):
-        prepare(clips, "grid", out, GRID, **{**kw, "mean_face": None})
+        prepare(clips, "grid", out, **_with(kw, mean_face=None))
     np.save(out / "mean_face.npy", saved)
-    assert prepare(clips, "grid", out, GRID, **{**kw, "mean_face": None}).clips_written == 3  # saved face: resumes
+    assert prepare(clips, "grid", out, **_with(kw, mean_face=None)).clips_written == 3  # saved face: resumes
     run = json.loads((out / "run.json").read_text())
     assert run["mean_face_sha256"] == face_hash(saved)
 
@@ -320,16 +326,17 @@ def test_a_limit_runs_mean_face_is_not_reused_by_a_full_run(grid_root, tmp_path)
     from avprep.corpora import grid
 
     clips = grid.find_clips(grid_root, ["s1"])[:5]
-    kw = dict(console=QUIET, progress=False, process=Faulty(), jobs=2)
-    prepare(clips[:2], "grid", tmp_path, GRID, limit=2, **kw)  # estimates the mean face from 2 clips
+    prepare(clips[:2], "grid", tmp_path, quiet(GRID, jobs=2, limit=2), process=Faulty())  # a face from 2 clips
     face = np.load(tmp_path / "mean_face.npy")
-    assert prepare(clips[:2], "grid", tmp_path, GRID, limit=2, **kw).clips_skipped == 2  # its own resume: fine
+    # Its own resume is fine.
+    assert prepare(clips[:2], "grid", tmp_path, quiet(GRID, jobs=2, limit=2), process=Faulty()).clips_skipped == 2
     with pytest.raises(ValueError, match=r"was estimated from the clips of an earlier run with --limit 2, not from "
                                          r"this run's 5 clips: pass --mean-face"):
-        prepare(clips, "grid", tmp_path, GRID, **kw)
+        prepare(clips, "grid", tmp_path, quiet(GRID, jobs=2), process=Faulty())
     np.testing.assert_array_equal(np.load(tmp_path / "mean_face.npy"), face)
     # Chosen explicitly, the same face extends the folder.
-    report = prepare(clips, "grid", tmp_path, GRID, mean_face=tmp_path / "mean_face.npy", **kw)
+    chosen = quiet(GRID, jobs=2, mean_face=tmp_path / "mean_face.npy")
+    report = prepare(clips, "grid", tmp_path, chosen, process=Faulty())
     assert report.clips_written == 3
 
 
@@ -338,8 +345,8 @@ def test_cli_refusal_is_one_line(grid_root, tmp_path):
 
     clips = grid.find_clips(grid_root, ["s1"])[:4]
     np.save(tmp_path / "mf.npy", np.random.default_rng(0).normal(size=(468, 2)).astype(np.float32))
-    prepare(clips, "grid", tmp_path / "out", GRID, mean_face=tmp_path / "mf.npy", console=QUIET, progress=False,
-            process=Faulty(), limit=4, selection={"split_scheme": "speaker-dependent", "speakers": ["s1"]})
+    prepare(clips, "grid", tmp_path / "out", quiet(GRID, mean_face=tmp_path / "mf.npy", limit=4), process=Faulty(),
+            selection={"split_scheme": "speaker-dependent", "speakers": ["s1"]})
     cmd = [sys.executable, "-m", "avprep", "grid", "--root", str(grid_root), "--speakers", "s1", "--limit", "4",
            "--out", str(tmp_path / "out"), "--split-scheme", "speaker-independent"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO,

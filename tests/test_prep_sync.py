@@ -173,7 +173,7 @@ def test_separate_50khz_wav_is_aligned_to_the_video(source, tmp_path):
     n = len(audio) - 200  # the resampler's tail
     a, b = decoded.audio[:n], own.audio[:n]
     lags = np.arange(-20, 21)
-    cc = [np.dot(a[max(0, l) : n + min(0, l)], b[max(0, -l) : n - max(0, l)]) for l in lags]
+    cc = [np.dot(a[max(0, lag) : n + min(0, lag)], b[max(0, -lag) : n - max(0, lag)]) for lag in lags]
     assert lags[int(np.argmax(cc))] == 0  # sample-aligned
     assert np.corrcoef(a, b)[0, 1] > 0.99  # and the same signal (50 kHz round trip)
     # The corpus module finds the wav and uses it instead of the video's track.

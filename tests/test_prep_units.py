@@ -50,7 +50,8 @@ def test_grid_layouts_are_found(grid_root, tmp_path):
     (tmp_path / "s2" / "video" / "mpg_6000").mkdir(parents=True)
     (tmp_path / "alignments" / "s2").mkdir(parents=True)
     (tmp_path / "s2" / "video" / "mpg_6000" / "swwp2s.mpg").symlink_to(grid_root / "s2" / "video" / "swwp2s.mpg")
-    (tmp_path / "alignments" / "s2" / "swwp2s.align").write_text((grid_root / "s2" / "align" / "swwp2s.align").read_text())
+    alignment = (grid_root / "s2" / "align" / "swwp2s.align").read_text()
+    (tmp_path / "alignments" / "s2" / "swwp2s.align").write_text(alignment)
     [clip] = grid.find_clips(tmp_path)
     assert clip.key == "s2_swwp2s" and clip.split == "train" and len(clip.words) == 6
 
@@ -214,6 +215,21 @@ def test_shard_sink_resumes_without_loss_or_duplicates(tmp_path: Path):
     assert [p.name for p in shard_paths(tmp_path)] == ["train-000000.tar", "train-000001.tar", "train-000002.tar"]
 
 
+def test_shard_sink_as_a_context_manager_closes_on_success_and_aborts_on_an_exception(tmp_path: Path):
+    config = {"corpus": "t", "unit": "word", "preset_hash": "abc"}
+    with pytest.raises(RuntimeError, match="killed"):
+        with ShardSink(tmp_path, config, max_clips=2) as sink:
+            for i in range(3):
+                sink.add(_result(f"c{i}", "train"))
+            raise RuntimeError("killed")  # c2 sits in an open shard: dropped, and redone by the next run
+    assert not list(tmp_path.glob("*.tmp")) and not (tmp_path / "index.json").exists()
+    with ShardSink(tmp_path, config, max_clips=2) as sink:  # the lock was released: a new sink resumes
+        assert sink.done_clips == {"c0", "c1"}
+        sink.add(_result("c2", "train"))
+    assert sink.index == json.loads((tmp_path / "index.json").read_text())
+    assert sink.index["clips"] == 3 and not list(tmp_path.glob("*.tmp"))
+
+
 def test_shard_sink_refuses_another_preset(tmp_path: Path):
     ShardSink(tmp_path, {"corpus": "t", "unit": "word", "preset_hash": "abc"}).close()
     with pytest.raises(ValueError, match=r"preset hash: 'abc' \(this folder\) vs 'def' \(this run\)"):
@@ -310,7 +326,8 @@ def test_landmark_parsing_matches_the_protobuf_fields_and_falls_back():
     face.landmark[7].z = 0.0  # proto3 drops a zero float: the record layout changes...
     face.landmark[9].visibility = 0.5
     assert _parse_xy(face.SerializeToString()) is None
-    np.testing.assert_allclose(_to_pixels(face.SerializeToString(), 360, 288), expected, rtol=1e-6)  # ...and the loop takes over
+    # ...and the loop takes over
+    np.testing.assert_allclose(_to_pixels(face.SerializeToString(), 360, 288), expected, rtol=1e-6)
 
 
 def test_inspect_table_keeps_split_and_field_names_whole_in_80_columns():

@@ -89,7 +89,8 @@ def _videos(speaker_dir: Path) -> dict[str, Path]:
 
 
 def _alignment_path(root: Path, speaker: str, utterance: str) -> Path | None:
-    for candidate in (root / speaker / "align" / f"{utterance}.align", root / "alignments" / speaker / f"{utterance}.align"):
+    for candidate in (root / speaker / "align" / f"{utterance}.align",
+                      root / "alignments" / speaker / f"{utterance}.align"):
         if candidate.is_file():
             return candidate
     return None

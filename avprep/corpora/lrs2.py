@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from avbridge.sample import sample_key
 from avprep.corpora import lrs_sidecar
 from avprep.corpora.lrs3 import MAX_SECONDS
 from avprep.types import ClipSpec
@@ -74,7 +75,7 @@ def find_clips(root: Path, splits: tuple[str, ...] | None = None, max_seconds: f
             if not video.is_file():
                 raise FileNotFoundError(f"{path.name} lists {name}, but {video} is missing (expected {LAYOUT})")
             speaker, utt = name.split("/")
-            clips += lrs_sidecar.clip_specs(
-                "lrs2", folder, video, speaker, where, (folder, speaker, utt), split, folder == "pretrain",
-                max_seconds, LAYOUT, extra=(("list_flags", list(flags)),) if flags else ())
+            clip = ClipSpec(key=sample_key(folder, speaker, utt), corpus="lrs2", speaker=speaker, utterance=where,
+                            split=split, video=video, extra=(("list_flags", list(flags)),) if flags else ())
+            clips += lrs_sidecar.clip_specs(clip, folder, folder == "pretrain", max_seconds, LAYOUT)
     return lrs_sidecar.check_unique(clips, "LRS2")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from avbridge.sample import sample_key
 from avprep.corpora import lrs_sidecar
 from avprep.types import ClipSpec
 
@@ -42,9 +43,10 @@ def find_clips(root: Path, subsets: tuple[str, ...] | None = None, max_seconds: 
             raise FileNotFoundError(f"no {subset}/ folder in {root} (found {', '.join(present)})")
         for speaker_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
             for video in sorted(speaker_dir.glob("*.mp4")):
-                clips += lrs_sidecar.clip_specs(
-                    "lrs3", subset, video, speaker_dir.name, f"{subset}/{speaker_dir.name}/{video.stem}",
-                    (subset, speaker_dir.name, video.stem), subset, subset == "pretrain", max_seconds, LAYOUT)
+                clip = ClipSpec(key=sample_key(subset, speaker_dir.name, video.stem), corpus="lrs3",
+                                speaker=speaker_dir.name, utterance=f"{subset}/{speaker_dir.name}/{video.stem}",
+                                split=subset, video=video)
+                clips += lrs_sidecar.clip_specs(clip, subset, subset == "pretrain", max_seconds, LAYOUT)
     if not clips:
         raise FileNotFoundError(f"no clips under {', '.join(str(root / s) for s in chosen)} (expected {LAYOUT})")
     return lrs_sidecar.check_unique(clips, "LRS3")

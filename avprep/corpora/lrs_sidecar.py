@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from avbridge.sample import sample_key
@@ -128,22 +128,21 @@ def check_unique(clips: list[ClipSpec], corpus: str) -> list[ClipSpec]:
     return clips
 
 
-def clip_specs(corpus: str, subset: str, video: Path, speaker: str, utterance: str, key_parts: tuple[str, ...],
-               split: str, cut: bool, max_seconds: float, layout: str, extra: tuple = ()) -> list[ClipSpec]:
-    """The ClipSpecs of one LRS2/LRS3 clip: one for the whole clip, or one per segment when ``cut``."""
-    sidecar_path = video.with_suffix(".txt")
+def clip_specs(clip: ClipSpec, subset: str, cut: bool, max_seconds: float, layout: str) -> list[ClipSpec]:
+    """The ClipSpecs of one LRS2/LRS3 clip (``clip``: its key, corpus, speaker, utterance, split, video and the
+    corpus's extra metadata), text and words from its sidecar: one for the whole clip, or one per segment (keyed
+    ``KEY_sK``) when ``cut``."""
+    sidecar_path = clip.video.with_suffix(".txt")
     if not sidecar_path.is_file():
-        raise FileNotFoundError(f"{video} has no transcript {sidecar_path.name} beside it (expected {layout})")
+        raise FileNotFoundError(f"{clip.video} has no transcript {sidecar_path.name} beside it (expected {layout})")
     sidecar = read(sidecar_path)
     if sidecar is None:
         raise ValueError(f"{sidecar_path}: no 'Text:' line (an LRS transcript starts 'Text:  WORDS')")
-    base = dict(corpus=corpus, speaker=speaker, utterance=utterance, split=split, video=video)
     # Nested, so that no header line can overwrite a key of the sample JSON.
-    meta = (("subset", subset), ("sidecar", {k.lower(): v for k, v in sorted(sidecar.header.items())}), *extra)
+    meta = (("subset", subset), ("sidecar", {k.lower(): v for k, v in sorted(sidecar.header.items())}), *clip.extra)
     if not cut or not sidecar.words:  # without word times a clip cannot be cut safely: kept whole
-        return [ClipSpec(key=sample_key(*key_parts), text=sidecar.text, words=sidecar.words, extra=meta, **base)]
+        return [replace(clip, text=sidecar.text, words=sidecar.words, extra=meta)]
     pieces = segments(sidecar.words, max_seconds)
-    return [ClipSpec(key=sample_key(*key_parts, f"s{k}"), text=" ".join(w.word for w in words), words=words,
-                     span=span, extra=(*meta, ("segment", k), ("segments", len(pieces)), ("clip_text", sidecar.text)),
-                     **base)
+    return [replace(clip, key=sample_key(clip.key, f"s{k}"), text=" ".join(w.word for w in words), words=words,
+                    span=span, extra=(*meta, ("segment", k), ("segments", len(pieces)), ("clip_text", sidecar.text)))
             for k, (span, words) in enumerate(pieces)]

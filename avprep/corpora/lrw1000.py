@@ -95,7 +95,8 @@ def find_clips(root: Path, splits: tuple[str, ...] = tuple(SPLIT_FILES), audio_l
         raise FileNotFoundError(f"LRW-1000 root {root} is not a directory (expected {LAYOUT})")
     unknown = set(splits) - set(SPLIT_FILES)
     if unknown:
-        raise ValueError(f"unknown LRW-1000 split(s) {', '.join(sorted(unknown))}; choose from {', '.join(SPLIT_FILES)}")
+        raise ValueError(f"unknown LRW-1000 split(s) {', '.join(sorted(unknown))}; "
+                         f"choose from {', '.join(SPLIT_FILES)}")
     base = _base(root)
     per_split = {}
     for split, name in SPLIT_FILES.items():
@@ -103,7 +104,8 @@ def find_clips(root: Path, splits: tuple[str, ...] = tuple(SPLIT_FILES), audio_l
         if path.is_file():
             per_split[split] = _read(path)
     if not per_split:
-        raise FileNotFoundError(f"no split files ({', '.join(SPLIT_FILES.values())}) in {base / 'info'} (expected {LAYOUT})")
+        raise FileNotFoundError(f"no split files ({', '.join(SPLIT_FILES.values())}) in {base / 'info'} "
+                                f"(expected {LAYOUT})")
     vocab = sorted({r["pinyin"] for rows in per_split.values() for r in rows})
     audio_index = {}
     if (base / "info" / AUDIO_INDEX).is_file():
@@ -112,7 +114,8 @@ def find_clips(root: Path, splits: tuple[str, ...] = tuple(SPLIT_FILES), audio_l
     clips = []
     for split in splits:
         for r in per_split.get(split, []):
-            audio = r["audio"] or audio_index.get((r["folder"], r["pinyin"], _time_key(r["start"]), _time_key(r["end"])))
+            index_key = (r["folder"], r["pinyin"], _time_key(r["start"]), _time_key(r["end"]))
+            audio = r["audio"] or audio_index.get(index_key)
             if audio is None:
                 raise FileNotFoundError(f"no audio for {r['folder']},{r['start']},{r['end']} in info/{AUDIO_INDEX} "
                                         f"(expected {LAYOUT})")

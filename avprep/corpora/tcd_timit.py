@@ -9,7 +9,8 @@ sample offsets is dropped).
 
 Split: the two-tower paper trains on "a random 90/10 train/test split of the 254 videos of Lipspeakers 1-3". We make
 that split reproducible: within each speaker, clips are ranked by a hash of (seed, speaker, utterance) and the first
-10% (rounded half up: 9 + 9 + 8 of 85 + 85 + 84) are ``test``. A clip's split never depends on which other speakers or clips are in the run.
+10% (rounded half up: 9 + 9 + 8 of 85 + 85 + 84) are ``test``. A clip's split never depends on which other speakers
+or clips are in the run.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def _select(found: dict[str, Path], speakers: str | list[str] | None) -> list[st
     names = [n.strip() for n in names if n.strip()]
     missing = [n for n in names if n not in found]
     if missing:
-        raise FileNotFoundError(f"speaker folder(s) {', '.join(missing)} not found (known: {', '.join(found) or 'none'})")
+        raise FileNotFoundError(f"speaker folder(s) {', '.join(missing)} not found "
+                                f"(known: {', '.join(found) or 'none'})")
     return names
 
 
@@ -71,7 +73,8 @@ def split_of(speaker: str, utterances: list[str], test_fraction: float, seed: in
 
 def find_clips(root: Path, speakers: str | list[str] | None = "lipspeakers", camera: str = "straightcam",
                test_fraction: float = 0.1, seed: int = 0) -> list[ClipSpec]:
-    """TCD-TIMIT clips for ``speakers`` ("lipspeakers", "volunteers", "all" or a list of folder names), sorted by key."""
+    """TCD-TIMIT clips for ``speakers`` ("lipspeakers", "volunteers", "all" or a list of folder names), sorted by
+    key."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"TCD-TIMIT root {root} is not a directory (expected {LAYOUT})")

@@ -240,7 +240,8 @@ def fit_audio(wave: np.ndarray, num_frames: int, spf: int, spf_range: tuple[int,
     if not spf_range[0] <= ratio <= spf_range[1]:
         raise ClipError(
             "audio/video length",
-            f"{len(wave)} audio samples for {num_frames} frames = {ratio:.0f} per frame, outside {spf_range[0]}-{spf_range[1]}",
+            f"{len(wave)} audio samples for {num_frames} frames = {ratio:.0f} per frame, "
+            f"outside {spf_range[0]}-{spf_range[1]}",
         )
     target = num_frames * spf
     info["audio_trim_samples"] = len(wave) - target  # > 0: samples cut at the end, < 0: zeros padded

@@ -29,7 +29,8 @@ from avprep.stages.errors import ClipError
 LEFT_EYE_OUTER, LEFT_EYE_INNER, RIGHT_EYE_INNER, RIGHT_EYE_OUTER = 33, 133, 362, 263
 NOSE_BRIDGE, NOSE_BASE, MOUTH_LEFT, MOUTH_RIGHT = 197, 2, 61, 291
 # The stable points of the canonical 68-point recipe (eye corners, nose, mouth corners), on the mesh.
-STABLE = (LEFT_EYE_OUTER, LEFT_EYE_INNER, RIGHT_EYE_INNER, RIGHT_EYE_OUTER, NOSE_BRIDGE, NOSE_BASE, MOUTH_LEFT, MOUTH_RIGHT)
+STABLE = (LEFT_EYE_OUTER, LEFT_EYE_INNER, RIGHT_EYE_INNER, RIGHT_EYE_OUTER, NOSE_BRIDGE, NOSE_BASE, MOUTH_LEFT,
+          MOUTH_RIGHT)
 LEFT_EYE = (33, 160, 158, 133, 153, 144)
 RIGHT_EYE = (362, 385, 387, 263, 373, 380)
 LIPS_OUTER = (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185)
@@ -189,7 +190,7 @@ class Detectors:
             mesh.close()
         self._meshes.clear()
 
-    def __enter__(self) -> "Detectors":
+    def __enter__(self) -> Detectors:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -270,7 +271,8 @@ def detect_landmarks(frames: np.ndarray, min_confidence: float = 0.5, detectors:
     turns, middle_faces = upright_turns(detectors.detector, frames[middle])
     view = quarter_turn(frames, turns)
     view_w, view_h = view.shape[2], view.shape[1]
-    seen = {t: middle_faces if t == middle else _faces(detectors.detector, view[t]) for t in sorted({0, middle, len(frames) - 1})}
+    seen = {t: middle_faces if t == middle else _faces(detectors.detector, view[t])
+            for t in sorted({0, middle, len(frames) - 1})}
     faces_seen = max(len(f) for f in seen.values())
     max_faces = 1 if faces_seen <= 1 else min(faces_seen, 4)
     points = np.full((len(frames), NUM_POINTS, 2), np.nan, np.float32)
@@ -302,7 +304,8 @@ def detect_landmarks(frames: np.ndarray, min_confidence: float = 0.5, detectors:
         points[t] = chosen
     if checked and disagreed * 2 >= checked:
         raise ClipError("implausible face geometry",
-                        f"the mesh puts eyes or mouth away from the detector's in {disagreed} of {checked} checked frames")
+                        f"the mesh puts eyes or mouth away from the detector's in {disagreed} of {checked} "
+                        "checked frames")
     if turns:
         points = unturn_points(points, turns, height, width)
     return Landmarks(points=points, max_faces=faces_seen, turns=turns)

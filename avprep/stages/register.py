@@ -133,7 +133,8 @@ def register(points: np.ndarray, mode: str, reference: np.ndarray | None, eye_di
         raise ValueError(f"unknown registration mode {mode!r}")
     mouth = ref_shape[list(LIPS)].mean(0)
     eyes_mid = ref_shape[[LEFT_EYE_OUTER, RIGHT_EYE_OUTER]].mean(0)
-    return Registration(transforms=transforms.astype(np.float32), mouth_centre=mouth, face_centre=(mouth + eyes_mid) / 2)
+    return Registration(transforms=transforms.astype(np.float32), mouth_centre=mouth,
+                        face_centre=(mouth + eyes_mid) / 2)
 
 
 def check_geometry(points: np.ndarray, reg: Registration, eye_distance: float) -> None:
