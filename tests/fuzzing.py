@@ -15,9 +15,9 @@ import struct
 import tarfile
 import tracemalloc
 from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -35,16 +35,17 @@ def make_grid_shards(out: Path, grid_root: Path) -> dict[str, Path]:
     from rich.console import Console
 
     from avprep.corpora import grid
+    from avprep.options import PrepOptions
     from avprep.prepare import prepare
-    from avprep.presets import get_preset, with_overrides
 
     clips = {c.utterance: c for c in grid.find_clips(grid_root, ["s1"])}
     quiet = Console(file=open(os.devnull, "w"))
-    words = prepare([clips["bbaf2n"], clips["lrae3s"]], "grid", out / "words", get_preset("bridging-grid"),
-                    unit="word", vocabulary=tuple(grid.vocabulary()), console=quiet, progress=False)
+    words = prepare([clips["bbaf2n"], clips["lrae3s"]], "grid", out / "words",
+                    PrepOptions(preset="bridging-grid", console=quiet, progress=False), unit="word",
+                    vocabulary=tuple(grid.vocabulary()))
     assert words.clips_written == 2, words.rejected
-    tower = with_overrides(get_preset("two-tower"), feature_dtype="uint8", crop_codec="npy")
-    towers = prepare([clips["pgwr6p"]], "grid", out / "tower", tower, console=quiet, progress=False)
+    tower = PrepOptions(preset="two-tower", feature_dtype="uint8", crop_codec="npy", console=quiet, progress=False)
+    towers = prepare([clips["pgwr6p"]], "grid", out / "tower", tower)
     assert towers.clips_written == 1, towers.rejected
     return {"words": out / "words", "tower": out / "tower"}
 
@@ -337,7 +338,7 @@ def decode_outcome(raw: dict, fields: tuple[str, ...] | None = None, seconds: in
 def shard_table(rows: list[tuple[str, str, str]]) -> dict[str, Counter]:
     """mutation class -> Counter of outcomes (error outcomes split by the field they name)."""
     table: dict[str, Counter] = {}
-    for cls, outcome, detail in rows:
+    for cls, outcome, _detail in rows:
         table.setdefault(cls, Counter())[outcome] += 1
     return table
 

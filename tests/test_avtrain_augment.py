@@ -48,7 +48,8 @@ def test_eval_is_a_deterministic_centre_crop():
 
 def test_erase_respects_probability():
     video = np.ones((3, 20, 20), np.float32)
-    hits = sum((random_erase(video, np.random.default_rng(s), 0.5, (0.1, 0.2), (0.5, 2)) == 0).any() for s in range(200))
+    hits = sum((random_erase(video, np.random.default_rng(s), 0.5, (0.1, 0.2), (0.5, 2)) == 0).any()
+               for s in range(200))
     assert 70 < hits < 130
 
 
@@ -57,3 +58,24 @@ def test_resize_is_a_box_average_for_integer_factors():
     out = resize_frames(video, 2)
     assert out.shape == (2, 2, 2) and out[0, 0, 0] == np.mean([0, 1, 4, 5])
     assert resize_frames(np.full((1, 112, 112), 9, np.uint8), 48).max() == 9.0
+
+
+def test_resize_is_an_area_average_for_non_integer_factors():
+    # 112 -> 64 (the CPU recipes' mouth): every output pixel is the mean of the source area it covers, so a
+    # pattern finer than the output grid averages out instead of aliasing (bilinear sampling keeps its extremes)
+    stripes = np.zeros((1, 112, 112), np.uint8)
+    stripes[:, :, ::2] = 255  # one-pixel stripes: area mean 127.5 everywhere
+    out = resize_frames(stripes, 64)
+    assert out.shape == (1, 64, 64)
+    assert np.allclose(out, 127.5, atol=128 / 7 + 1e-3)  # 1.75 source pixels per output pixel: at most 1/7 off
+    assert out.std() < 25
+    # the total intensity is kept: mean over the image unchanged
+    rng = np.random.default_rng(0)
+    video = rng.integers(0, 256, (3, 112, 112)).astype(np.uint8)
+    assert abs(resize_frames(video, 64).mean() - video.mean()) < 1e-3
+    # an exact hand computation on a 3 -> 2 row/column resize: output pixel 0 covers source 0 and half of 1
+    small = np.array([[[0, 30, 60], [90, 120, 150], [180, 210, 240]]], np.uint8)
+    expect_row = lambda r: [(r[0] + 0.5 * r[1]) / 1.5, (0.5 * r[1] + r[2]) / 1.5]  # noqa: E731
+    rows = np.array([expect_row(r) for r in small[0].astype(float)])  # (3, 2) after the column pass
+    expect = np.array([expect_row(rows[:, c]) for c in range(2)]).T
+    assert np.allclose(resize_frames(small, 2)[0], expect, atol=1e-4)

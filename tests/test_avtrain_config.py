@@ -19,7 +19,8 @@ def test_shipped_recipes_validate(name):
 
 def test_lrw_recipes_follow_the_paper():
     lrw = load_recipe(RECIPES / "lrw-bridging.yaml")
-    assert (lrw.conf("memory").num_slots, lrw.optim, lrw.conf("optim").lr, lrw.data.batch_size) == (88, "sgd", 0.03, 320)
+    assert ((lrw.conf("memory").num_slots, lrw.optim, lrw.conf("optim").lr, lrw.data.batch_size)
+            == (88, "sgd", 0.03, 320))
     assert lrw.data.video_size == 112 and lrw.conf("model").num_classes == 500 and lrw.conf("model").embed_dim == 512
     assert lrw.conf("visual_frontend").widths == [64, 128, 256, 512]
     cn = load_recipe(RECIPES / "lrw1000-bridging.yaml")
@@ -46,7 +47,8 @@ BASE = "output_dir: x\ndata: {shards: s}\n"
 @pytest.mark.parametrize(
     "extra, expected",
     [
-        ("memory_conf: {num_slot: 3}\n", "memory_conf.num_slot: unknown key for memory 'bridge' (did you mean 'num_slots'?)"),
+        ("memory_conf: {num_slot: 3}\n",
+         "memory_conf.num_slot: unknown key for memory 'bridge' (did you mean 'num_slots'?)"),
         ("trainer: {epoch: 3}\n", "trainer.epoch: unknown key (did you mean 'epochs'?)"),
         ("trainer: {epochs: many}\n", "trainer.epochs: Input should be a valid integer"),
         ("optim: sgdd\n", "optim: unknown choice 'sgdd'"),
@@ -102,13 +104,20 @@ def test_each_model_holds_only_its_sections():
 
 def test_run_folders_written_before_per_model_schemas_still_load():
     """Their config.yaml (and checkpoints' recipe) held all nine component sections, the unused ones at defaults."""
-    from avtrain.config import (BiGRUBackendConf, ConvAudioFrontendConf, DCTCNConf, MemoryConf, ResNetFrontendConf,
-                                validate_recipe)
+    from avtrain.config import (
+        BiGRUBackendConf,
+        ConvAudioFrontendConf,
+        DCTCNConf,
+        MemoryConf,
+        ResNetFrontendConf,
+        validate_recipe,
+    )
 
     two = load_recipe(RECIPES / "grid-s1-speech-two-tower.yaml")
     old = {**two.model_dump(mode="json"), "visual_frontend": "resnet18",
            "visual_frontend_conf": ResNetFrontendConf().model_dump(mode="json"), "audio_frontend": "conv2d",
-           "audio_frontend_conf": ConvAudioFrontendConf().model_dump(mode="json"), "memory": "bridge", "memory_conf": MemoryConf().model_dump(mode="json"),
+           "audio_frontend_conf": ConvAudioFrontendConf().model_dump(mode="json"), "memory": "bridge",
+           "memory_conf": MemoryConf().model_dump(mode="json"),
            "backend": "bigru", "backend_conf": BiGRUBackendConf().model_dump(mode="json"), "temporal": "dctcn",
            "temporal_conf": DCTCNConf().model_dump(mode="json")}
     assert validate_recipe(old, "config.yaml").model_dump() == two.model_dump()

@@ -116,7 +116,7 @@ def test_torchrun_speech_with_uneven_validation_shards(tmp_path):
     val = ranks[0]["val"]
     assert {"loss", "prediction", "free_running", "mel_l1", "post_l1", "save", "bridge"} <= set(val)
     assert all(v == v and abs(v) < 1e6 for v in val.values())  # finite, not NaN
-    # the end-of-epoch validation picked best.pt (free-running error) with the same value on both ranks (Tacotron's pre-net keeps its
-    # dropout at inference, so a second validation differs slightly)
+    # the end-of-epoch validation picked best.pt (free-running error) with the same value on both ranks (Tacotron's
+    # pre-net keeps its dropout at inference, so a second validation differs slightly)
     assert ranks[0]["best"] == ranks[1]["best"] == pytest.approx(val["free_running"], rel=0.05)
     assert (tmp_path / "run" / "checkpoints" / "best.pt").exists()

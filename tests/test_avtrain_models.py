@@ -5,9 +5,9 @@ from pathlib import Path
 import torch
 
 from avtrain.config import load_recipe
-from avtrain.tasks.lipreading.losses import lipreading_loss
 from avtrain.models import build_model
 from avtrain.models.frontends import AudioFrontend, VisualFrontend
+from avtrain.tasks.lipreading.losses import lipreading_loss
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 

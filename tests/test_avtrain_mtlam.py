@@ -6,10 +6,8 @@ import torch.nn.functional as F
 
 from avtrain.config import ConvAudioFrontendConf, ResNetFrontendConf
 from avtrain.config.components import MTLAMMemoryConf
-from avtrain.models.mtlam import (LipAudioMemory, LossWeights, MTLAMConfig, MTLAMLipReading,
-                                  mtlam_loss, value_slot_loss)
-from avtrain.models.tcn import (DCTCNConf, MSTCNConf, build_matched_towers, conv_receptive_field,
-                                receptive_fields)
+from avtrain.models.mtlam import LipAudioMemory, LossWeights, MTLAMConfig, MTLAMLipReading, mtlam_loss, value_slot_loss
+from avtrain.models.tcn import DCTCNConf, MSTCNConf, build_matched_towers, conv_receptive_field, receptive_fields
 
 
 @pytest.fixture(autouse=True)

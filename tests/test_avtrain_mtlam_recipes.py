@@ -8,15 +8,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from avtrain.engine.checkpoint import load
 from avtrain.cli import app
 from avtrain.config import RecipeError, load_recipe
 from avtrain.engine import train
+from avtrain.engine.checkpoint import load
 from avtrain.models import build_model
 from avtrain.models.mtlam import MTLAMLipReading
 from avtrain.models.tcn import DCTCNConf, receptive_fields
-from avtrain.tasks.lipreading.mtlam_sweep import SweepRow, parse_levels, run_dir_for
 from avtrain.synthetic import write_shards
+from avtrain.tasks.lipreading.mtlam_sweep import SweepRow, parse_levels, run_dir_for
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 GRID = RECIPES / "grid-words-mtlam.yaml"

@@ -167,5 +167,6 @@ def test_cli_download_grid(server, archives, tmp_path):
                                       server.url, "--checksums", str(sums), "--no-progress"])
     assert result.exit_code == 0, result.output
     assert len(grid.find_clips(out, ["s1"], split_scheme="none")) == 2
-    bad = CliRunner().invoke(app, ["download", "grid", "--speakers", "s99", "--out", str(out), "--base-url", server.url])
+    bad = CliRunner().invoke(app, ["download", "grid", "--speakers", "s99", "--out", str(out),
+                                   "--base-url", server.url])
     assert bad.exit_code == 2 and "s1 ... s34" in bad.output

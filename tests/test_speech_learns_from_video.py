@@ -4,8 +4,9 @@ frames 4t .. 4t + 3, heights drawn independently per frame, so no clip-level pri
 
 Each model is trained through the ordinary path (``avtrain.engine.train`` on shards in avprep's layout, the recipe
 schema, the task) and scored *free-running from video alone* (``task.predict``, what ``avtrain eval`` decodes) on
-held-out clips, against the best video-blind constant spectrum (the training clips' per-bin mean or median, whichever is closer; a sparse
-band would let the median, the L1 optimum, pass for learning, so the band is broad and its position continuous). It
+held-out clips, against the best video-blind constant spectrum (the training clips' per-bin mean or median, whichever
+is closer; a sparse band would let the median, the L1 optimum, pass for learning, so the band is broad and its
+position continuous). It
 must beat the floor by a wide margin; the same model trained on video paired with another clip's mel (shuffled) or
 on a constant video must not, which is what catches a decoder that learns from its own (teacher-forced) mel.
 """
@@ -41,7 +42,8 @@ def _clip(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         top = int(round(h * (SIZE - BAR)))
         video[t, top : top + BAR] += 170.0
         centre = 4 + h * (N_MELS - 8)
-        mel[:, MEL_PER_FRAME * t : MEL_PER_FRAME * (t + 1)] = (-6.0 + 5.0 * np.exp(-((bins - centre) / 8.0) ** 2))[:, None]
+        bump = -6.0 + 5.0 * np.exp(-((bins - centre) / 8.0) ** 2)
+        mel[:, MEL_PER_FRAME * t : MEL_PER_FRAME * (t + 1)] = bump[:, None]
     return np.clip(video, 0, 255).astype(np.uint8), mel
 
 

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
@@ -72,7 +72,7 @@ class DCTCNConf(_Strict):
     squeeze_excitation: bool = True
 
     @model_validator(mode="after")
-    def _branches_split(self) -> "DCTCNConf":
+    def _branches_split(self) -> DCTCNConf:
         _check_split("growth_rate", self.growth_rate, self.kernel_sizes)
         return self
 
@@ -86,7 +86,7 @@ class MSTCNConf(_Strict):
     activation: Literal["relu", "prelu", "swish"] = "prelu"
 
     @model_validator(mode="after")
-    def _branches_split(self) -> "MSTCNConf":
+    def _branches_split(self) -> MSTCNConf:
         _check_split("width", self.width, self.kernel_sizes)
         if self.dilations is not None and len(self.dilations) != self.num_levels:
             raise ValueError(f"dilations: one per level ({self.num_levels}), got {self.dilations}")
@@ -149,7 +149,7 @@ class AlignedDecoderConf(_Strict):
     postnet_dropout: float = Field(default=0.5, ge=0.0, lt=1.0)
 
     @model_validator(mode="after")
-    def _even(self) -> "AlignedDecoderConf":
+    def _even(self) -> AlignedDecoderConf:
         if self.gru_layers and self.channels % 2:
             raise ValueError(f"decoder.channels {self.channels} must be even: the BiGRU's two directions share it")
         if self.kernel % 2 == 0:
@@ -162,8 +162,8 @@ def _decoder_type(value: Any) -> str:
     return (value.get("type", "tacotron") if isinstance(value, dict) else getattr(value, "type", "tacotron"))
 
 
-DecoderConf = Annotated[Union[Annotated[TacotronDecoderConf, Tag("tacotron")],
-                              Annotated[AlignedDecoderConf, Tag("aligned")]], Discriminator(_decoder_type)]
+DecoderConf = Annotated[Annotated[TacotronDecoderConf, Tag("tacotron")] | Annotated[AlignedDecoderConf, Tag("aligned")],
+                        Discriminator(_decoder_type)]
 # each decoder conf's keywords of its module (all fields but the discriminator)
 DECODER_KEYS = tuple(k for k in TacotronDecoderConf.model_fields if k != "type")
 ALIGNED_DECODER_KEYS = tuple(k for k in AlignedDecoderConf.model_fields if k != "type")
@@ -179,12 +179,33 @@ class CBHGConf(_Strict):
     gru_dim: int = 128
 
 
+class SpeechResNetConf(_Strict):
+    """The lip-reading visual front (Conv3d stem + 2D ResNet trunk per frame) as the speech model's front."""
+    stem_channels: int = 64
+    widths: list[int] = Field(default_factory=lambda: [64, 128, 256, 512])
+    blocks: list[int] = Field(default_factory=lambda: [2, 2, 2, 2])
+    activation: Literal["relu", "prelu"] = "prelu"
+
+
+class WordLossConf(_Strict):
+    """An auxiliary per-frame word classification of the visual features (training only; inference never uses
+    it): 0 = no word, else the word, from the samples' word alignments (``json.words``)."""
+    weight: float = Field(default=0.0, ge=0.0)  # 0 = off
+    vocabulary: Literal["grid"] = "grid"  # manifests/grid/vocab.txt, GRID's 51 words
+
+
 class SpeechConf(_Strict):
     """The bridging speech model (supp. Table 2): :meth:`SpeechModel.build`'s keywords but the memory's."""
     in_channels: int = 3
     n_mels: int = 80
     embed_dim: int = 512
-    width: float = 1.0  # scales every Conv3d width (CPU-sized recipes)
+    # the visual front: Table 2's Conv3d stack (the paper's) or the lip-reading model's ResNet front (``resnet``),
+    # which a lip-reading checkpoint can initialise (``visual_init``)
+    visual: Literal["table2", "resnet"] = "table2"
+    resnet: SpeechResNetConf = Field(default_factory=SpeechResNetConf)
+    # a lip-reading run's checkpoint (model: lipreading, same ResNet front) whose visual front weights start this one
+    visual_init: str | None = None
+    width: float = 1.0  # scales every Conv3d width of Table 2's stack (CPU-sized recipes)
     residual: bool = False
     audio_channels: list[int] | None = None  # None = [128, 256], Table 2
     # type: tacotron (the paper's, autoregressive) or aligned (frame-synchronous, non-autoregressive; an extension)
@@ -194,6 +215,13 @@ class SpeechConf(_Strict):
     pad_last_conv: bool = False
     fusion_dropout: float = 0.0
     audio_path: bool = True  # decode h(f_src ⊕ f_tgt) too (Eq. 7's audio term)
+    word_loss: WordLossConf = Field(default_factory=WordLossConf)
+
+    @model_validator(mode="after")
+    def _init_needs_resnet(self) -> SpeechConf:
+        if self.visual_init and self.visual != "resnet":
+            raise ValueError("model_conf.visual_init loads a lip-reading model's ResNet front: set visual: resnet")
+        return self
 
 
 class TwoTowerConf(_Strict):
@@ -219,7 +247,7 @@ class TwoTowerConf(_Strict):
     freeze_towers: bool = False
 
     @model_validator(mode="after")
-    def _one_tower(self) -> "TwoTowerConf":
+    def _one_tower(self) -> TwoTowerConf:
         if not (self.use_pixels or self.use_flow):
             raise ValueError("use_pixels and use_flow are both false: at least one tower is needed")
         return self
@@ -240,11 +268,15 @@ class AdamConf(_Strict):
 
 class ConstantSchedConf(_Strict):
     warmup_epochs: int = 0
+    interval: Literal["epoch", "step"] = "epoch"  # step: the factor moves after every optimizer step
 
 
 class CosineSchedConf(_Strict):
     warmup_epochs: int = 0
     min_lr_ratio: float = 0.0
+    # epoch: the rate changes once per epoch (a staircase); step: after every optimizer step (a smooth curve),
+    # the same curve sampled at fractions of an epoch
+    interval: Literal["epoch", "step"] = "epoch"
 
 
 class StepSchedConf(_Strict):
@@ -264,6 +296,10 @@ class PaperAugmentConf(_Strict):
     erase_prob: float = 0.5
     erase_area: tuple[float, float] = (0.02, 0.33)
     erase_ratio: tuple[float, float] = (0.3, 3.3)
+    # time masking: ``time_masks`` spans of 0..``time_mask`` frames per clip set to the mean frame (0 after
+    # normalisation), as SpecAugment masks time on spectrograms; 0 = off
+    time_mask: int = Field(default=0, ge=0)
+    time_masks: int = Field(default=1, ge=0)
 
 
 class NoAugmentConf(_Strict):
@@ -271,4 +307,5 @@ class NoAugmentConf(_Strict):
 
 
 __all__ = [name for name, obj in dict(globals()).items()
-           if isinstance(obj, type) and issubclass(obj, BaseModel) and name.endswith("Conf")] + ["DECODER_KEYS", "ALIGNED_DECODER_KEYS", "DecoderConf"]
+           if isinstance(obj, type) and issubclass(obj, BaseModel) and name.endswith("Conf")] + [
+    "DECODER_KEYS", "ALIGNED_DECODER_KEYS", "DecoderConf"]

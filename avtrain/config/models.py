@@ -10,9 +10,19 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from avtrain.config.components import (BiGRUBackendConf, ConvAudioFrontendConf, DCTCNConf, LipReadingConf, MemoryConf,
-                                       MSTCNConf, MTLAMConf, MTLAMMemoryConf, ResNetFrontendConf, SpeechConf,
-                                       TwoTowerConf)
+from avtrain.config.components import (
+    BiGRUBackendConf,
+    ConvAudioFrontendConf,
+    DCTCNConf,
+    LipReadingConf,
+    MemoryConf,
+    MSTCNConf,
+    MTLAMConf,
+    MTLAMMemoryConf,
+    ResNetFrontendConf,
+    SpeechConf,
+    TwoTowerConf,
+)
 from avtrain.config.recipe import Recipe
 
 VISUAL = {"resnet18": ResNetFrontendConf}

@@ -10,8 +10,17 @@ from typing import Any, ClassVar, Literal
 import yaml
 from pydantic import BaseModel, Field, model_validator
 
-from avtrain.config.components import (AdamConf, ConstantSchedConf, CosineSchedConf, NoAugmentConf, PaperAugmentConf,
-                                       PlateauSchedConf, SGDConf, StepSchedConf, _Strict)
+from avtrain.config.components import (
+    AdamConf,
+    ConstantSchedConf,
+    CosineSchedConf,
+    NoAugmentConf,
+    PaperAugmentConf,
+    PlateauSchedConf,
+    SGDConf,
+    StepSchedConf,
+    _Strict,
+)
 
 
 class RecipeError(ValueError):
@@ -38,14 +47,26 @@ class DataConf(_Strict):
     color: Literal["gray", "rgb"] = "gray"  # rgb: (T, 3, H, W) from RGB crops (the bridging speech model)
     mean: float = 0.421
     std: float = 0.165
-    mel_mean: float = -5.0
-    mel_std: float = 2.5
+    # the target mel is standardised as (mel - mel_mean) / mel_std: one value for every bin, or one per bin (a list of
+    # n_mels values, e.g. what `avtrain mel-stats SHARDS` measures on the training split)
+    mel_mean: float | list[float] = -5.0
+    mel_std: float | list[float] = 2.5
     batch_size: int = 32
     eval_batch_size: int = 64
     num_workers: int = 0
     shuffle_buffer: int = 1000
     max_frames: int | None = None  # longer clips are cut (train: random window; eval: centre)
     on_bad_sample: Literal["raise", "skip"] = "raise"  # skip: drop and count, reported per epoch (data/bad_samples.py)
+
+    @model_validator(mode="after")
+    def _mel_scaling(self) -> DataConf:
+        sizes = {len(v) for v in (self.mel_mean, self.mel_std) if isinstance(v, list)}
+        if len(sizes) > 1:
+            raise ValueError(f"data.mel_mean and data.mel_std are lists of different lengths {sorted(sizes)}")
+        stds = self.mel_std if isinstance(self.mel_std, list) else [self.mel_std]
+        if min(stds) <= 0:
+            raise ValueError("data.mel_std must be positive")
+        return self
 
 
 class TrainerConf(_Strict):
@@ -66,6 +87,9 @@ class TrainerConf(_Strict):
     compile: bool = False
     # channels-last memory format for the 2D/3D convolutions on CUDA (faster tensor-core convolutions)
     channels_last: bool = False
+    # an exponential moving average of the weights with this decay per step (e.g. 0.999): validated, picked and
+    # evaluated instead of the raw weights (avtrain/engine/ema.py); None = off
+    ema: float | None = Field(default=None, gt=0.0, lt=1.0)
 
 
 class EvalConf(_Strict):
@@ -73,11 +97,13 @@ class EvalConf(_Strict):
     flip_tta: bool = True
     top_confusions: int = 10
     plot_clips: int = 4
-    # speech models: how predicted spectrograms become waveforms (None = the model's own: speech -> [mel],
-    # two_tower -> [linear, exemplar] = the paper's Lin-synth and Mel-synth), Griffin-Lim iterations, the number of
-    # training clips whose frames form the Mel-synth exemplar bank, the post-net window of the two-tower sliding
-    # prediction (None = data.max_frames, else 16), and an optional cap on evaluated clips (smoke runs)
-    synthesis: list[Literal["mel", "linear", "exemplar"]] | None = None
+    # speech models: how predicted spectrograms become waveforms (None = the model's own: speech -> [mel] =
+    # Griffin-Lim, or [hifigan] where the vocoder extra is installed if HiFi-GAN scores better on the ceilings
+    # (avtrain.tasks.speech.hifigan.PREFERRED: it does not); two_tower -> [linear, exemplar] = the paper's Lin-synth
+    # and Mel-synth), Griffin-Lim iterations, the number of training clips whose frames form the Mel-synth exemplar
+    # bank, the post-net window of the two-tower sliding prediction (None = data.max_frames, else 16), and an
+    # optional cap on evaluated clips (smoke runs)
+    synthesis: list[Literal["mel", "hifigan", "linear", "exemplar"]] | None = None
     griffin_lim_iters: int = Field(default=60, ge=0)
     exemplar_clips: int = Field(default=200, ge=1)
     # Mel-synth's nearest-exemplar distance: on the mel frames (the paper's Mel-synth) or the concatenated mel+linear
@@ -114,7 +140,7 @@ class Recipe(_Strict):
         return {**cls.MODEL_COMPONENTS, **SHARED_COMPONENTS}
 
     @model_validator(mode="after")
-    def _check_components(self) -> "Recipe":
+    def _check_components(self) -> Recipe:
         for component, choices in self.components().items():
             name = getattr(self, component)
             if name not in choices:

@@ -12,25 +12,29 @@ import math
 import numpy as np
 
 
+def _area_weights(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in): output pixel i averages the source pixels under [i, i + 1) * n_in / n_out, each weighted by
+    the length of its overlap (OpenCV's INTER_AREA)."""
+    edges = np.arange(n_out + 1) * (n_in / n_out)
+    lo, hi = edges[:-1, None], edges[1:, None]
+    src = np.arange(n_in)[None, :]
+    overlap = np.clip(np.minimum(hi, src + 1) - np.maximum(lo, src), 0, None)
+    return (overlap / overlap.sum(1, keepdims=True)).astype(np.float32)
+
+
 def resize_frames(video: np.ndarray, size: int) -> np.ndarray:
-    """Area-resize uint8 (T, H, W) frames to (T, size, size) float32 (0..255). No OpenCV: plain numpy."""
+    """Area-resize uint8 (T, H, W) frames to (T, size, size) float32 (0..255). No OpenCV: plain numpy.
+
+    Every output pixel is the mean of the source area it covers, so detail finer than the output grid averages out
+    rather than aliasing (112 -> 64, the CPU recipes' mouth, used to fall through to bilinear sampling)."""
     t, h, w = video.shape
     if (h, w) == (size, size):
         return video.astype(np.float32)
     if h % size == 0 and w % size == 0:  # integer factor: exact box average
         fh, fw = h // size, w // size
         return video.reshape(t, size, fh, size, fw).astype(np.float32).mean(axis=(2, 4))
-    # general case: separable linear interpolation on pixel centres
-    ys = (np.arange(size) + 0.5) * h / size - 0.5
-    xs = (np.arange(size) + 0.5) * w / size - 0.5
-    y0 = np.clip(np.floor(ys).astype(int), 0, h - 1)
-    x0 = np.clip(np.floor(xs).astype(int), 0, w - 1)
-    y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
-    wy, wx = np.clip(ys - y0, 0, 1)[None, :, None], np.clip(xs - x0, 0, 1)[None, None, :]
-    v = video.astype(np.float32)
-    top = v[:, y0][:, :, x0] * (1 - wx) + v[:, y0][:, :, x1] * wx
-    bot = v[:, y1][:, :, x0] * (1 - wx) + v[:, y1][:, :, x1] * wx
-    return top * (1 - wy) + bot * wy
+    rows, cols = _area_weights(h, size), _area_weights(w, size)
+    return np.matmul(np.matmul(rows, video.astype(np.float32)), cols.T)
 
 
 def centre_crop(video: np.ndarray, size: int | None) -> np.ndarray:
@@ -78,8 +82,21 @@ def random_erase(
     return video
 
 
+def time_mask(video: np.ndarray, rng: np.random.Generator, width: int, count: int) -> np.ndarray:
+    """Set ``count`` spans of 0..``width`` consecutive frames (each drawn independently) to 0, the mean frame."""
+    t = video.shape[0]
+    for _ in range(count):
+        n = int(rng.integers(0, width + 1))
+        if 0 < n < t:
+            start = int(rng.integers(0, t - n + 1))
+            video = video.copy() if not video.flags.writeable else video
+            video[start : start + n] = 0.0
+    return video
+
+
 class ClipAugment:
-    """Train: random crop -> flip -> normalise -> erase (fill 0 = the mean). Eval: centre crop -> normalise."""
+    """Train: random crop -> flip -> normalise -> erase (fill 0 = the mean) -> time masks. Eval: centre crop ->
+    normalise."""
 
     def __init__(self, name: str, conf: dict, mean: float, std: float):
         self.name = name
@@ -88,6 +105,8 @@ class ClipAugment:
         self.erase_prob = float(conf.get("erase_prob", 0.0)) if name == "paper" else 0.0
         self.erase_area = tuple(conf.get("erase_area", (0.02, 0.33)))
         self.erase_ratio = tuple(conf.get("erase_ratio", (0.3, 3.3)))
+        self.time_mask = int(conf.get("time_mask", 0)) if name == "paper" else 0
+        self.time_masks = int(conf.get("time_masks", 1))
         self.mean, self.std = mean * 255.0, std * 255.0
 
     def __call__(self, video: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
@@ -100,4 +119,7 @@ class ClipAugment:
             video = random_flip(video, rng)
         video = (video - self.mean) / self.std
         video = random_erase(video, rng, self.erase_prob, self.erase_area, self.erase_ratio)
-        return np.ascontiguousarray(video, dtype=np.float32)
+        video = np.ascontiguousarray(video, dtype=np.float32)
+        if self.time_mask:  # drawn after every other transform: recipes without it draw exactly what they drew
+            video = time_mask(video, rng, self.time_mask, self.time_masks)
+        return video

@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import random
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -92,13 +93,36 @@ class _SeededShuffle:
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
+def _mel_scaling(d: DataConf, like) -> tuple:
+    """``data.mel_mean`` / ``mel_std`` shaped to broadcast over (..., n_mels, frames), numpy or torch as ``like``."""
+    out = []
+    for value in (d.mel_mean, d.mel_std):
+        if isinstance(value, list):
+            value = np.asarray(value, np.float32)[:, None]
+            if torch.is_tensor(like):
+                value = torch.from_numpy(value).to(like.device)
+        out.append(value)
+    return tuple(out)
+
+
 def normalise_mel(mel: np.ndarray, d: DataConf) -> np.ndarray:
-    return (mel - d.mel_mean) / d.mel_std
+    mean, std = _mel_scaling(d, mel)
+    return (mel - mean) / std
 
 
 def denormalise_mel(mel, d: DataConf):
     """A (predicted or batched) mel back in the units the shards were written in (``avbridge.spectra``)."""
-    return mel * d.mel_std + d.mel_mean
+    mean, std = _mel_scaling(d, mel)
+    return mel * std + mean
+
+
+def word_frames(words: list[dict], num_frames: int, vocabulary: dict[str, int]) -> np.ndarray:
+    """Per-video-frame word classes from a sample's word alignment (``json.words``): 0 where no word is spoken, else
+    1 + the word's index in the vocabulary; a frame two words share goes to the later one. Unknown words are 0."""
+    labels = np.zeros(num_frames, np.int64)
+    for w in words:
+        labels[max(0, int(w["start_frame"])) : max(0, int(w["end_frame"]))] = vocabulary.get(w["word"], -1) + 1
+    return labels
 
 
 def denormalise_video(frames, d: DataConf):
@@ -129,6 +153,7 @@ class ClipLoader:
         wanted = self.task_fields if self.task_fields is not None else _task_fields(r)
         self.want_flow, self.want_linear = wanted.flow, wanted.linear
         self.context = int(getattr(wanted, "context", 0))
+        self.vocabulary = {w: i for i, w in enumerate(getattr(wanted, "word_vocabulary", ()))}
         self.fields = (d.video_field, "mel.npy", "json") + ("flow.npz",) * self.want_flow \
             + ("linear.npy",) * self.want_linear + ("wav.flac",) * self.scoring
 
@@ -150,7 +175,7 @@ class ClipLoader:
             video = video.astype(np.float32) @ LUMA
         elif d.color == "rgb" and video.ndim != 4:
             raise ValueError(f"sample {key}: data.color is rgb but {d.video_field!r} crops are gray")
-        t = video.shape[0]
+        t = clip_frames = video.shape[0]
         mel = s.get("mel.npy")
         if mel is None:
             params = SpectrogramParams(**meta.get("spectrogram", {}))
@@ -179,6 +204,9 @@ class ClipLoader:
             out["linear"] = linear[:, : MEL_PER_FRAME * t].astype(np.float32)
         if self.context:
             out["centre"] = centre
+        if self.vocabulary:
+            labels = word_frames(meta.get("words") or [], clip_frames, self.vocabulary)
+            out["word_frames"] = labels[window[0] : window[3]] if window is not None else labels[:t]
         if self.scoring:
             out["wave"] = s["wav.flac"]
             out["spectrogram"] = meta.get("spectrogram", {})
@@ -253,6 +281,11 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
         batch["linear"] = linear
     if "centre" in first:
         batch["centre"] = torch.tensor([s["centre"] for s in samples], dtype=torch.long)
+    if "word_frames" in first:  # -100 on padding: cross-entropy's ignore index
+        words = torch.full((len(samples), tmax), -100, dtype=torch.long)
+        for i, s in enumerate(samples):
+            words[i, : len(s["word_frames"])] = torch.from_numpy(s["word_frames"])
+        batch["word_frames"] = words
     if "wave" in first:
         batch["waves"] = [s["wave"] for s in samples]
         batch["spectrograms"] = [s["spectrogram"] for s in samples]

@@ -19,9 +19,9 @@ import math
 import random
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ from avtrain.data import build_loader, preprocessing_record, split_shards, split
 from avtrain.data.bad_samples import SkipTally
 from avtrain.engine import checkpoint as ckpt
 from avtrain.engine import distributed
+from avtrain.engine.ema import WeightAverage
 from avtrain.engine.precision import autocast, autocast_dtype, configure_cuda, select_device, to_device  # noqa: F401
 from avtrain.tasks import Task, task_for
 
@@ -63,8 +64,15 @@ def build_optimizer(recipe: Recipe, params) -> torch.optim.Optimizer:
     return cls(params, lr=c.lr, betas=tuple(c.betas), weight_decay=c.weight_decay)
 
 
-def build_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer, higher_is_better: bool = True):
-    """Epoch-level schedules (stepped once per epoch); a plateau follows the task's validation metric."""
+def per_step(recipe: Recipe) -> bool:
+    """Whether the schedule moves after every optimizer step (``scheduler_conf.interval: step``), else per epoch."""
+    return recipe.scheduler_conf.get("interval", "epoch") == "step"
+
+
+def build_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer, higher_is_better: bool = True,
+                    steps_per_epoch: int | None = None):
+    """Epoch-level schedules (stepped once per epoch), or with ``interval: step`` the same curve stepped after every
+    optimizer step (``steps_per_epoch`` of them an epoch); a plateau follows the task's validation metric."""
     c, epochs = recipe.conf("scheduler"), recipe.trainer.epochs
     if recipe.scheduler == "plateau":
         mode = "max" if higher_is_better else "min"
@@ -73,6 +81,20 @@ def build_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer, higher_is_
     if recipe.scheduler == "step":
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, c.milestones, c.gamma)
     warm = c.warmup_epochs
+    if per_step(recipe):
+        if not steps_per_epoch:
+            raise RuntimeError("scheduler_conf.interval: step needs the train split's size (index.json)")
+        spe = steps_per_epoch
+
+        def step_factor(step: int) -> float:
+            if step < warm * spe:  # linear warm-up from 1 / (warm-up steps)
+                return (step + 1) / (warm * spe)
+            if recipe.scheduler == "cosine":
+                progress = min(1.0, (step - warm * spe) / max(1, (epochs - warm) * spe))
+                return c.min_lr_ratio + (1 - c.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+            return 1.0
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, step_factor)
 
     def factor(epoch: int) -> float:
         if epoch < warm:
@@ -110,6 +132,7 @@ class Trainer:
 
         seed_everything(recipe.seed)  # same initial weights on every rank
         self.model = self.task.build_model()
+        self.task.init_weights(self.model)  # a resumed run's last.pt overwrites these below
         if self.t.init_checkpoint:
             if not Path(self.t.init_checkpoint).exists():
                 raise FileNotFoundError(f"trainer.init_checkpoint {self.t.init_checkpoint}: no such checkpoint")
@@ -119,7 +142,10 @@ class Trainer:
             self.model.to(memory_format=torch.channels_last)  # the 2D convolutions' weights (frame trunks, towers)
         self.model.to(self.device)
         self.optimizer = build_optimizer(recipe, self.model.parameters())
-        self.scheduler = build_scheduler(recipe, self.optimizer, self.task.higher_is_better)
+        self.step_schedule = per_step(recipe) and recipe.scheduler != "plateau"
+        self.scheduler = build_scheduler(recipe, self.optimizer, self.task.higher_is_better,
+                                         self.batches_per_epoch() if self.step_schedule else None)
+        self.ema = WeightAverage(self.model, self.t.ema) if self.t.ema else None
         self.restored = False  # state loaded from a checkpoint of this run (restore)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self.net: torch.nn.Module = self.model
@@ -142,7 +168,11 @@ class Trainer:
     def state(self) -> dict:
         return {
             "format": ckpt.FORMAT,
-            "model": ckpt.unwrap(self.model).state_dict(),
+            # with an EMA, "model" is the average (what validation scored, what eval and synth load) and the weights
+            # being trained are kept apart for resuming
+            "model": self.ema.state_dict() if self.ema else ckpt.unwrap(self.model).state_dict(),
+            **({"train_model": ckpt.unwrap(self.model).state_dict(), "ema_updates": self.ema.updates}
+               if self.ema else {}),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -162,7 +192,13 @@ class Trainer:
 
     def restore(self, path: Path) -> None:
         state = ckpt.load_checkpoint(path)  # to the CPU: set_rng_state needs CPU tensors
-        ckpt.load_model_weights(self.model, state, path, self.recipe)
+        if self.ema is not None:
+            if "train_model" not in state:
+                raise ckpt.CheckpointError(f"{path}: written without trainer.ema, cannot resume with it")
+            ckpt.load_model_weights(self.model, {**state, "model": state["train_model"]}, path, self.recipe)
+            self.ema.load_state_dict(state["model"], int(state["ema_updates"]))
+        else:
+            ckpt.load_model_weights(self.model, state, path, self.recipe)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -230,12 +266,16 @@ class Trainer:
             parts["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.t.grad_clip).detach()
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.ema is not None:
+            self.ema.update(ckpt.unwrap(self.model))
+        if self.step_schedule:
+            self.scheduler.step()
         return parts
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         """The task's validation values over the whole split: each rank sums its own clips, the sums are added."""
-        model = ckpt.unwrap(self.model).eval()
+        model = self.ema.model if self.ema is not None else ckpt.unwrap(self.model).eval()
         split = self.recipe.data.valid_split
         sums: dict[str, float] = {}
         for batch in self.loader(split, train=False, whole=self.task.whole_clip_validation):
@@ -287,11 +327,12 @@ class Trainer:
                     if seen <= skip:  # already trained on before the interruption
                         progress.advance(bar)
                         continue
+                    lr = self.optimizer.param_groups[0]["lr"]  # the rate this step runs with
                     parts = self.train_step(batch)
                     self.step += 1
                     self.epoch_step += 1
                     result.seen_keys.extend(batch["keys"])
-                    log.add(self.epoch, self.step, parts, len(batch["keys"]), self.optimizer.param_groups[0]["lr"])
+                    log.add(self.epoch, self.step, parts, len(batch["keys"]), lr)
                     if log.due(self.step):
                         self.flush(log, result, progress, bar)
                     else:
@@ -312,7 +353,7 @@ class Trainer:
         result.step, result.epoch, result.best_metric = self.step, self.epoch, self.best
         return result
 
-    def flush(self, log: "StepLog", result: TrainResult, progress: Progress, bar, advance: bool = True) -> None:
+    def flush(self, log: StepLog, result: TrainResult, progress: Progress, bar, advance: bool = True) -> None:
         """Read the pending steps' loss parts back to the host (one sync), log them, update the progress bar."""
         rows = log.flush(main=self.dist.is_main)
         result.losses.extend(row["total"] for row in rows)
@@ -340,7 +381,7 @@ class Trainer:
                 self.scheduler.step(metric)
             elif self.dist.is_main and self.epoch == 0:
                 self.console.log("scheduler plateau: no validation this run, the learning rate stays constant")
-        else:
+        elif not self.step_schedule:
             with warnings.catch_warnings():
                 if self.restored:
                     # A run resumed after its epoch's last batch steps the schedule before any optimizer step of

@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from avtrain.models.aligned_decoder import AlignedDecoder
-from avtrain.models.frontends import AudioFrontend
+from avtrain.models.frontends import AudioFrontend, VisualFrontend
 from avtrain.models.masked import masked_spectrogram_mean, to_device_async
 from avtrain.models.memory import AssociativeBridge
 from avtrain.models.tacotron import TacotronDecoder
@@ -73,18 +73,33 @@ class Conv3dStack(nn.Module):
 
 
 class SpeechVisualEncoder(nn.Module):
-    """Conv3d stack -> spatial mean (a no-op at 1 x 1, i.e. for 96 x 96 input) -> BiLSTM over the real frames."""
+    """Visual front -> BiLSTM over the real frames. The front is Table 2's Conv3d stack followed by a spatial mean (a
+    no-op at 1 x 1, i.e. for 96 x 96 input), or with ``resnet`` (the keywords of :class:`SpeechResNetConf`) the
+    lip-reading model's front: Conv3d stem + a 2D ResNet trunk per frame, whose weights a lip-reading checkpoint can
+    provide (``model_conf.visual_init``)."""
 
     def __init__(self, in_channels: int = 3, out_dim: int = 512, width: float = 1.0, residual: bool = False,
-                 lstm_layers: int = 1, pad_last: bool = False):
+                 lstm_layers: int = 1, pad_last: bool = False, resnet: dict | None = None):
         super().__init__()
-        self.stack = Conv3dStack(in_channels, TABLE2_VISUAL, width, residual, pad_last)
-        self.lstm = nn.LSTM(self.stack.out_channels, out_dim // 2, lstm_layers, batch_first=True, bidirectional=True)
+        self.stack = self.front = None
+        if resnet is None:
+            self.stack = Conv3dStack(in_channels, TABLE2_VISUAL, width, residual, pad_last)
+            channels = self.stack.out_channels
+        else:
+            channels = resnet["widths"][-1]
+            self.front = VisualFrontend(in_channels, resnet["stem_channels"], resnet["widths"], resnet["blocks"],
+                                        channels, resnet["activation"])
+        self.lstm = nn.LSTM(channels, out_dim // 2, lstm_layers, batch_first=True, bidirectional=True)
         self.out_dim = out_dim
 
-    def forward(self, video: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def forward(self, video: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """video (B, T, C, H, W) -> (B, T, out_dim), zeros past each length."""
-        x = self.stack(video).mean(dim=(3, 4))
+        if self.stack is not None:
+            x = self.stack(video).mean(dim=(3, 4))
+        else:
+            if mask is None:
+                mask = torch.arange(video.shape[1], device=video.device)[None] < lengths.to(video.device)[:, None]
+            x = self.front(video, mask, lengths)
         packed = pack_padded_sequence(x.float(), lengths.cpu(), batch_first=True, enforce_sorted=False)
         with torch.autocast(x.device.type, enabled=False):
             y, _ = self.lstm(packed)
@@ -129,9 +144,11 @@ def masked_l1(pred: torch.Tensor, target: torch.Tensor, frame_mask: torch.Tensor
 
 
 class SpeechModel(nn.Module):
-    def __init__(self, visual: SpeechVisualEncoder, decoder: TacotronDecoder | AlignedDecoder, audio: SpeechAudioFrontend | None = None,
+    def __init__(self, visual: SpeechVisualEncoder, decoder: TacotronDecoder | AlignedDecoder,
+                 audio: SpeechAudioFrontend | None = None,
                  memory: AssociativeBridge | None = None, fusion_dropout: float = 0.0, audio_path: bool = True,
-                 save_weight: float = 1.0, bridge_weight: float = 1.0):
+                 save_weight: float = 1.0, bridge_weight: float = 1.0, word_classes: int = 0,
+                 word_weight: float = 0.0):
         super().__init__()
         if (memory is None) != (audio is None):
             raise ValueError("the audio module and the memory come together (N > 0) or not at all (N = 0)")
@@ -142,16 +159,23 @@ class SpeechModel(nn.Module):
             self.fusion = nn.Sequential(nn.Dropout(fusion_dropout), nn.Linear(2 * dim, dim))  # h(.), one Linear
         self.audio_path, self.save_weight, self.bridge_weight = audio_path, save_weight, bridge_weight
         self.frames_per_step = decoder.r
+        # training only: per-frame word classes of f_src (0 = no word); what is decoded never reads it
+        self.word_head = nn.Linear(dim, word_classes) if word_weight > 0 and word_classes else None
+        self.word_weight = word_weight
 
     @classmethod
     def build(cls, num_slots: int = 150, in_channels: int = 3, n_mels: int = 80, embed_dim: int = 512,
               width: float = 1.0, residual: bool = False, audio_channels: list[int] | None = None,
               scale: float = 16.0, variant: str = "paper", init_std: float = 0.5, decoder: dict | None = None,
-              pad_last_conv: bool = False, **kwargs) -> "SpeechModel":
+              pad_last_conv: bool = False, visual: str = "table2", resnet: dict | None = None,
+              word_loss: dict | None = None, word_classes: int = 0, **kwargs) -> SpeechModel:
         """The paper's sizes by default; N = ``num_slots`` (150 speaker-dependent, 360 speaker-independent, 0 =
         baseline). ``decoder`` holds the decoder's ``type`` (tacotron, the default, or aligned) and its keyword
-        overrides (:class:`TacotronDecoder`, :class:`AlignedDecoder`)."""
-        visual = SpeechVisualEncoder(in_channels, embed_dim, width, residual, pad_last=pad_last_conv)
+        overrides (:class:`TacotronDecoder`, :class:`AlignedDecoder`). ``visual``: ``table2`` (the paper's Conv3d
+        stack) or ``resnet`` (the lip-reading front, sized by ``resnet``). ``word_loss`` (weight) with
+        ``word_classes`` adds the auxiliary per-frame word head."""
+        visual = SpeechVisualEncoder(in_channels, embed_dim, width, residual, pad_last=pad_last_conv,
+                                     resnet=resnet if visual == "resnet" else None)
         options = dict(decoder or {})
         kind = options.pop("type", "tacotron")
         decoders = {"tacotron": TacotronDecoder, "aligned": AlignedDecoder}
@@ -162,15 +186,19 @@ class SpeechModel(nn.Module):
         if num_slots > 0:
             audio = SpeechAudioFrontend(n_mels, audio_channels, 1, embed_dim)
             memory = AssociativeBridge(num_slots, embed_dim, embed_dim, scale, variant, init_std)
-        return cls(visual, dec, audio, memory, **kwargs)
+        kwargs.pop("visual_init", None)  # weights, not architecture: the task loads them before training
+        return cls(visual, dec, audio, memory, word_classes=word_classes,
+                   word_weight=float((word_loss or {}).get("weight", 0.0)), **kwargs)
 
     @classmethod
-    def from_recipe(cls, recipe) -> "SpeechModel":
+    def from_recipe(cls, recipe, word_classes: int = 0) -> SpeechModel:
         """``model_conf`` holds :meth:`build`'s keywords (all but the memory's); N, the addressing and the memory
-        loss weights come from ``memory_conf``, as for the lip-reading model."""
+        loss weights come from ``memory_conf``, as for the lip-reading model. ``word_classes``: the word head's
+        classes (1 + the vocabulary's words), given by the task that reads the vocabulary."""
         mem = recipe.conf("memory")
         return cls.build(**dict(recipe.model_conf), num_slots=mem.num_slots, scale=mem.scale, variant=mem.variant,
-                         init_std=mem.init_std, save_weight=mem.save_weight, bridge_weight=mem.bridge_weight)
+                         init_std=mem.init_std, save_weight=mem.save_weight, bridge_weight=mem.bridge_weight,
+                         word_classes=word_classes)
 
     @property
     def training_loss_is_inference(self) -> bool:
@@ -198,9 +226,12 @@ class SpeechModel(nn.Module):
         video, target = batch["video"], batch["mel"]
         lengths, mask = self._lengths_mask(video, batch.get("lengths"), batch.get("mask"))
         frame_mask = mask.repeat_interleave(self.frames_per_step, dim=1)[:, : target.shape[-1]]
-        f_src = self.visual(video, lengths)
+        f_src = self.visual(video, lengths, mask)
         out: dict = {}
         losses: dict[str, torch.Tensor] = {}
+        if self.word_head is not None and "word_frames" in batch:
+            logits = self.word_head(f_src.float())
+            losses["words"] = F.cross_entropy(logits.flatten(0, 1), batch["word_frames"].flatten(), ignore_index=-100)
         if self.memory is None:
             dec = self.decoder(f_src, mask, target)
         else:
@@ -219,6 +250,7 @@ class SpeechModel(nn.Module):
         losses["post_l1"] = masked_l1(dec["mel_post"], target, frame_mask)
         task = sum(v for k, v in losses.items() if "_l1" in k)
         total = task + self.save_weight * losses.get("save", 0.0) + self.bridge_weight * losses.get("bridge", 0.0)
+        total = total + self.word_weight * losses.get("words", 0.0)
         losses["task"], losses["total"] = task, total
         # what inference decodes (the recall path, or f_src at N = 0): the best-checkpoint criterion; the memory terms
         # and the audio path are left out, their scale drifts as the audio embedding grows (docs/speech.md)
@@ -231,7 +263,7 @@ class SpeechModel(nn.Module):
     def infer(self, video: torch.Tensor, lengths: torch.Tensor | None = None) -> dict:
         """Video only, free-running decoder: ``mel``, ``mel_post`` (B, M, 4T), ``alignments``, ``src_address``."""
         lengths, mask = self._lengths_mask(video, lengths, None)
-        f_src = self.visual(video, lengths)
+        f_src = self.visual(video, lengths, mask)
         out: dict = {}
         if self.memory is not None:
             bridge = self.memory(f_src, None, mask)

@@ -87,7 +87,8 @@ class VisualFrontend(nn.Module):
 
 
 class AudioFrontend(nn.Module):
-    def __init__(self, n_mels: int = 80, channels: list[int] | None = None, residual_blocks: int = 1, out_dim: int = 512):
+    def __init__(self, n_mels: int = 80, channels: list[int] | None = None, residual_blocks: int = 1,
+                 out_dim: int = 512):
         super().__init__()
         c1, c2 = channels or [128, 256]
         if n_mels % 4:

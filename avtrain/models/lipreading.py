@@ -28,7 +28,7 @@ class LipReadingModel(nn.Module):
         self.classifier = nn.Linear(backend.out_dim, num_classes)
 
     @classmethod
-    def from_recipe(cls, recipe) -> "LipReadingModel":
+    def from_recipe(cls, recipe) -> LipReadingModel:
         mc, vc, ac = recipe.conf("model"), recipe.conf("visual_frontend"), recipe.conf("audio_frontend")
         mem, bc = recipe.conf("memory"), recipe.conf("backend")
         visual = VisualFrontend(vc.in_channels, vc.stem_channels, vc.widths, vc.blocks, mc.embed_dim, vc.activation)

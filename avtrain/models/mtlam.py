@@ -29,8 +29,14 @@ from torch import nn
 from avtrain.config.components import MTLAMMemoryConf
 from avtrain.models.frontends import AudioFrontend, VisualFrontend
 from avtrain.models.masked import masked_mean, masked_time_mean, to_device_async
-from avtrain.models.tcn import (DCTCNConf, MSTCNConf, TemporalModel, TemporalSpec, build_matched_towers,
-                                build_temporal_model)
+from avtrain.models.tcn import (
+    DCTCNConf,
+    MSTCNConf,
+    TemporalModel,
+    TemporalSpec,
+    build_matched_towers,
+    build_temporal_model,
+)
 
 
 # ---------------------------------------------------------------- the memory of one level
@@ -118,7 +124,7 @@ class MTLAMConfig:
     @classmethod
     def from_confs(cls, model: Mapping[str, Any], visual_frontend: Mapping[str, Any],
                    audio_frontend: Mapping[str, Any], temporal: str, temporal_conf: Mapping[str, Any],
-                   memory: Mapping[str, Any], audio_temporal_conf: Mapping[str, Any] | None = None) -> "MTLAMConfig":
+                   memory: Mapping[str, Any], audio_temporal_conf: Mapping[str, Any] | None = None) -> MTLAMConfig:
         """From a recipe's validated component confs (plain dicts, as ``Recipe`` stores them); see docs/mtlam.md.
 
         ``model``: num_classes, embed_dim, head_dropout, vsr_weight, asr_weight, fused_weight. ``memory``: levels,
@@ -178,14 +184,14 @@ class MTLAMLipReading(nn.Module):
         self.audio_head = ClipClassifier(audio_tcn.level_dims[-1], num_classes, head_dropout) if memories else None
 
     @classmethod
-    def from_recipe(cls, recipe) -> "MTLAMLipReading":
+    def from_recipe(cls, recipe) -> MTLAMLipReading:
         """From an MTLAM recipe's validated component confs (model, front-ends, temporal, memory)."""
         return cls.from_config(MTLAMConfig.from_confs(
             recipe.model_conf, recipe.visual_frontend_conf, recipe.audio_frontend_conf, recipe.temporal,
             recipe.temporal_conf, recipe.memory_conf))
 
     @classmethod
-    def from_config(cls, cfg: MTLAMConfig) -> "MTLAMLipReading":
+    def from_config(cls, cfg: MTLAMConfig) -> MTLAMLipReading:
         levels = tuple(cfg.memory.levels)
         n = cfg.temporal.num_levels
         if len(set(levels)) != len(levels) or any(not 0 <= i <= n for i in levels):

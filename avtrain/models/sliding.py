@@ -10,7 +10,7 @@ the window is predicted in one piece.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -17,8 +17,9 @@ other frame through a per-channel scale; the convolutional receptive field of Eq
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator, Literal, Union
+from typing import Literal
 
 import torch
 from torch import nn
@@ -46,7 +47,7 @@ def level_dilations(spec: MSTCNConf) -> list[int]:
     return list(d)
 
 
-def level_stages(spec: "TemporalSpec") -> list[list[tuple[int, int]]]:
+def level_stages(spec: TemporalSpec) -> list[list[tuple[int, int]]]:
     """Per level, the (largest kernel, dilation) of each convolution on the longest path: DC-TCN has 2 per dense
     layer (dilations[j % len] for layer j of a block), MS-TCN 2 per temporal block."""
     k = max(spec.kernel_sizes)
@@ -56,7 +57,7 @@ def level_stages(spec: "TemporalSpec") -> list[list[tuple[int, int]]]:
     return [[(k, d), (k, d)] for d in level_dilations(spec)]
 
 
-TemporalSpec = Union[DCTCNConf, MSTCNConf]
+TemporalSpec = DCTCNConf | MSTCNConf
 
 
 def receptive_fields(spec: TemporalSpec) -> list[int]:

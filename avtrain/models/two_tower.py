@@ -148,7 +148,7 @@ class TwoTowerModel(nn.Module):
             self.freeze_encoder()
 
     @classmethod
-    def from_recipe(cls, recipe) -> "TwoTowerModel":
+    def from_recipe(cls, recipe) -> TwoTowerModel:
         """``model_conf`` holds this constructor's keywords."""
         return cls(**dict(recipe.model_conf))
 
@@ -161,7 +161,7 @@ class TwoTowerModel(nn.Module):
                 tower.requires_grad_(False)
         self.train(self.training)
 
-    def train(self, mode: bool = True) -> "TwoTowerModel":
+    def train(self, mode: bool = True) -> TwoTowerModel:
         super().train(mode)
         if getattr(self, "encoder_frozen", False):
             for tower in (self.pixels, self.flow):

@@ -1,5 +1,9 @@
 """The task protocol: everything the engine, the data module and the CLI need to know about a model.
 
+    task = task_for(load_recipe("recipes/grid-words-bridging.yaml"))  # the recipe's model picks the task
+    batch = next(iter(build_loader(task.recipe, "train", train=True, fields=task.fields())))
+    loss, parts = task.losses(task.build_model(), batch)  # what the engine's training step does, less the device
+
 A task answers: which sample fields the data module must read (:meth:`Task.fields`), which model the recipe builds
 (:meth:`Task.build_model`), how a batch becomes losses (:meth:`Task.losses`), how a validation batch is summed and
 the sums become the logged values (:meth:`Task.validation_sums`, :meth:`Task.finish_validation`), which of those
@@ -31,6 +35,9 @@ class Fields:
     # has them): the model sees them as input but computes its loss on the window only, batch["centre"] (B, 2) =
     # each clip's [start, stop) of the window in the loaded frames. 0: no context, no "centre".
     context: int = 0
+    # per-video-frame word classes from the samples' word alignments, batch["word_frames"] (B, T): 0 = no word,
+    # 1 + index in this vocabulary, -100 on padding. Empty: not read.
+    word_vocabulary: tuple[str, ...] = ()
 
 
 class Task(ABC):
@@ -48,6 +55,10 @@ class Task(ABC):
     @abstractmethod
     def build_model(self) -> nn.Module:
         """The untrained model the recipe describes."""
+
+    def init_weights(self, model: nn.Module) -> None:  # noqa: B027 - a hook with nothing to do by default
+        """Weights from elsewhere that a new run starts from (e.g. a pretrained front); called once, before the
+        first step of a run that is not resumed. Default: none."""
 
     @abstractmethod
     def losses(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

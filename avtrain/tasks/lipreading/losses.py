@@ -7,7 +7,8 @@ import torch.nn.functional as F
 
 
 def lipreading_loss(out: dict, labels: torch.Tensor, *, audio_task_weight: float = 1.0,
-                    save_weight: float = 1.0, bridge_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                    save_weight: float = 1.0, bridge_weight: float = 1.0
+                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """L_total = L_save + L_bridge + L_task, L_task = CE(recall path) + CE(audio path); N = 0: CE(visual path).
     The parts are detached tensors (read on the host only when logged)."""
     task = F.cross_entropy(out["logits"].float(), labels)

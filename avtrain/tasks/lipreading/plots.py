@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 
 
-
 def _addressing_heatmap(ax, addressing, title: str, vmax: float):
     """Slots (rows) over frames (columns) of one clip's (T, N) addressing vectors."""
     from matplotlib.ticker import MaxNLocator

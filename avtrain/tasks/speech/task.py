@@ -13,8 +13,14 @@ import torch
 from rich.console import Console
 from torch import nn
 
+from avbridge.manifests_path import manifest_file
 from avtrain.tasks.base import Fields, Task
 from avtrain.tasks.speech.predict import Prediction, post_net_window, predict_bridging, predict_two_tower
+
+
+def word_vocabulary(name: str) -> tuple[str, ...]:
+    """The words of a shipped vocabulary (``grid``: manifests/grid/vocab.txt), one per line."""
+    return tuple(manifest_file(f"{name}/vocab.txt").read_text().split())
 
 
 class SpeechTask(Task):
@@ -68,10 +74,26 @@ class SpeechTask(Task):
 class BridgingSpeechTask(SpeechTask):
     default_synthesis = ["mel"]
 
+    def __init__(self, recipe):
+        super().__init__(recipe)
+        words = recipe.model_conf["word_loss"]
+        self.vocabulary: tuple[str, ...] = word_vocabulary(words["vocabulary"]) if words["weight"] > 0 else ()
+
+    def fields(self) -> Fields:
+        return Fields(word_vocabulary=self.vocabulary)
+
     def build_model(self) -> nn.Module:
         from avtrain.models.bridging_speech import SpeechModel
 
-        return SpeechModel.from_recipe(self.recipe)
+        return SpeechModel.from_recipe(self.recipe, word_classes=len(self.vocabulary) + 1 if self.vocabulary else 0)
+
+    def init_weights(self, model: nn.Module) -> None:
+        """``model_conf.visual_init``: the visual front starts from a lip-reading run's (before the first step)."""
+        path = self.recipe.model_conf["visual_init"]
+        if path:
+            from avtrain.tasks.speech.init import load_visual_front
+
+            load_visual_front(model, path)
 
     def predict(self, model: nn.Module, batch: dict, device: torch.device) -> list[Prediction]:
         return predict_bridging(model, self.recipe, batch, device)
