@@ -18,6 +18,7 @@ from avbridge.sample import encode_field
 
 CODECS = ("mp4", "jpg", "npy")  # the crop codecs avprep writes (avprep.presets.Preset.crop_codec)
 _TINT = np.array([1.0, 0.8, 0.6], np.float32)  # RGB clips: the bar in a colour, so chroma is not flat
+GRID_WORDS = ("bin", "lay", "place", "set", "blue", "green", "red", "white")  # a clip's one aligned word
 
 
 def make_clip(label: int, length: int, size: int, n_mels: int, rng: np.random.Generator):
@@ -37,13 +38,15 @@ def make_clip(label: int, length: int, size: int, n_mels: int, rng: np.random.Ge
 
 def write_shards(root: str | Path, *, splits: dict[str, tuple[int, int]] | None = None, num_classes: int = 4,
                  size: int = 32, n_mels: int = 80, min_frames: int = 3, max_frames: int = 8, seed: int = 0,
-                 codec: str = "mp4", field: str = "mouth", color: str = "gray", distinct: int | None = None) -> Path:
+                 codec: str = "mp4", field: str = "mouth", color: str = "gray", distinct: int | None = None,
+                 two_tower: int | None = None) -> Path:
     """``splits`` maps split -> (number of shards, samples per shard). Writes index.json last, like avprep.
 
     ``codec``: how crops are stored (mp4, jpg or npy, as avprep's ``crop_codec``); ``field``: mouth or face;
     ``color``: gray (T, H, W) or rgb (T, H, W, 3) crops. ``distinct``: draw only this many different clips and
     repeat their encoded bytes under new keys (fast to write thousands of samples for throughput runs);
-    None draws every clip.
+    None draws every clip. ``two_tower``: also the two-tower model's fields, optical flow and a linear spectrogram
+    of this many bins. Every clip carries a one-word alignment (``json.words``) with a GRID word.
     """
     if codec not in CODECS:
         raise ValueError(f"unknown crop codec {codec!r}; known: {', '.join(CODECS)}")
@@ -51,16 +54,21 @@ def write_shards(root: str | Path, *, splits: dict[str, tuple[int, int]] | None 
     root.mkdir(parents=True, exist_ok=True)
     splits = splits or {"train": (2, 16), "val": (1, 8), "test": (1, 8)}
     rng = np.random.default_rng(seed)
-    pool: list[tuple[int, int, bytes, bytes]] = []
+    pool: list[tuple[int, int, bytes, bytes, dict]] = []
 
-    def draw() -> tuple[int, int, bytes, bytes]:
+    def draw() -> tuple[int, int, bytes, bytes, dict]:
         label = int(rng.integers(0, num_classes))
         length = int(rng.integers(min_frames, max_frames + 1))
         video, mel = make_clip(label, length, size, n_mels, rng)
         if color == "rgb":
             video = np.clip(video[..., None] * _TINT, 0, 255).astype(np.uint8)
         name = f"{field}.{codec}"
-        return label, length, encode_field(name, video), encode_field("mel.npy", mel)
+        extra = {}
+        if two_tower:
+            flow = rng.integers(-20, 21, (length - 1, size, size, 2)).astype(np.int8)
+            extra = {"flow.npz": encode_field("flow.npz", flow),
+                     "linear.npy": encode_field("linear.npy", rng.uniform(0, 1, (two_tower, 4 * length)))}
+        return label, length, encode_field(name, video), encode_field("mel.npy", mel), extra
 
     index = {"splits": {}, "run": {"vocabulary": [f"w{i}" for i in range(num_classes)]}}
     count = 0
@@ -72,15 +80,20 @@ def write_shards(root: str | Path, *, splits: dict[str, tuple[int, int]] | None 
                 for i in range(per_shard):
                     if distinct is not None and len(pool) < distinct:
                         pool.append(draw())
-                    label, length, video_bytes, mel_bytes = draw() if distinct is None else pool[count % distinct]
+                    label, length, video_bytes, mel_bytes, extra = (draw() if distinct is None
+                                                                    else pool[count % distinct])
                     count += 1
                     key = f"syn_{split}_{s}_{i:04d}"
                     meta = {"key": key, "corpus": "synthetic", "speaker": "s0", "utterance": key, "split": split,
                             "unit": "word", "text": f"w{label}", "label": label, "num_frames": length, "fps": 25,
                             "sample_rate": 16000, "samples_per_frame": 640, "preset": "synthetic",
-                            "preset_hash": "0"}
+                            "preset_hash": "0",
+                            "words": [{"word": GRID_WORDS[label % len(GRID_WORDS)], "start_frame": 1,
+                                       "end_frame": max(1, length - 1)}]}
+                    if two_tower:
+                        meta["flow"] = {"scale": 0.25}
                     sink.write({"__key__": key, f"{field}.{codec}": video_bytes, "mel.npy": mel_bytes,
-                                "json": encode_field("json", meta)})
+                                "json": encode_field("json", meta), **extra})
             names.append(name)
         index["splits"][split] = {"shards": names, "samples": n_shards * per_shard}
     (root / "index.json").write_text(json.dumps(index, indent=1))

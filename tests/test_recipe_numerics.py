@@ -1,0 +1,71 @@
+"""Every shipped recipe trains to the same numbers as before a refactoring: two steps of each recipe's own model
+(its sizes, losses, optimiser and schedule) on synthetic shards shaped like its data, compared with the losses the
+code gave when tests/golden/recipe_losses.json was written (``python tests/test_recipe_numerics.py --write``).
+
+What may change the numbers on purpose (a model or loss change) rewrites the file in the same commit; what must not
+(moving code between files, tasks taking over losses from models, import order) leaves it alone. The tolerance
+covers CPU kernels that differ between machines (AVX2 / AVX-512 give different roundings), not a changed result:
+another initialisation, random draw or loss term moves the first step's loss by far more.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
+GOLDEN = Path(__file__).parent / "golden" / "recipe_losses.json"
+SMALL = ["data.batch_size=2", "data.num_workers=0", "data.shuffle_buffer=1", "trainer.max_steps=2",
+         "trainer.threads=1", "trainer.val_each_epoch=false", "trainer.progress=false", "trainer.log_every=1"]
+
+
+def _shards(root: Path, recipe) -> Path:
+    """Synthetic shards with the recipe's crop field and colour (and the two-tower fields), one folder per shape."""
+    from avtrain.synthetic import write_shards
+
+    d = recipe.data
+    two_tower = recipe.model_conf.get("n_linear") if recipe.model == "two_tower" else None
+    size = 112 if d.video_field == "mouth" else 96
+    frames = 20 if recipe.model in ("speech", "two_tower") else 12
+    name = f"{d.video_field}-{d.color}-{size}-{frames}-{two_tower}"
+    if not (root / name / "index.json").exists():
+        write_shards(root / name, splits={"train": (1, 4)}, size=size, field=d.video_field, color=d.color,
+                     min_frames=frames, max_frames=frames, num_classes=4, two_tower=two_tower)
+    return root / name
+
+
+def recipe_losses(path: Path, work: Path) -> list[float]:
+    from avtrain.config import load_recipe
+    from avtrain.engine import train
+
+    recipe = load_recipe(path, SMALL)
+    shards = _shards(work / "shards", recipe)
+    recipe = load_recipe(path, [*SMALL, f"data.shards={shards}", f"output_dir={work / path.stem}"])
+    if recipe.model_conf.get("visual_init"):  # a pretrained front is a file of another run: start from scratch here
+        recipe = load_recipe(path, [*SMALL, f"data.shards={shards}", f"output_dir={work / path.stem}",
+                                    "model_conf.visual_init=null"])
+    return train(recipe, resume=False).losses
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
+def test_recipe_trains_to_the_recorded_losses(path, tmp_path_factory):
+    golden = json.loads(GOLDEN.read_text())
+    assert path.stem in golden, f"{path.stem}: no recorded losses; run python tests/test_recipe_numerics.py --write"
+    work = tmp_path_factory.getbasetemp() / "numerics"
+    losses = recipe_losses(path, work)
+    assert losses == pytest.approx(golden[path.stem], rel=2e-4, abs=1e-5)
+
+
+if __name__ == "__main__" and "--write" in sys.argv:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        table = {p.stem: recipe_losses(p, Path(tmp)) for p in RECIPES}
+    GOLDEN.parent.mkdir(exist_ok=True)
+    GOLDEN.write_text(json.dumps(table, indent=1) + "\n")
+    print(f"wrote {GOLDEN}: {len(table)} recipes")
