@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from avtrain.config import load_recipe
-from avtrain.models import build_model
 from avtrain.synthetic import write_shards
+from avtrain.tasks import task_for
 from tiny_recipes import TINY_SPEECH_MODEL
 
 WORKER = textwrap.dedent("""
@@ -69,7 +69,7 @@ def test_torchrun_two_processes_gloo(tmp_path):
     learned = [k for k in p0 if "running" not in k and "num_batches" not in k]
     assert all(torch.equal(p0[k], p1[k]) for k in learned)
     torch.manual_seed(11)
-    init = build_model(load_recipe(recipe)).state_dict()
+    init = task_for(load_recipe(recipe)).build_model().state_dict()
     assert any(not torch.equal(p0[k], init[k]) for k in learned)
     assert (tmp_path / "run" / "checkpoints" / "last.pt").exists()
 

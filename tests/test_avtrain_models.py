@@ -5,9 +5,9 @@ from pathlib import Path
 import torch
 
 from avtrain.config import load_recipe
-from avtrain.models import build_model
 from avtrain.models.frontends import AudioFrontend, VisualFrontend
 from avtrain.tasks.lipreading.losses import lipreading_loss
+from avtrain.tasks import task_for
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -35,7 +35,7 @@ def tiny(num_slots=4):
         "audio_frontend_conf.channels=[8, 8]", "model_conf.embed_dim=16", "backend_conf.hidden=8",
         f"memory_conf.num_slots={num_slots}", "model_conf.num_classes=5"])
     torch.manual_seed(0)
-    return build_model(r).eval()
+    return task_for(r).build_model().eval()
 
 
 def test_padding_does_not_change_a_clip_prediction():

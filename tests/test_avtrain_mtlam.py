@@ -4,10 +4,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from avtrain.config import ConvAudioFrontendConf, ResNetFrontendConf
-from avtrain.config.components import MTLAMMemoryConf
-from avtrain.models.mtlam import LipAudioMemory, LossWeights, MTLAMConfig, MTLAMLipReading, mtlam_loss, value_slot_loss
-from avtrain.models.tcn import DCTCNConf, MSTCNConf, build_matched_towers, conv_receptive_field, receptive_fields
+from avtrain.config import DCTCNConf, MSTCNConf, validate_recipe
+from avtrain.models.mtlam import LipAudioMemory, MTLAMLipReading, value_slot_loss
+from avtrain.models.tcn import build_matched_towers, conv_receptive_field, receptive_fields, temporal_spec
+from avtrain.tasks import task_for
+from avtrain.tasks.lipreading.losses import MTLAMWeights, mtlam_loss
 
 
 @pytest.fixture(autouse=True)
@@ -22,20 +23,21 @@ def one_thread():
 def tiny_dctcn(kernels=(3, 5), **kw):
     base = dict(num_levels=3, layers_per_level=2, growth_rate=6, width=12, kernel_sizes=kernels, dilations=(1, 2),
                 dropout=0.0, squeeze_excitation=False, activation="prelu")  # the former DCTCNSpec default
-    return DCTCNConf(**{**base, **kw})
+    return temporal_spec("dctcn", DCTCNConf(**{**base, **kw}).model_dump())
 
 
 def tiny_mstcn(kernels=(3, 5), **kw):
-    return MSTCNConf(**{**dict(num_levels=3, width=6, kernel_sizes=kernels, dilations=(1, 2, 4), dropout=0.0), **kw})
+    conf = MSTCNConf(**{**dict(num_levels=3, width=6, kernel_sizes=kernels, dilations=(1, 2, 4), dropout=0.0), **kw})
+    return temporal_spec("mstcn", conf.model_dump())
 
 
 def test_eq_1_and_the_reference_configurations():
     assert conv_receptive_field(3, 1) == 3  # the paper's example
     assert [conv_receptive_field(k, d) for k, d in [(3, 2), (7, 5), (5, 4)]] == [5, 31, 17]
     # DC-TCN: per block 3 dense layers x 2 convs, largest kernel 7, dilations 1, 2, 5 -> +96 frames per level
-    assert receptive_fields(DCTCNConf()) == [97, 193, 289, 385]
+    assert receptive_fields(temporal_spec("dctcn", DCTCNConf().model_dump())) == [97, 193, 289, 385]
     # MS-TCN: 2 convs per block, kernel 7, dilation 2^i -> +12, +24, +48, +96
-    assert receptive_fields(MSTCNConf()) == [13, 37, 85, 181]
+    assert receptive_fields(temporal_spec("mstcn", MSTCNConf().model_dump())) == [13, 37, 85, 181]
 
 
 def influenced_frames(tower, t=40, frames=81, dim=16):
@@ -73,12 +75,10 @@ def test_mismatched_receptive_fields_are_refused():
 
 
 # ---------------------------------------------------------------- the model
-def tiny_config(levels=(1, 2, 3), temporal=None, **kw):
-    return MTLAMConfig(
-        num_classes=5, embed_dim=12,
-        visual_frontend=dict(stem_channels=4, widths=[4, 4, 4, 4], blocks=[1, 1, 1, 1]),
-        audio_frontend=dict(n_mels=80, channels=[4, 4]),
-        temporal=temporal or tiny_dctcn(), memory=MTLAMMemoryConf(levels=list(levels), num_heads=2, num_slots=6), **kw)
+def run(model, batch, with_mel=True):
+    """The engine's call: (video (B, T, H, W), host lengths, mask, mel)."""
+    lengths = batch["mask"].sum(1)
+    return model(batch["video"], lengths, batch["mask"], batch["mel"] if with_mel else None)
 
 
 def make_batch(b=3, t=6, seed=0):
@@ -91,26 +91,31 @@ def make_batch(b=3, t=6, seed=0):
     return {"video": video, "mel": mel, "mask": mask, "label": torch.tensor([0, 3, 1][:b])}
 
 
-def build(levels=(1, 2, 3), seed=0, **kw):
+def build(levels=(1, 2, 3), seed=0, temporal=None, **kw):
     torch.manual_seed(seed)
-    return MTLAMLipReading.from_config(tiny_config(levels, **kw))
+    return MTLAMLipReading.build(5, 12, dict(stem_channels=4, widths=[4, 4, 4, 4], blocks=[1, 1, 1, 1]),
+                                 dict(n_mels=80, channels=[4, 4]), temporal or tiny_dctcn(), tuple(levels),
+                                 dict(num_heads=2, num_slots=6), **kw)
+
+
+EQ6 = MTLAMWeights()
 
 
 def test_shapes_addressing_and_every_loss_term():
     model = build().train()
     batch = make_batch()
-    out = model(batch)
+    out = run(model, batch)
+    loss, terms = mtlam_loss(out, batch["label"], EQ6)
     assert out["logits"].shape == out["logits_visual"].shape == out["logits_audio"].shape == (3, 5)
     assert set(out["addressing"]) == {1, 2, 3}
     for a in out["addressing"].values():
         assert a.shape == (3, 6, 2, 6)  # (B, T, h, N)
         assert torch.allclose(a.sum(-1), torch.ones(3, 6, 2), atol=1e-5)
     assert out["memory"][2].recalled.shape == (3, 6, 12)
-    terms = out["losses"]
     assert {"cls_v", "cls_a", "cls_va", "recon", "contrast", "recon@1", "contrast@3"} <= set(terms)
     assert all(torch.isfinite(v) for v in terms.values())
     eq6 = terms["cls_v"] + terms["cls_a"] + terms["cls_va"] + terms["recon"] + terms["contrast"]
-    assert torch.allclose(out["loss"], eq6)
+    assert torch.allclose(loss, eq6)
     assert torch.allclose(terms["recon"], terms["recon@1"] + terms["recon@2"] + terms["recon@3"])
 
 
@@ -148,16 +153,17 @@ def test_memory_levels_are_configurable_and_the_baseline_has_no_memory():
     names = [n for n, _ in base.named_parameters()]
     assert base.audio is None and base.audio_tcn is None and len(base.memories) == 0
     assert not any(n.startswith(("memories", "audio")) for n in names)
-    out = base(make_batch())
-    assert set(out["losses"]) == {"cls_v"} and out["addressing"] == {}
-    assert torch.allclose(out["loss"], F.cross_entropy(out["logits"], make_batch()["label"]))
+    out = run(base, make_batch())
+    loss, terms = mtlam_loss(out, make_batch()["label"], EQ6)
+    assert set(terms) == {"cls_v"} and out["addressing"] == {}
+    assert torch.allclose(loss, F.cross_entropy(out["logits"], make_batch()["label"]))
 
     one = build(levels=(2,))
-    assert set(one.memories) == {"2"} and set(one(make_batch())["addressing"]) == {2}
+    assert set(one.memories) == {"2"} and set(run(one, make_batch())["addressing"]) == {2}
     # level 0 = after the front-ends (MVM's placement); the last DC-TCN level is the full dense concatenation
     full = build(levels=(0, 1, 2, 3))
     assert [full.memories[str(i)].value_memory.shape for i in range(4)] == [(6, 12)] * 3 + [(6, 24)]
-    assert set(full(make_batch())["addressing"]) == {0, 1, 2, 3}
+    assert set(run(full, make_batch())["addressing"]) == {0, 1, 2, 3}
     with pytest.raises(ValueError, match="memory levels"):
         build(levels=(4,))
     with pytest.raises(ValueError, match="memory levels"):
@@ -170,9 +176,9 @@ def test_engine_call_matches_lipreading_model():
     lengths = b["mask"].sum(1)
     video = b["video"].unsqueeze(2)  # the data module's (B, T, 1, H, W)
     out = model(video, lengths, b["mask"], b["mel"])
-    assert torch.allclose(out["logits"], model(b)["logits"], atol=1e-6)
-    total, parts = mtlam_loss(out, b["label"])
-    assert isinstance(parts["total"], float) and {"cls_va", "cls_v", "cls_a", "recon", "contrast"} <= set(parts)
+    assert torch.allclose(out["logits"], run(model, b)["logits"], atol=1e-6)  # (B, T, H, W) video reads the same
+    total, parts = mtlam_loss(out, b["label"], EQ6)
+    assert total.dim() == 0 and {"cls_va", "cls_v", "cls_a", "recon", "contrast"} <= set(parts)
     # inference needs no audio: the memories recall from video alone, nothing audio-dependent is computed
     silent = model(video, lengths, b["mask"])
     assert "logits_audio" not in silent and "logits_visual" not in silent
@@ -191,19 +197,20 @@ def test_padding_does_not_change_a_clip_prediction():
     alone = {k: v[1:2] for k, v in b.items()}
     t = int(b["mask"][1].sum())
     alone = {"video": alone["video"][:, :t], "mel": alone["mel"][:, :, : 4 * t], "mask": alone["mask"][:, :t]}
-    batched = model(b)
-    single = model(alone)
+    batched = run(model, b)
+    single = run(model, alone)
     assert torch.allclose(batched["logits"][1], single["logits"][0], atol=1e-5)
     assert torch.allclose(batched["addressing"][2][1, :t], single["addressing"][2][0], atol=1e-5)
 
 
 def test_gradient_paths():
     model = build(levels=(0, 1, 2, 3)).train()
-    out = model(make_batch())
+    out = run(model, make_batch())
+    loss, terms = mtlam_loss(out, make_batch()["label"], EQ6)
     # every parameter takes part in a training step (DDP without find_unused_parameters)
-    grads = torch.autograd.grad(out["loss"], list(model.parameters()), retain_graph=True, allow_unused=True)
+    grads = torch.autograd.grad(loss, list(model.parameters()), retain_graph=True, allow_unused=True)
     assert all(g is not None for g in grads)
-    out["losses"]["cls_va"].backward(retain_graph=True)
+    terms["cls_va"].backward(retain_graph=True)
     # every memory feeds the fused prediction (fusion by summation), through its keys and its values
     for m in model.memories.values():
         assert m.key_memory.grad.abs().sum() > 0 and m.value_memory.grad.abs().sum() > 0
@@ -224,33 +231,36 @@ def test_gradient_paths():
 
 
 def test_a_few_steps_on_a_tiny_batch_lower_the_loss():
-    model = build(weights=LossWeights()).train()
+    model = build().train()
     b = make_batch(seed=1)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     totals, fused = [], []
     for _ in range(12):
-        out = model(b)
+        loss, terms = mtlam_loss(run(model, b), b["label"], EQ6)
         opt.zero_grad()
-        out["loss"].backward()
+        loss.backward()
         opt.step()
-        totals.append(float(out["loss"].detach()))
-        fused.append(float(out["losses"]["cls_va"].detach()))
+        totals.append(float(loss.detach()))
+        fused.append(float(terms["cls_va"].detach()))
     assert totals[-1] < 0.8 * totals[0]
     assert fused[-1] < 0.5 * fused[0]  # not only the memory terms: the prediction itself fits the batch
 
 
-def test_config_from_recipe_style_confs():
-    # component confs as the recipe stores them: plain dicts with defaults filled in, lists for sequences
-    visual = ResNetFrontendConf(stem_channels=4, widths=[4, 4, 4, 4], blocks=[1, 1, 1, 1]).model_dump()
-    audio = ConvAudioFrontendConf(channels=[4, 4]).model_dump()
-    cfg = MTLAMConfig.from_confs(
-        model={"num_classes": 5, "embed_dim": 12, "vsr_weight": 0.5},
-        visual_frontend=visual, audio_frontend=audio, temporal="mstcn",
-        temporal_conf={"num_levels": 3, "width": 6, "kernel_sizes": [3, 5], "dilations": [1, 2, 4]},
-        memory={"levels": [2], "num_heads": 2, "num_slots": 6, "contrast_weight": 0.1})
-    assert cfg.temporal == tiny_mstcn(dropout=0.2) and cfg.memory.levels == [2]
-    assert cfg.weights == LossWeights(cls_v=0.5, contrast=0.1)
-    model = MTLAMLipReading.from_config(cfg)
+def test_the_task_builds_the_model_and_weighs_eq_6_from_the_recipe():
+    recipe = validate_recipe({
+        "output_dir": "x", "model": "mtlam", "memory": "mtlam", "data": {"shards": "y"},
+        "visual_frontend_conf": {"stem_channels": 4, "widths": [4, 4, 4, 4], "blocks": [1, 1, 1, 1]},
+        "audio_frontend_conf": {"channels": [4, 4]}, "temporal": "mstcn",
+        "temporal_conf": {"num_levels": 3, "width": 6, "kernel_sizes": [3, 5], "dilations": [1, 2, 4]},
+        "memory_conf": {"levels": [2], "num_heads": 2, "num_slots": 6, "contrast_weight": 0.1},
+        "model_conf": {"num_classes": 5, "embed_dim": 12, "vsr_weight": 0.5}})
+    task = task_for(recipe)
+    assert task.weights == MTLAMWeights(cls_v=0.5, contrast=0.1)
+    model = task.build_model()
     assert model.visual.out_dim == 12 and set(model.memories) == {"2"}
+    assert model.visual_tcn.spec == tiny_mstcn(dropout=0.2)
+    off = task_for(validate_recipe({**recipe.model_dump(mode="json"),
+                                    "model_conf": {"num_classes": 5, "embed_dim": 12, "vsr_weight": 0.0}}))
+    assert off.build_model().visual_pass is False  # no VSR term, no visual-only pass
     with pytest.raises(ValueError, match="temporal"):
-        MTLAMConfig.from_confs({}, visual, audio, "bigru", {}, {})
+        temporal_spec("bigru", {})

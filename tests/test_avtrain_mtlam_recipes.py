@@ -12,11 +12,11 @@ from avtrain.cli import app
 from avtrain.config import RecipeError, load_recipe
 from avtrain.engine import train
 from avtrain.engine.checkpoint import load
-from avtrain.models import build_model
 from avtrain.models.mtlam import MTLAMLipReading
-from avtrain.models.tcn import DCTCNConf, receptive_fields
+from avtrain.models.tcn import receptive_fields, temporal_spec
 from avtrain.synthetic import write_shards
 from avtrain.tasks.lipreading.mtlam_sweep import SweepRow, parse_levels, run_dir_for
+from avtrain.tasks import task_for
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 GRID = RECIPES / "grid-words-mtlam.yaml"
@@ -64,17 +64,16 @@ def test_shipped_mtlam_recipes_validate_and_the_grid_one_is_a_fair_comparison():
     assert lrw.conf("memory").levels == [1, 2, 3] and lrw.trainer.epochs == 80 and lrw.scheduler == "cosine"
     assert lrw.data.video_size == 96 and lrw.conf("model").num_classes == 500
     t = lrw.conf("temporal")
-    spec = DCTCNConf(**{k: tuple(v) if isinstance(v, list) else v for k, v in t.model_dump().items()})
-    assert receptive_fields(spec) == [97, 193, 289, 385]  # the public DC-TCN LRW configuration (docs/mtlam.md)
+    assert receptive_fields(temporal_spec("dctcn", t.model_dump())) == [97, 193, 289, 385]  # the public DC-TCN LRW configuration (docs/mtlam.md)
 
 
 def test_grid_recipe_builds_the_documented_model():
-    model = build_model(load_recipe(GRID))
+    model = task_for(load_recipe(GRID)).build_model()
     assert isinstance(model, MTLAMLipReading) and model.levels == (1, 2, 3)
     assert [m.num_slots for m in model.memories.values()] == [32, 32, 32]
     # docs/mtlam.md: 4.1 M parameters with MTLAM#1-#3
     assert 3.9e6 < sum(p.numel() for p in model.parameters()) < 4.3e6
-    base = build_model(load_recipe(GRID, ["memory_conf.levels=[]"]))
+    base = task_for(load_recipe(GRID, ["memory_conf.levels=[]"])).build_model()
     assert base.audio is None and not base.memories
 
 

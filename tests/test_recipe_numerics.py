@@ -15,40 +15,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from recipe_shards import small_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
 GOLDEN = Path(__file__).parent / "golden" / "recipe_losses.json"
-SMALL = ["data.batch_size=2", "data.num_workers=0", "data.shuffle_buffer=1", "trainer.max_steps=2",
-         "trainer.threads=1", "trainer.val_each_epoch=false", "trainer.progress=false", "trainer.log_every=1"]
-
-
-def _shards(root: Path, recipe) -> Path:
-    """Synthetic shards with the recipe's crop field and colour (and the two-tower fields), one folder per shape."""
-    from avtrain.synthetic import write_shards
-
-    d = recipe.data
-    two_tower = recipe.model_conf.get("n_linear") if recipe.model == "two_tower" else None
-    size = 112 if d.video_field == "mouth" else 96
-    frames = 20 if recipe.model in ("speech", "two_tower") else 12
-    name = f"{d.video_field}-{d.color}-{size}-{frames}-{two_tower}"
-    if not (root / name / "index.json").exists():
-        write_shards(root / name, splits={"train": (1, 4)}, size=size, field=d.video_field, color=d.color,
-                     min_frames=frames, max_frames=frames, num_classes=4, two_tower=two_tower)
-    return root / name
 
 
 def recipe_losses(path: Path, work: Path) -> list[float]:
-    from avtrain.config import load_recipe
     from avtrain.engine import train
 
-    recipe = load_recipe(path, SMALL)
-    shards = _shards(work / "shards", recipe)
-    recipe = load_recipe(path, [*SMALL, f"data.shards={shards}", f"output_dir={work / path.stem}"])
-    if recipe.model_conf.get("visual_init"):  # a pretrained front is a file of another run: start from scratch here
-        recipe = load_recipe(path, [*SMALL, f"data.shards={shards}", f"output_dir={work / path.stem}",
-                                    "model_conf.visual_init=null"])
-    return train(recipe, resume=False).losses
+    return train(small_recipe(path, work), resume=False).losses
 
 
 @pytest.mark.slow

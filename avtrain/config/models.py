@@ -81,6 +81,12 @@ class SpeechRecipe(Recipe):
         if self.model_conf["in_channels"] != want:
             raise ValueError(f"model_conf.in_channels is {self.model_conf['in_channels']} but data.color "
                              f"{self.data.color!r} gives {want} channel(s)")
+        memory = self.memory_conf
+        if memory["num_slots"] > 0 and memory["variant"] == "official" and not self.model_conf["audio_path"]:
+            # the official variant detaches the audio feature inside the memory: only the audio path trains the
+            # audio module, so DDP would stop on its second step and one process would never train it
+            raise ValueError("memory_conf.variant official with model_conf.audio_path: false leaves the audio module "
+                             "without gradients: keep the audio path, use variant paper, or num_slots 0")
 
 
 class TwoTowerRecipe(Recipe):

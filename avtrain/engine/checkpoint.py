@@ -55,7 +55,8 @@ def rng_state() -> dict[str, Any]:
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        # this process's own device only: a run resumed on fewer visible GPUs has no index for the others
+        state["cuda"] = torch.cuda.get_rng_state(torch.cuda.current_device())
     return state
 
 
@@ -71,7 +72,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state(_numpy_state(state["numpy"]))
     torch.set_rng_state(state["torch"].cpu())  # a CPU ByteTensor, or set_rng_state raises
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+        saved = state["cuda"]
+        if isinstance(saved, (list, tuple)):  # written before: every device's state; the saving rank's device first
+            saved = saved[0]
+        torch.cuda.set_rng_state(saved.cpu(), torch.cuda.current_device())
 
 
 # ---------------------------------------------------------------------------------------------- writing

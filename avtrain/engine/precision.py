@@ -39,6 +39,18 @@ def to_device(batch: dict, device: torch.device) -> dict:
             for k, v in batch.items()}
 
 
+def to_channels_last(model: torch.nn.Module) -> torch.nn.Module:
+    """Channels-last weights for the tensor-core convolutions: 4-D weights (Conv2d) channels_last, 5-D (Conv3d)
+    channels_last_3d. ``model.to(memory_format=torch.channels_last)`` refuses any model with a Conv3d ("required
+    rank 4 tensor"), and every visual front here starts with one."""
+    formats = {4: torch.channels_last, 5: torch.channels_last_3d}
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() in formats:
+                param.data = param.data.contiguous(memory_format=formats[param.dim()])
+    return model
+
+
 def configure_cuda(deterministic: bool = False) -> None:
     """TF32 matrix products and convolutions (fp32 layers under bf16 autocast: the GRU/LSTM, decoder, memory
     addressing) and cuDNN autotuning for the fixed clip shapes; autotuning is off when determinism is asked for."""

@@ -34,7 +34,8 @@ from avtrain.data.bad_samples import SkipTally
 from avtrain.engine import checkpoint as ckpt
 from avtrain.engine import distributed
 from avtrain.engine.ema import WeightAverage
-from avtrain.engine.precision import autocast, autocast_dtype, configure_cuda, select_device, to_device  # noqa: F401
+from avtrain.engine.precision import (autocast, autocast_dtype, configure_cuda, select_device,  # noqa: F401
+                                      to_channels_last, to_device)
 from avtrain.tasks import Task, task_for
 
 
@@ -139,7 +140,7 @@ class Trainer:
             path = self.t.init_checkpoint
             ckpt.load_model_weights(self.model, ckpt.load_checkpoint(path), path, recipe)
         if self.t.channels_last and self.device.type == "cuda":
-            self.model.to(memory_format=torch.channels_last)  # the 2D convolutions' weights (frame trunks, towers)
+            to_channels_last(self.model)  # Conv2d and Conv3d weights (frame trunks, 3D stems, towers)
         self.model.to(self.device)
         self.optimizer = build_optimizer(recipe, self.model.parameters())
         self.step_schedule = per_step(recipe) and recipe.scheduler != "plateau"

@@ -28,16 +28,21 @@ class LipReadingModel(nn.Module):
         self.classifier = nn.Linear(backend.out_dim, num_classes)
 
     @classmethod
-    def from_recipe(cls, recipe) -> LipReadingModel:
-        mc, vc, ac = recipe.conf("model"), recipe.conf("visual_frontend"), recipe.conf("audio_frontend")
-        mem, bc = recipe.conf("memory"), recipe.conf("backend")
-        visual = VisualFrontend(vc.in_channels, vc.stem_channels, vc.widths, vc.blocks, mc.embed_dim, vc.activation)
-        audio = memory = None
-        if mem.num_slots > 0:
-            audio = AudioFrontend(ac.n_mels, ac.channels, ac.residual_blocks, mc.embed_dim)
-            memory = AssociativeBridge(mem.num_slots, mc.embed_dim, mc.embed_dim, mem.scale, mem.variant, mem.init_std)
-        backend = BiGRUBackend(mc.embed_dim, bc.hidden, bc.layers, bc.dropout)
-        return cls(visual, audio, memory, backend, mc.num_classes, mc.fusion_dropout)
+    def build(cls, num_classes: int, embed_dim: int, visual_frontend: dict, audio_frontend: dict, memory: dict,
+              backend: dict, fusion_dropout: float = 0.5) -> LipReadingModel:
+        """From plain keywords: ``visual_frontend`` / ``audio_frontend`` of the front-ends but ``out_dim`` (both emit
+        ``embed_dim``), ``memory`` (num_slots, scale, variant, init_std; num_slots 0 = the baseline without audio
+        and memory), ``backend`` (hidden, layers, dropout)."""
+        front = {k: v for k, v in visual_frontend.items() if k != "out_dim"}
+        visual = VisualFrontend(**front, out_dim=embed_dim)
+        audio = bridge = None
+        if memory["num_slots"] > 0:
+            a = audio_frontend
+            audio = AudioFrontend(a["n_mels"], a["channels"], a["residual_blocks"], embed_dim)
+            bridge = AssociativeBridge(memory["num_slots"], embed_dim, embed_dim, memory["scale"], memory["variant"],
+                                       memory["init_std"])
+        head = BiGRUBackend(embed_dim, backend["hidden"], backend["layers"], backend["dropout"])
+        return cls(visual, audio, bridge, head, num_classes, fusion_dropout)
 
     def _classify(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         # the GRU runs in fp32 even under bf16 autocast: it is cheap here, and bf16 RNN support varies by backend

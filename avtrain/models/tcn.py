@@ -17,14 +17,14 @@ other frame through a per-channel scale; the convolutional receptive field of Eq
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from avtrain.config.components import DCTCNConf, MSTCNConf
 from avtrain.models.masked import masked_batch_norm
 
 Activation = Literal["relu", "prelu", "swish"]
@@ -35,11 +35,46 @@ def conv_receptive_field(kernel_size: int, dilation: int) -> int:
     return (kernel_size - 1) * (dilation - 1) + kernel_size
 
 
-# The two temporal models' settings are the recipe's temporal_conf classes themselves (DCTCNConf, MSTCNConf: one
-# definition, one set of defaults); what follows reads their structure.
+@dataclass(frozen=True)
+class DenseTCNSpec:
+    """DC-TCN's structure, as plain values. Its defaults and checks are the recipe's (``temporal: dctcn``,
+    avtrain.config.DCTCNConf); :func:`temporal_spec` reads them from the recipe's validated conf."""
+
+    num_levels: int
+    layers_per_level: int
+    growth_rate: int
+    width: int
+    kernel_sizes: tuple[int, ...]
+    dilations: tuple[int, ...]
+    dropout: float
+    activation: Activation
+    squeeze_excitation: bool
 
 
-def level_dilations(spec: MSTCNConf) -> list[int]:
+@dataclass(frozen=True)
+class MultiScaleTCNSpec:
+    """MS-TCN's structure, as plain values (``temporal: mstcn``, avtrain.config.MSTCNConf)."""
+
+    num_levels: int
+    width: int
+    kernel_sizes: tuple[int, ...]
+    dilations: tuple[int, ...] | None
+    dropout: float
+    activation: Activation
+
+
+TemporalSpec = DenseTCNSpec | MultiScaleTCNSpec
+SPECS: dict[str, type] = {"dctcn": DenseTCNSpec, "mstcn": MultiScaleTCNSpec}
+
+
+def temporal_spec(kind: str, conf: Mapping[str, Any]) -> TemporalSpec:
+    """A temporal model's spec from a mapping of its fields (a recipe's ``temporal_conf``, lists as tuples)."""
+    if kind not in SPECS:
+        raise ValueError(f"temporal must be one of {', '.join(SPECS)}, got {kind!r}")
+    return SPECS[kind](**{k: tuple(v) if isinstance(v, list) else v for k, v in conf.items()})
+
+
+def level_dilations(spec: MultiScaleTCNSpec) -> list[int]:
     """MS-TCN: the dilation of each level (temporal block), 1, 2, 4, ... unless given."""
     d = spec.dilations or [2**i for i in range(spec.num_levels)]
     if len(d) != spec.num_levels:
@@ -51,13 +86,11 @@ def level_stages(spec: TemporalSpec) -> list[list[tuple[int, int]]]:
     """Per level, the (largest kernel, dilation) of each convolution on the longest path: DC-TCN has 2 per dense
     layer (dilations[j % len] for layer j of a block), MS-TCN 2 per temporal block."""
     k = max(spec.kernel_sizes)
-    if isinstance(spec, DCTCNConf):
+    if isinstance(spec, DenseTCNSpec):
         layer = [(k, spec.dilations[j % len(spec.dilations)]) for j in range(spec.layers_per_level)]
         return [[s for s in layer for _ in range(2)] for _ in range(spec.num_levels)]
     return [[(k, d), (k, d)] for d in level_dilations(spec)]
 
-
-TemporalSpec = DCTCNConf | MSTCNConf
 
 
 def receptive_fields(spec: TemporalSpec) -> list[int]:
@@ -169,7 +202,7 @@ class Transition(nn.Module):
 class DenseBlock(nn.Module):
     """Dense connectivity: layer j sees the concatenation of the block input and every earlier layer's output."""
 
-    def __init__(self, cin: int, spec: DCTCNConf):
+    def __init__(self, cin: int, spec: DenseTCNSpec):
         super().__init__()
         self.layers = nn.ModuleList([
             MultiBranchBlock(cin + j * spec.growth_rate, spec.growth_rate, spec.kernel_sizes,
@@ -232,7 +265,7 @@ class DenseTCN(TemporalModel):
     """Input transition to ``width``, then per level: dense block, and a transition back to ``width`` (the last
     level ends with a batch norm over the full concatenation instead, as the reference does)."""
 
-    def __init__(self, in_dim: int, spec: DCTCNConf):
+    def __init__(self, in_dim: int, spec: DenseTCNSpec):
         super().__init__()
         if spec.num_levels < 1 or spec.layers_per_level < 1:
             raise ValueError("DC-TCN needs at least one level with at least one layer")
@@ -255,7 +288,7 @@ class DenseTCN(TemporalModel):
 
 
 class MultiScaleTCN(TemporalModel):
-    def __init__(self, in_dim: int, spec: MSTCNConf):
+    def __init__(self, in_dim: int, spec: MultiScaleTCNSpec):
         super().__init__()
         self.spec = spec
         dims = [in_dim] + [spec.width] * spec.num_levels
@@ -269,9 +302,9 @@ class MultiScaleTCN(TemporalModel):
 
 
 def build_temporal_model(in_dim: int, spec: TemporalSpec) -> TemporalModel:
-    if isinstance(spec, DCTCNConf):
+    if isinstance(spec, DenseTCNSpec):
         return DenseTCN(in_dim, spec)
-    if isinstance(spec, MSTCNConf):
+    if isinstance(spec, MultiScaleTCNSpec):
         return MultiScaleTCN(in_dim, spec)
     raise TypeError(f"unknown temporal spec {type(spec).__name__}")
 

@@ -59,7 +59,9 @@ class LipReadingTask(_WordTask):
     def build_model(self) -> nn.Module:
         from avtrain.models.lipreading import LipReadingModel
 
-        return LipReadingModel.from_recipe(self.recipe)
+        r, m = self.recipe, self.recipe.model_conf
+        return LipReadingModel.build(m["num_classes"], m["embed_dim"], r.visual_frontend_conf, r.audio_frontend_conf,
+                                     r.memory_conf, r.backend_conf, m["fusion_dropout"])
 
     def losses(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         from avtrain.tasks.lipreading.losses import lipreading_loss
@@ -87,17 +89,30 @@ class LipReadingTask(_WordTask):
 class MTLAMTask(_WordTask):
     """MTLAM (multi-temporal lip-audio memory): Eq. 6, the loss weights from model_conf and memory_conf."""
 
+    def __init__(self, recipe):
+        super().__init__(recipe)
+        from avtrain.tasks.lipreading.losses import MTLAMWeights
+
+        m, mem = recipe.model_conf, recipe.memory_conf
+        self.weights = MTLAMWeights(cls_v=m["vsr_weight"], cls_a=m["asr_weight"], cls_va=m["fused_weight"],
+                                    recon=mem["recon_weight"], contrast=mem["contrast_weight"])
+
     def build_model(self) -> nn.Module:
         from avtrain.models.mtlam import MTLAMLipReading
+        from avtrain.models.tcn import temporal_spec
 
-        return MTLAMLipReading.from_recipe(self.recipe)
+        r, m = self.recipe, self.recipe.model_conf
+        front = lambda conf: {k: v for k, v in conf.items() if k != "out_dim"}  # noqa: E731 - both emit embed_dim
+        return MTLAMLipReading.build(m["num_classes"], m["embed_dim"], front(r.visual_frontend_conf),
+                                     front(r.audio_frontend_conf), temporal_spec(r.temporal, r.temporal_conf),
+                                     tuple(r.memory_conf["levels"]), r.memory_conf,
+                                     visual_pass=bool(self.weights.cls_v), head_dropout=m["head_dropout"])
 
     def losses(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        from avtrain.models.mtlam import loss_terms
+        from avtrain.tasks.lipreading.losses import mtlam_loss
 
-        weights = _unwrap(model).weights
         out = model(batch["video"], batch["lengths"], batch["mask"], batch["mel"])
-        total, terms = loss_terms(out, batch["labels"], weights)
+        total, terms = mtlam_loss(out, batch["labels"], self.weights)
         parts = {k: v.detach() for k, v in terms.items()}
         parts["total"] = total.detach()
         return total, parts
@@ -117,8 +132,3 @@ class MTLAMTask(_WordTask):
 
         return plot_level_addressing(clips, path)
 
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a DDP or torch.compile wrapper."""
-    model = getattr(model, "module", model)
-    return getattr(model, "_orig_mod", model)
