@@ -6,8 +6,8 @@ import torch
 
 from avtrain.config import load_recipe
 from avtrain.models.frontends import AudioFrontend, VisualFrontend
-from avtrain.tasks.lipreading.losses import lipreading_loss
 from avtrain.tasks import task_for
+from avtrain.tasks.lipreading.losses import lipreading_loss
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 

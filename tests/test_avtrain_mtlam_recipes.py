@@ -15,8 +15,8 @@ from avtrain.engine.checkpoint import load
 from avtrain.models.mtlam import MTLAMLipReading
 from avtrain.models.tcn import receptive_fields, temporal_spec
 from avtrain.synthetic import write_shards
-from avtrain.tasks.lipreading.mtlam_sweep import SweepRow, parse_levels, run_dir_for
 from avtrain.tasks import task_for
+from avtrain.tasks.lipreading.mtlam_sweep import SweepRow, parse_levels, run_dir_for
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 GRID = RECIPES / "grid-words-mtlam.yaml"
@@ -64,7 +64,8 @@ def test_shipped_mtlam_recipes_validate_and_the_grid_one_is_a_fair_comparison():
     assert lrw.conf("memory").levels == [1, 2, 3] and lrw.trainer.epochs == 80 and lrw.scheduler == "cosine"
     assert lrw.data.video_size == 96 and lrw.conf("model").num_classes == 500
     t = lrw.conf("temporal")
-    assert receptive_fields(temporal_spec("dctcn", t.model_dump())) == [97, 193, 289, 385]  # the public DC-TCN LRW configuration (docs/mtlam.md)
+    # the public DC-TCN LRW configuration (docs/mtlam.md)
+    assert receptive_fields(temporal_spec("dctcn", t.model_dump())) == [97, 193, 289, 385]
 
 
 def test_grid_recipe_builds_the_documented_model():

@@ -9,9 +9,10 @@ import torch
 
 from avbridge.spectra import SpectrogramParams, linear_spectrogram, mel_spectrogram
 from avtrain.models.bridging_speech import SpeechAudioFrontend, SpeechModel, SpeechVisualEncoder
-from avtrain.models.two_tower import TwoTowerModel, Tower, frame_windows
 from avtrain.models.sliding import gaussian_weights, sliding_window_average, window_starts
+from avtrain.models.two_tower import Tower, TwoTowerModel, frame_windows
 from avtrain.tasks.speech.vocoder import ExemplarBank, deemphasis, linear_to_wave, mel_to_wave
+from tiny_recipes import bridging_step, two_tower_step
 
 BRIDGING = SpectrogramParams()  # the bridging-grid preset: n_fft 800, hop 160, 80 mels, "log"
 TWO_TOWER = SpectrogramParams(n_fft=640, win_length=640, normalisation="tacotron", preemphasis=0.97)
@@ -106,20 +107,20 @@ def test_speech_model_optimises_and_infers_without_audio(speech_batch, num_slots
     def loss() -> float:
         torch.manual_seed(1)  # same dropout masks (the prenet's stays on) for a like-for-like comparison
         with torch.no_grad():
-            return float(model(speech_batch)["losses"]["task"])
+            return float(bridging_step(model, speech_batch)[2]["task"])
 
     model.train()
     before = loss()
     opt = torch.optim.Adam(model.parameters(), 1e-2)
     for step in range(12):
         torch.manual_seed(100 + step)
-        out = model(speech_batch)
+        out, total, parts = bridging_step(model, speech_batch)
         opt.zero_grad()
-        out["loss"].backward()
+        total.backward()
         opt.step()
     after = loss()
     assert after < 0.88 * before, (before, after)  # measured: 0.78-0.80 of the start
-    names = set(out["losses"])
+    names = set(parts)
     assert {"mel_l1", "post_l1", "task", "total"} <= names
     if num_slots:
         assert {"save", "bridge", "mel_l1_audio", "post_l1_audio"} <= names
@@ -141,11 +142,11 @@ def test_teacher_forcing_is_causal_and_masks_padding(speech_batch):
     batch = {k: v.clone() for k, v in speech_batch.items()}
     torch.manual_seed(3)
     with torch.no_grad():
-        a = model(batch)
+        a = bridging_step(model, batch)[0]
     batch["mel"][:, :, 4 * 5 :] += 3.0  # change the targets from step 5 on
     torch.manual_seed(3)
     with torch.no_grad():
-        b = model(batch)
+        b = bridging_step(model, batch)[0]
     # step t reads the ground truth up to frame 4t - 1 only, so steps 0..5 (frames 0..23) are unchanged
     torch.testing.assert_close(a["mel"][0, :, : 4 * 6], b["mel"][0, :, : 4 * 6], rtol=0, atol=0)
     assert not torch.allclose(a["mel"][0, :, 4 * 6 :], b["mel"][0, :, 4 * 6 :])
@@ -197,28 +198,28 @@ def test_two_tower_optimises_on_real_spectrograms_and_predicts_whole_clips(grid_
              "linear": torch.stack([lin[:, 80 : 80 + 4 * t], lin[:, 160 : 160 + 4 * t]]),
              "lengths": torch.tensor([t, t])}
     model = _tiny_two_tower()
-    out = model(batch)
+    out, _, parts = two_tower_step(model, batch)
     assert out["mel"].shape == (2, 80, 4 * t) and out["linear"].shape == (2, 321, 4 * t)
-    assert set(out["losses"]) == {"mel", "linear", "total", "prediction"}
+    assert set(parts) == {"mel", "linear", "total", "prediction"}
     model.eval()
     with torch.no_grad():
-        before = float(model(batch)["loss"])
+        before = float(two_tower_step(model, batch)[1])
     model.train()
     opt = torch.optim.Adam(model.parameters(), 3e-3)
     for _ in range(12):
-        loss = model(batch)["loss"]
+        loss = two_tower_step(model, batch)[1]
         opt.zero_grad()
         loss.backward()
         opt.step()
     model.eval()
     with torch.no_grad():
-        after = float(model(batch)["loss"])
+        after = float(two_tower_step(model, batch)[1])
     assert after < 0.7 * before, (before, after)
 
     pred = model.predict_clip(batch["video"][0], batch["flow"][0], window=4)
     assert pred["mel"].shape == (80, 4 * t) and pred["linear"].shape == (321, 4 * t)
     with torch.no_grad():  # each frame's mel depends only on its own K-window, not on the chunking
-        torch.testing.assert_close(pred["mel"], model(batch)["mel"][0])
+        torch.testing.assert_close(pred["mel"], two_tower_step(model, batch)[0]["mel"][0])
 
     model.freeze_encoder()
     model.train()
@@ -231,7 +232,7 @@ def test_two_tower_single_tower_ablations_and_padding():
     assert pixels_only.flow is None
     batch = {"video": torch.randn(2, 5, 1, 40, 32), "mel": torch.rand(2, 80, 20), "lengths": torch.tensor([5, 3])}
     with torch.no_grad():
-        out = pixels_only.eval()(batch)
+        out = pixels_only.eval()(batch["video"], lengths=batch["lengths"])
     assert float(out["mel"][1, :, 12:].abs().max()) == 0.0  # padded frames get no prediction
 
 
@@ -355,7 +356,7 @@ def test_examples_write_wav_and_mel_figure(tmp_path, grid_wave):
 
 
 def test_metrics_resample_other_rates_to_16k(grid_wave):
-    from avtrain.tasks.speech.metrics import score_clip, resample
+    from avtrain.tasks.speech.metrics import resample, score_clip
 
     w = resample(grid_wave, 16000, 14985).astype(np.float32)  # TCD-TIMIT's rate in the two-tower preset
     scores, errors = score_clip(w, w, 14985)
@@ -383,22 +384,23 @@ def test_speech_evaluator_synthesises_scores_and_writes_examples(tmp_path, grid_
         SpeechEvaluator(BRIDGING, mode="exemplar")
 
 
-def test_from_recipe_reads_model_conf_and_memory_conf():
-    """The contract docs/speech.md asks the config registry to meet: model_conf = the builder's keywords."""
-    from types import SimpleNamespace
+def test_the_speech_tasks_build_their_models_from_model_conf_and_memory_conf():
+    """model_conf holds the builders' keywords; memory_conf gives N, the addressing and the memory terms' weights
+    (the task's, not the model's)."""
+    from avtrain.config import validate_recipe
+    from avtrain.tasks import task_for
 
-    from avtrain.config import MemoryConf
-
-    mem = MemoryConf(num_slots=20, variant="official", save_weight=0.5)
-    recipe = SimpleNamespace(model_conf={"width": 0.125, "embed_dim": 32, "audio_channels": [8, 16],
-                                         "decoder": TINY_DECODER},
-                             conf=lambda name: {"memory": mem}[name])
-    model = SpeechModel.from_recipe(recipe)
-    assert model.memory.num_slots == 20 and model.memory.variant == "official" and model.save_weight == 0.5
+    base = {"output_dir": "x", "model": "speech", "data": {"shards": "y", "color": "rgb"},
+            "model_conf": {"width": 0.125, "embed_dim": 32, "audio_channels": [8, 16], "decoder": TINY_DECODER}}
+    task = task_for(validate_recipe({**base, "memory_conf": {"num_slots": 20, "variant": "official",
+                                                             "save_weight": 0.5}}))
+    model = task.build_model()
+    assert model.memory.num_slots == 20 and model.memory.variant == "official" and task.weights.save == 0.5
     assert model.visual.out_dim == 32 and model.decoder.attention_rnn.hidden_size == 48
-    baseline = SpeechModel.from_recipe(SimpleNamespace(model_conf=recipe.model_conf,
-                                                       conf=lambda name: MemoryConf(num_slots=0)))
+    baseline = task_for(validate_recipe({**base, "memory_conf": {"num_slots": 0}})).build_model()
     assert baseline.memory is None and baseline.audio is None and baseline.fusion is None
-    two = TwoTowerModel.from_recipe(SimpleNamespace(model_conf={"width": 0.125, "fc_dim": 32, "use_flow": False,
-                                                                "n_linear": 401}))
+    two = task_for(validate_recipe({"output_dir": "x", "model": "two_tower", "augment": "none",
+                                    "data": {"shards": "y"},
+                                    "model_conf": {"width": 0.125, "fc_dim": 32, "use_flow": False,
+                                                   "n_linear": 401}})).build_model()
     assert two.flow is None and two.postnet.out.out_features == 401

@@ -59,7 +59,7 @@ def addressing(name, model, batch):
     if name == "mtlam":
         return list(model(batch["video"], batch["lengths"], batch["mask"], batch["mel"])["addressing"].values())
     if name == "speech":
-        out = model(batch)
+        out = model(batch["video"], batch["mel"], batch["lengths"], batch["mask"])
         return [out["src_address"], out["tgt_address"]]
     return None
 

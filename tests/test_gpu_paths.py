@@ -124,8 +124,8 @@ def test_a_checkpoint_with_every_devices_state_still_resumes(monkeypatch):
 
 # ------------------------------------------------------------------ no device-to-host sync in a training step
 HOST_CALLS = {torch.Tensor.cpu, torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.numpy, torch.Tensor.nonzero,
-              torch.nonzero, torch.Tensor.__bool__, torch.Tensor.__int__, torch.Tensor.__float__, torch.Tensor.__index__,
-              torch.masked_select, torch.Tensor.masked_select}
+              torch.nonzero, torch.Tensor.__bool__, torch.Tensor.__int__, torch.Tensor.__float__,
+              torch.Tensor.__index__, torch.masked_select, torch.Tensor.masked_select}
 
 
 class OnDevice(torch.Tensor):
@@ -157,20 +157,17 @@ class OnDevice(torch.Tensor):
 def test_a_training_step_never_waits_for_the_device(path, tmp_path_factory, monkeypatch):
     """What the engine moves to the device (all but the task's host fields) is marked; the task's step, forward
     and backward, must not bring any of it back to the host (a sync per step on a GPU)."""
-    from recipe_shards import small_recipe
-
     from avtrain.models import masked
+    from recipe_shards import small_recipe
 
     # batch norm over real frames selects them by a boolean mask on the CPU only (no sync there): take the GPU's way
     monkeypatch.setattr(masked, "selected_batch_norm", masked.weighted_batch_norm)
     from avtrain.data import build_loader
-    from avtrain.engine.precision import HOST_FIELDS
-
     recipe = small_recipe(path, tmp_path_factory.getbasetemp() / "sync")
     task = task_for(recipe)
     model = task.build_model().train()
     batch = next(iter(build_loader(recipe, recipe.data.train_split, train=True, fields=task.fields())))
-    batch = {k: v.as_subclass(OnDevice) if torch.is_tensor(v) and k not in HOST_FIELDS else v
+    batch = {k: v.as_subclass(OnDevice) if torch.is_tensor(v) and k not in task.host_fields else v
              for k, v in batch.items()}
     OnDevice.calls = []
     loss, _ = task.losses(model, batch)

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from recipe_shards import small_recipe
 
 REPO = Path(__file__).resolve().parents[1]

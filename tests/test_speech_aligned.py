@@ -13,6 +13,7 @@ from avtrain.config import ALIGNED_DECODER_KEYS, RecipeError, load_recipe, valid
 from avtrain.models.aligned_decoder import AlignedDecoder
 from avtrain.models.bridging_speech import SpeechModel, running_stats_kept
 from avtrain.models.tacotron import TacotronDecoder
+from avtrain.tasks import task_for
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 BASE = {"output_dir": "x", "data": {"shards": "s", "color": "rgb"}, "model": "speech"}
@@ -35,10 +36,10 @@ def test_decoder_type_is_a_discriminated_conf():
         validate_recipe({**BASE, "model_conf": {"decoder": {"type": "wavenet"}}})
     with pytest.raises(RecipeError, match="even"):
         validate_recipe({**BASE, "model_conf": {"decoder": {"type": "aligned", "channels": 33}}})
-    model = SpeechModel.from_recipe(new)
+    model = task_for(new).build_model()
     assert isinstance(model.decoder, AlignedDecoder) and model.frames_per_step == 4
-    assert isinstance(SpeechModel.from_recipe(validate_recipe({**BASE, "model_conf": {"width": 0.125}})).decoder,
-                      TacotronDecoder)
+    tacotron = task_for(validate_recipe({**BASE, "model_conf": {"width": 0.125}})).build_model()
+    assert isinstance(tacotron.decoder, TacotronDecoder)
 
 
 def _tiny(num_slots: int) -> SpeechModel:
@@ -70,10 +71,10 @@ def test_training_decodes_what_inference_decodes(num_slots):
     model = _tiny(num_slots).eval()
     video = torch.rand(2, 6, 1, 32, 32)
     mel = torch.randn(2, 16, 24)
-    out = model({"video": video, "mel": mel})
+    out = model(video, mel)
     inf = model.infer(video)
     assert torch.allclose(out["mel_post"], inf["mel_post"], atol=1e-5)
-    other = model({"video": video, "mel": torch.randn(2, 16, 24)})
+    other = model(video, torch.randn(2, 16, 24))
     assert torch.allclose(other["mel_post"], out["mel_post"], atol=1e-5)
     # so validation may take its loss as the free-running error (one pass); a Tacotron model may not
     assert model.training_loss_is_inference
@@ -99,9 +100,9 @@ def test_audio_path_leaves_the_decoders_running_statistics_to_the_recall_path():
     recall_only.load_state_dict(model.state_dict())
     recall_only.audio_path = False
     torch.manual_seed(1)  # the same dropout masks on the recall path of both
-    model(batch)
+    model(batch["video"], batch["mel"])
     torch.manual_seed(1)
-    recall_only(batch)
+    recall_only(batch["video"], batch["mel"])
     for a, b in zip(norms, [m for m in recall_only.decoder.modules() if isinstance(m, torch.nn.BatchNorm1d)]):
         assert torch.allclose(a.running_mean, b.running_mean, atol=1e-6)
         assert torch.allclose(a.running_var, b.running_var, atol=1e-6)

@@ -97,8 +97,7 @@ def test_word_loss_is_trained_and_never_decoded(sentence_shards, tmp_path):
     model = task.build_model()
     assert model.word_head.out_features == 52  # no word + 51 words
     batch = next(iter(build_loader(recipe, "train", train=True, fields=task.fields())))
-    out = model(batch)
-    losses = out["losses"]
+    loss, losses = task.losses(model, batch)
     assert losses["words"] > 0 and math.isclose(losses["prediction"], losses["mel_l1"] + losses["post_l1"])
     assert math.isclose(losses["total"], losses["task"] + 0.5 * losses["words"], rel_tol=1e-5)
     model.eval()

@@ -1,5 +1,6 @@
 """Device and numeric precision: which device, which autocast dtype, one autocast context for training and
-evaluation, host-to-device copies, and the CUDA math settings."""
+evaluation, the channels-last weight layout, and the CUDA math settings. (Which batch fields go to the device:
+avtrain.engine.transfer.)"""
 
 from __future__ import annotations
 
@@ -27,16 +28,6 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     if dtype is None:
         return nullcontext()
     return torch.autocast(device.type, dtype=dtype)
-
-
-HOST_FIELDS = ("lengths", "centre")
-
-
-def to_device(batch: dict, device: torch.device) -> dict:
-    """Tensors of a batch onto ``device``, asynchronously from pinned host memory (the loader pins on CUDA).
-    ``lengths`` stays on the host: packed RNNs and real-frame indexing read it there, without a device sync."""
-    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) and k not in HOST_FIELDS else v)
-            for k, v in batch.items()}
 
 
 def to_channels_last(model: torch.nn.Module) -> torch.nn.Module:

@@ -34,8 +34,14 @@ from avtrain.data.bad_samples import SkipTally
 from avtrain.engine import checkpoint as ckpt
 from avtrain.engine import distributed
 from avtrain.engine.ema import WeightAverage
-from avtrain.engine.precision import (autocast, autocast_dtype, configure_cuda, select_device,  # noqa: F401
-                                      to_channels_last, to_device)
+from avtrain.engine.precision import (  # noqa: F401
+    autocast,
+    autocast_dtype,
+    configure_cuda,
+    select_device,
+    to_channels_last,
+)
+from avtrain.engine.transfer import to_device
 from avtrain.tasks import Task, task_for
 
 
@@ -255,7 +261,7 @@ class Trainer:
 
     def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
         """One optimizer step; the loss parts come back as detached device tensors (no host sync)."""
-        b = to_device(batch, self.device)
+        b = to_device(batch, self.device, self.task.host_fields)
         self.net.train()
         with self.autocast():
             loss, parts = self.task.losses(self.net, b)
@@ -282,7 +288,7 @@ class Trainer:
         for batch in self.loader(split, train=False, whole=self.task.whole_clip_validation):
             self.skips.add(batch, split)
             with self.autocast():
-                part = self.task.validation_sums(model, to_device(batch, self.device))
+                part = self.task.validation_sums(model, to_device(batch, self.device, self.task.host_fields))
             for k, v in part.items():
                 sums[k] = sums.get(k, 0.0) + v
         return self.task.finish_validation(distributed.sum_across_ranks(self.dist, sums))

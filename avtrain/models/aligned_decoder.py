@@ -46,17 +46,21 @@ class AlignedDecoder(nn.Module):
         nn.init.zeros_(self.postnet.convs[-1][1].weight)
 
     def forward(self, memory: torch.Tensor, mask: torch.Tensor | None = None,
-                target: torch.Tensor | None = None) -> dict[str, torch.Tensor | None]:
-        """memory (B, T, E), mask (B, T) True on real frames; ``target`` is accepted for the decoder interface and
-        not read (nothing is teacher-forced). Returns ``mel``, ``mel_post`` (B, n_mels, r T), ``alignments`` None."""
+                target: torch.Tensor | None = None, lengths: torch.Tensor | None = None
+                ) -> dict[str, torch.Tensor | None]:
+        """memory (B, T, E), mask (B, T) True on real frames, host ``lengths`` (B,) (from the mask when None: a
+        device sync); ``target`` is accepted for the decoder interface and not read (nothing is teacher-forced).
+        Returns ``mel``, ``mel_post`` (B, n_mels, r T), ``alignments`` None."""
         b, t, _ = memory.shape
         keep = (mask if mask is not None else memory.new_ones(b, t, dtype=torch.bool))[:, None].to(memory.dtype)
         x = memory.transpose(1, 2) * keep  # (B, E, T); padded frames zeroed so they do not leak into the convs
         for conv in self.convs:
             x = F.dropout(conv(x), self.dropout, self.training) * keep
         if self.gru is not None:
-            lengths = keep[:, 0].sum(1).long().clamp(min=1).cpu()
-            packed = pack_padded_sequence(x.transpose(1, 2).float(), lengths, batch_first=True, enforce_sorted=False)
+            if lengths is None or lengths.device.type != "cpu":
+                lengths = keep[:, 0].sum(1).long()
+            packed = pack_padded_sequence(x.transpose(1, 2).float(), lengths.clamp(min=1).cpu(), batch_first=True,
+                                          enforce_sorted=False)
             with torch.autocast(x.device.type, enabled=False):
                 y, _ = self.gru(packed)
             x = pad_packed_sequence(y, batch_first=True, total_length=t)[0].transpose(1, 2).to(x.dtype)

@@ -7,10 +7,10 @@ decoded into 4T mel frames (4 frames per video-frame step) and a post-net: by Ta
 tacotron``, the paper's) or by the frame-synchronous non-autoregressive decoder (``aligned``,
 avtrain/models/aligned_decoder.py, an extension; docs/speech.md).
 
-Training (N > 0, Eq. 7-8 with g = L1): L = L1(recall path) + L1(audio path) + L_save + L_bridge, each path's L1
-being |mel - y| + |mel_post - y| over real frames, the audio path decoding h(f_src ⊕ f_tgt) through the same fusion
-and decoder. N = 0 is the baseline (Lip2Wav-like): the decoder reads f_src directly, loss = that path's L1.
-Tacotron: teacher forcing whenever a target mel is given; :meth:`SpeechModel.infer` runs free from video alone.
+In training (N > 0) the audio path decodes h(f_src ⊕ f_tgt) through the same fusion and decoder too; the task
+(avtrain/tasks/speech/losses.py) turns the outputs into Eq. 7-8 with g = L1. N = 0 is the baseline (Lip2Wav-like):
+the decoder reads f_src directly. Tacotron: teacher forcing whenever a target mel is given; :meth:`SpeechModel.infer`
+runs free from video alone.
 Aligned: never reads the target mel, so training decodes exactly what inference does.
 """
 
@@ -25,7 +25,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from avtrain.models.aligned_decoder import AlignedDecoder
 from avtrain.models.frontends import AudioFrontend, VisualFrontend
-from avtrain.models.masked import masked_spectrogram_mean, to_device_async
+from avtrain.models.masked import to_device_async
 from avtrain.models.memory import AssociativeBridge
 from avtrain.models.tacotron import TacotronDecoder
 
@@ -138,17 +138,11 @@ def running_stats_kept(module: nn.Module):
             m.momentum = momentum
 
 
-def masked_l1(pred: torch.Tensor, target: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
-    """Mean |pred - target| over real spectrogram frames; pred/target (B, M, L), frame_mask (B, L)."""
-    return masked_spectrogram_mean((pred.float() - target.float()).abs(), frame_mask)
-
-
 class SpeechModel(nn.Module):
     def __init__(self, visual: SpeechVisualEncoder, decoder: TacotronDecoder | AlignedDecoder,
                  audio: SpeechAudioFrontend | None = None,
                  memory: AssociativeBridge | None = None, fusion_dropout: float = 0.0, audio_path: bool = True,
-                 save_weight: float = 1.0, bridge_weight: float = 1.0, word_classes: int = 0,
-                 word_weight: float = 0.0):
+                 word_classes: int = 0):
         super().__init__()
         if (memory is None) != (audio is None):
             raise ValueError("the audio module and the memory come together (N > 0) or not at all (N = 0)")
@@ -157,23 +151,22 @@ class SpeechModel(nn.Module):
         self.fusion = None
         if memory is not None:
             self.fusion = nn.Sequential(nn.Dropout(fusion_dropout), nn.Linear(2 * dim, dim))  # h(.), one Linear
-        self.audio_path, self.save_weight, self.bridge_weight = audio_path, save_weight, bridge_weight
+        self.audio_path = audio_path
         self.frames_per_step = decoder.r
         # training only: per-frame word classes of f_src (0 = no word); what is decoded never reads it
-        self.word_head = nn.Linear(dim, word_classes) if word_weight > 0 and word_classes else None
-        self.word_weight = word_weight
+        self.word_head = nn.Linear(dim, word_classes) if word_classes else None
 
     @classmethod
     def build(cls, num_slots: int = 150, in_channels: int = 3, n_mels: int = 80, embed_dim: int = 512,
               width: float = 1.0, residual: bool = False, audio_channels: list[int] | None = None,
               scale: float = 16.0, variant: str = "paper", init_std: float = 0.5, decoder: dict | None = None,
               pad_last_conv: bool = False, visual: str = "table2", resnet: dict | None = None,
-              word_loss: dict | None = None, word_classes: int = 0, **kwargs) -> SpeechModel:
+              word_classes: int = 0, fusion_dropout: float = 0.0, audio_path: bool = True) -> SpeechModel:
         """The paper's sizes by default; N = ``num_slots`` (150 speaker-dependent, 360 speaker-independent, 0 =
         baseline). ``decoder`` holds the decoder's ``type`` (tacotron, the default, or aligned) and its keyword
         overrides (:class:`TacotronDecoder`, :class:`AlignedDecoder`). ``visual``: ``table2`` (the paper's Conv3d
-        stack) or ``resnet`` (the lip-reading front, sized by ``resnet``). ``word_loss`` (weight) with
-        ``word_classes`` adds the auxiliary per-frame word head."""
+        stack) or ``resnet`` (the lip-reading front, sized by ``resnet``). ``word_classes`` > 0 adds the auxiliary
+        per-frame word head."""
         visual = SpeechVisualEncoder(in_channels, embed_dim, width, residual, pad_last=pad_last_conv,
                                      resnet=resnet if visual == "resnet" else None)
         options = dict(decoder or {})
@@ -186,19 +179,7 @@ class SpeechModel(nn.Module):
         if num_slots > 0:
             audio = SpeechAudioFrontend(n_mels, audio_channels, 1, embed_dim)
             memory = AssociativeBridge(num_slots, embed_dim, embed_dim, scale, variant, init_std)
-        kwargs.pop("visual_init", None)  # weights, not architecture: the task loads them before training
-        return cls(visual, dec, audio, memory, word_classes=word_classes,
-                   word_weight=float((word_loss or {}).get("weight", 0.0)), **kwargs)
-
-    @classmethod
-    def from_recipe(cls, recipe, word_classes: int = 0) -> SpeechModel:
-        """``model_conf`` holds :meth:`build`'s keywords (all but the memory's); N, the addressing and the memory
-        loss weights come from ``memory_conf``, as for the lip-reading model. ``word_classes``: the word head's
-        classes (1 + the vocabulary's words), given by the task that reads the vocabulary."""
-        mem = recipe.conf("memory")
-        return cls.build(**dict(recipe.model_conf), num_slots=mem.num_slots, scale=mem.scale, variant=mem.variant,
-                         init_std=mem.init_std, save_weight=mem.save_weight, bridge_weight=mem.bridge_weight,
-                         word_classes=word_classes)
+        return cls(visual, dec, audio, memory, fusion_dropout, audio_path, word_classes)
 
     @property
     def training_loss_is_inference(self) -> bool:
@@ -216,47 +197,33 @@ class SpeechModel(nn.Module):
             mask = torch.arange(t, device=video.device)[None] < to_device_async(lengths, video.device)[:, None]
         return lengths, mask
 
-    def forward(self, batch: dict) -> dict:
-        """batch: ``video`` (B, T, C, H, W), ``mel`` (B, M, 4T), optional ``lengths`` (B,) / ``mask`` (B, T).
+    def forward(self, video: torch.Tensor, mel: torch.Tensor | None = None, lengths: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> dict:
+        """video (B, T, C, H, W); ``mel`` (B, M, 4T) in training: the audio module's input (N > 0) and Tacotron's
+        teacher forcing (None: video only, as :meth:`infer`); host ``lengths`` (B,) and/or ``mask`` (B, T).
 
-        Returns ``loss``, ``losses`` (detached named parts), ``mel``/``mel_post``/``alignments`` of the recall path
-        (the only path at inference), ``mel_audio``/``mel_post_audio`` of the real-audio path, and with a memory
-        ``src_address``/``tgt_address`` (B, T, N).
+        Returns ``mel``/``mel_post``/``alignments`` of the recall path (f_src alone at N = 0; the only path at
+        inference); with a memory ``bridge`` (its recall, addressing and L_save / L_bridge terms) and
+        ``src_address``/``tgt_address`` (B, T, N), with ``mel`` also ``mel_audio``/``mel_post_audio`` of the
+        real-audio path; with the word head ``word_logits`` (B, T, classes). The task turns these into losses.
         """
-        video, target = batch["video"], batch["mel"]
-        lengths, mask = self._lengths_mask(video, batch.get("lengths"), batch.get("mask"))
-        frame_mask = mask.repeat_interleave(self.frames_per_step, dim=1)[:, : target.shape[-1]]
+        lengths, mask = self._lengths_mask(video, lengths, mask)
         f_src = self.visual(video, lengths, mask)
         out: dict = {}
-        losses: dict[str, torch.Tensor] = {}
-        if self.word_head is not None and "word_frames" in batch:
-            logits = self.word_head(f_src.float())
-            losses["words"] = F.cross_entropy(logits.flatten(0, 1), batch["word_frames"].flatten(), ignore_index=-100)
+        if self.word_head is not None:
+            out["word_logits"] = self.word_head(f_src.float())
         if self.memory is None:
-            dec = self.decoder(f_src, mask, target)
+            dec = self.decoder(f_src, mask, mel, lengths)
         else:
-            f_tgt = self.audio(target, mask)
+            f_tgt = self.audio(mel, mask) if mel is not None else None
             bridge = self.memory(f_src, f_tgt, mask)
-            dec = self.decoder(self.fusion(torch.cat([f_src, bridge.recalled], -1)), mask, target)
+            dec = self.decoder(self.fusion(torch.cat([f_src, bridge.recalled], -1)), mask, mel, lengths)
             out.update(bridge=bridge, src_address=bridge.src_address, tgt_address=bridge.tgt_address)
-            losses["save"], losses["bridge"] = bridge.losses["save"], bridge.losses["bridge"]
-            if self.audio_path:
+            if f_tgt is not None and self.audio_path:
                 with running_stats_kept(self.decoder):  # the running statistics are the recall path's (inference)
-                    dec_a = self.decoder(self.fusion(torch.cat([f_src, f_tgt], -1)), mask, target)
-                losses["mel_l1_audio"] = masked_l1(dec_a["mel"], target, frame_mask)
-                losses["post_l1_audio"] = masked_l1(dec_a["mel_post"], target, frame_mask)
+                    dec_a = self.decoder(self.fusion(torch.cat([f_src, f_tgt], -1)), mask, mel, lengths)
                 out.update(mel_audio=dec_a["mel"], mel_post_audio=dec_a["mel_post"])
-        losses["mel_l1"] = masked_l1(dec["mel"], target, frame_mask)
-        losses["post_l1"] = masked_l1(dec["mel_post"], target, frame_mask)
-        task = sum(v for k, v in losses.items() if "_l1" in k)
-        total = task + self.save_weight * losses.get("save", 0.0) + self.bridge_weight * losses.get("bridge", 0.0)
-        total = total + self.word_weight * losses.get("words", 0.0)
-        losses["task"], losses["total"] = task, total
-        # what inference decodes (the recall path, or f_src at N = 0): the best-checkpoint criterion; the memory terms
-        # and the audio path are left out, their scale drifts as the audio embedding grows (docs/speech.md)
-        losses["prediction"] = losses["mel_l1"] + losses["post_l1"]
-        out.update(mel=dec["mel"], mel_post=dec["mel_post"], alignments=dec["alignments"], loss=total,
-                   losses={k: v.detach() for k, v in losses.items()})
+        out.update(mel=dec["mel"], mel_post=dec["mel_post"], alignments=dec["alignments"])
         return out
 
     @torch.no_grad()
@@ -269,5 +236,5 @@ class SpeechModel(nn.Module):
             bridge = self.memory(f_src, None, mask)
             f_src = self.fusion(torch.cat([f_src, bridge.recalled], -1))
             out["src_address"] = bridge.src_address
-        out.update(self.decoder(f_src, mask, None))
+        out.update(self.decoder(f_src, mask, None, lengths))
         return out

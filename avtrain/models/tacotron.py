@@ -93,8 +93,9 @@ class TacotronDecoder(nn.Module):
         self.attention_dropout, self.decoder_dropout = attention_dropout, decoder_dropout
 
     def forward(self, memory: torch.Tensor, mask: torch.Tensor | None = None,
-                target: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """memory (B, T, E); target (B, n_mels, r T) for teacher forcing, None to run free.
+                target: torch.Tensor | None = None, lengths: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """memory (B, T, E); target (B, n_mels, r T) for teacher forcing, None to run free; ``lengths`` is accepted
+        for the decoder interface (the mask says which frames are real).
 
         Returns ``mel`` and ``mel_post`` (B, n_mels, r T) and ``alignments`` (B, T steps, T memory).
         """

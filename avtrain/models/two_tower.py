@@ -13,7 +13,8 @@ For each video frame t of a clip, a window of K = 9 frames centred on t (edge fr
   frames 4t .. 4t + 3 (centred on samples 160 * (4t .. 4t + 3), all inside frame t's 640 samples);
 - the mel frames of the T consecutive windows of a chunk, concatenated (n_mels, 4T), go through the CBHG post-net
   to the linear spectrogram (n_fft / 2 + 1, 4T).
-Loss: MSE on the mel and MSE on the linear output, equal weights (Sec. 5); ``loss="l1"`` swaps both to L1.
+Loss (the task's, avtrain/tasks/speech/losses.py): MSE on the mel and on the linear output, equal weights (Sec. 5);
+``model_conf.loss: l1`` swaps both to L1.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from avtrain.models.cbhg import CBHG
-from avtrain.models.masked import masked_spectrogram_mean, to_device_async
+from avtrain.models.masked import to_device_async
 from avtrain.models.sliding import sliding_window_average
 
 TOWER_STEM = 128
@@ -124,15 +125,13 @@ class TwoTowerModel(nn.Module):
     def __init__(self, k: int = 9, n_mels: int = 80, n_linear: int = 321, frames_per_step: int = 4,
                  width: float = 1.0, bottleneck_ratio: int = 4, use_pixels: bool = True, use_flow: bool = True,
                  fc_dim: int = 1024, conv_dropout: float = 0.25, fc_dropout: float = 0.5, slope: float = 0.2,
-                 output_activation: str = "tanh", loss: str = "l2", postnet: bool = True,
-                 cbhg: dict | None = None, freeze_towers: bool = False):
+                 output_activation: str = "tanh", postnet: bool = True, cbhg: dict | None = None,
+                 freeze_towers: bool = False):
         super().__init__()
         if not (use_pixels or use_flow):
             raise ValueError("need at least one tower")
         if output_activation not in ("tanh", "sigmoid", "none"):
             raise ValueError(f"output_activation must be tanh, sigmoid or none, got {output_activation!r}")
-        if loss not in ("l1", "l2"):
-            raise ValueError(f"loss must be l1 or l2, got {loss!r}")
         self.k, self.n_mels, self.r = k, n_mels, frames_per_step
         self.pixels = Tower(k, width, bottleneck_ratio, slope, conv_dropout) if use_pixels else None
         self.flow = Tower(2 * (k - 1), width, bottleneck_ratio, slope, conv_dropout) if use_flow else None
@@ -142,15 +141,10 @@ class TwoTowerModel(nn.Module):
             nn.Linear(fc_dim, fc_dim), nn.BatchNorm1d(fc_dim), nn.Tanh(), nn.Dropout(fc_dropout),
             nn.Linear(fc_dim, n_mels * frames_per_step),
         )
-        self.output_activation, self.loss_kind = output_activation, loss
+        self.output_activation = output_activation
         self.postnet = CBHG(n_mels, n_linear, **(cbhg or {})) if postnet else None
         if freeze_towers:
             self.freeze_encoder()
-
-    @classmethod
-    def from_recipe(cls, recipe) -> TwoTowerModel:
-        """``model_conf`` holds this constructor's keywords."""
-        return cls(**dict(recipe.model_conf))
 
     def freeze_encoder(self) -> None:
         """The paper trains end to end but keeps the CNN's conv layers frozen while the post-net trains; call this
@@ -198,43 +192,21 @@ class TwoTowerModel(nn.Module):
         out[where[:, 0], where[:, 1]] = frames
         return out.flatten(1, 2).transpose(1, 2)
 
-    def _loss(self, pred: torch.Tensor, target: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
-        diff = pred.float() - target.float()
-        return masked_spectrogram_mean(diff.abs() if self.loss_kind == "l1" else diff ** 2, frame_mask)
-
-    def forward(self, batch: dict) -> dict:
-        """batch: ``video`` (B, T, 1, H, W) gray, ``flow`` (B, T - 1, 2, H, W), ``mel`` (B, n_mels, 4T),
-        ``linear`` (B, bins, 4T), optional host ``lengths`` (B,) and ``centre`` (B, 2): the frames [start, stop)
-        whose spectrogram is predicted and scored, the others being the windows' context. Returns ``loss``,
-        ``losses``, ``mel``, ``linear`` (the centre frames' only, with ``centre``)."""
-        video = batch["video"]
+    def forward(self, video: torch.Tensor, flow: torch.Tensor | None = None, lengths: torch.Tensor | None = None,
+                centre: torch.Tensor | None = None) -> dict:
+        """video (B, T, 1, H, W) gray, flow (B, T - 1, 2, H, W), host ``lengths`` (B,) and ``centre`` (B, 2): the
+        frames [start, stop) whose spectrogram is predicted, the others being the windows' context. Returns
+        ``mel`` (B, n_mels, r T) and with the post-net ``linear`` (B, bins, r T): the centre frames' only, with
+        ``centre``, each clip's from column 0."""
         b, t = video.shape[:2]
-        lengths = batch.get("lengths")
         if lengths is None:
-            lengths = torch.full((b,), t, dtype=torch.long, device=video.device)
-        centre = batch.get("centre")  # the loss window inside the loaded frames (the rest is context)
-        mel = self.frame_mel(video, batch.get("flow"), lengths, centre)
-        target_mel, target_linear = batch["mel"], batch.get("linear")
-        if centre is not None:
-            lengths = (centre[:, 1] - centre[:, 0]).cpu()
-            t = int(lengths.max())
-            target_mel = centre_frames(target_mel, centre, self.r)
-            target_linear = None if target_linear is None else centre_frames(target_linear, centre, self.r)
-        frame_lengths = lengths * self.r
-        frame_mask = torch.arange(self.r * t, device=video.device)[None] < \
-            to_device_async(frame_lengths, video.device)[:, None]
-        losses = {"mel": self._loss(mel, target_mel, frame_mask)}
+            lengths = torch.full((b,), t, dtype=torch.long)
+        mel = self.frame_mel(video, flow, lengths, centre)
         out = {"mel": mel}
         if self.postnet is not None:
+            frames = (centre[:, 1] - centre[:, 0]) if centre is not None else lengths
             # the post-net sees the window only, as each of its sliding windows at inference sees window frames
-            linear = self.postnet(mel, frame_lengths)
-            out["linear"] = linear
-            if target_linear is not None:
-                losses["linear"] = self._loss(linear, target_linear, frame_mask)
-        total = sum(losses.values())
-        losses["total"] = total
-        losses["prediction"] = total  # every term is a prediction: the best-checkpoint criterion
-        out.update(loss=total, losses={k: v.detach() for k, v in losses.items()})
+            out["linear"] = self.postnet(mel, frames * self.r)
         return out
 
     @torch.no_grad()

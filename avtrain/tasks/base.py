@@ -45,6 +45,8 @@ class Task(ABC):
     higher_is_better: ClassVar[bool]
     # validation batches are whole clips (no data.max_frames cut), as inference sees them (speech tasks)
     whole_clip_validation: ClassVar[bool] = False
+    # batch fields the engine leaves on the host (read there without a device sync: packed RNNs, real-frame indices)
+    host_fields: ClassVar[tuple[str, ...]] = ("lengths",)
 
     def __init__(self, recipe: Recipe):
         self.recipe = recipe

@@ -16,7 +16,8 @@ from rich.table import Table
 from avtrain.config import Recipe
 from avtrain.data import build_loader, denormalise_video, vocabulary
 from avtrain.data.bad_samples import SkipTally
-from avtrain.engine.precision import autocast, autocast_dtype, select_device, to_device
+from avtrain.engine.precision import autocast, autocast_dtype, select_device
+from avtrain.engine.transfer import to_device
 from avtrain.tasks.weights import load_weights
 
 
@@ -123,7 +124,7 @@ def evaluate(recipe: Recipe, task=None, *, split: str | None = None, checkpoint:
     skips = SkipTally()
     for batch in build_loader(recipe, split, train=False, fields=task.fields()):
         skips.add(batch, split)
-        b = to_device(batch, device)
+        b = to_device(batch, device, task.host_fields)
         with autocast(device, amp):
             # audio is given only to describe the memory (target addressing or recall quality, audio path);
             # predictions use video

@@ -2,8 +2,9 @@
 
 Used through each speech task's ``predict`` by ``avtrain eval`` (test split) and ``avtrain synth`` (one new video):
 the bridging model decodes freely from video alone (no audio, no teacher forcing); the two-tower model predicts
-every frame from its K-frame window and runs its post-net over sliding windows with Gaussian-weighted overlaps. The data module's mel normalisation
-(``data.mel_mean`` / ``data.mel_std``) is undone so that the vocoder sees the units the shards were written in.
+every frame from its K-frame window and runs its post-net over sliding windows with Gaussian-weighted overlaps. The
+data module's mel normalisation (``data.mel_mean`` / ``data.mel_std``) is undone so that the vocoder sees the units
+the shards were written in.
 """
 
 from __future__ import annotations

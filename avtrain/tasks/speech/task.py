@@ -30,10 +30,6 @@ class SpeechTask(Task):
     default_synthesis: ClassVar[list[str]]  # the paper's synthesis modes for this model
     predicts_linear: bool = False  # whether predict() gives a linear spectrogram (Lin-synth, Mel-synth)
 
-    def losses(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        out = model(batch)
-        return out["loss"], out["losses"]
-
     def free_running(self, model: nn.Module, batch: dict) -> torch.Tensor:
         """(B,) free-running error of each clip of a whole-clip batch (``avtrain.tasks.speech.validation``)."""
         raise NotImplementedError
@@ -42,7 +38,7 @@ class SpeechTask(Task):
         """The training loss terms (teacher-forced for the Tacotron decoder; logged) and the free-running error
         (``free_running``: picks best.pt). Griffin-Lim and STOI/PESQ are left to ``avtrain eval``."""
         n = len(batch["keys"])
-        sums = {k: float(v) * n for k, v in model(batch)["losses"].items()}
+        sums = {k: float(v) * n for k, v in self.losses(model, batch)[1].items()}
         if getattr(model, "training_loss_is_inference", False):  # the model says its loss is what inference does
             sums["free_running"] = sums.get("prediction", sums["total"])
         else:
@@ -76,8 +72,12 @@ class BridgingSpeechTask(SpeechTask):
 
     def __init__(self, recipe):
         super().__init__(recipe)
-        words = recipe.model_conf["word_loss"]
+        from avtrain.tasks.speech.losses import BridgingWeights
+
+        words, memory = recipe.model_conf["word_loss"], recipe.memory_conf
         self.vocabulary: tuple[str, ...] = word_vocabulary(words["vocabulary"]) if words["weight"] > 0 else ()
+        self.weights = BridgingWeights(save=memory["save_weight"], bridge=memory["bridge_weight"],
+                                       words=words["weight"])
 
     def fields(self) -> Fields:
         return Fields(word_vocabulary=self.vocabulary)
@@ -85,7 +85,17 @@ class BridgingSpeechTask(SpeechTask):
     def build_model(self) -> nn.Module:
         from avtrain.models.bridging_speech import SpeechModel
 
-        return SpeechModel.from_recipe(self.recipe, word_classes=len(self.vocabulary) + 1 if self.vocabulary else 0)
+        m, mem = self.recipe.model_conf, self.recipe.memory_conf
+        architecture = {k: v for k, v in m.items() if k not in ("visual_init", "word_loss")}  # weights, a loss
+        return SpeechModel.build(**architecture, num_slots=mem["num_slots"], scale=mem["scale"],
+                                 variant=mem["variant"], init_std=mem["init_std"],
+                                 word_classes=len(self.vocabulary) + 1 if self.vocabulary else 0)
+
+    def losses(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        from avtrain.tasks.speech.losses import bridging_speech_loss
+
+        out = model(batch["video"], batch["mel"], batch.get("lengths"), batch.get("mask"))
+        return bridging_speech_loss(out, batch, self.recipe.model_conf["decoder"]["frames_per_step"], self.weights)
 
     def init_weights(self, model: nn.Module) -> None:
         """``model_conf.visual_init``: the visual front starts from a lip-reading run's (before the first step)."""
@@ -117,10 +127,18 @@ class TwoTowerTask(SpeechTask):
         return Fields(flow=bool(self.recipe.model_conf["use_flow"]), linear=self.predicts_linear,
                       context=int(self.recipe.model_conf["k"]) // 2)
 
+    host_fields = ("lengths", "centre")  # the loss window's bounds are read on the host, like the lengths
+
     def build_model(self) -> nn.Module:
         from avtrain.models.two_tower import TwoTowerModel
 
-        return TwoTowerModel.from_recipe(self.recipe)
+        return TwoTowerModel(**{k: v for k, v in self.recipe.model_conf.items() if k != "loss"})
+
+    def losses(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        from avtrain.tasks.speech.losses import two_tower_loss
+
+        out = model(batch["video"], batch.get("flow"), batch.get("lengths"), batch.get("centre"))
+        return two_tower_loss(out, batch, self.recipe.model_conf["frames_per_step"], self.recipe.model_conf["loss"])
 
     def predict(self, model: nn.Module, batch: dict, device: torch.device) -> list[Prediction]:
         return predict_two_tower(model, self.recipe, batch, device)
@@ -129,6 +147,6 @@ class TwoTowerTask(SpeechTask):
         """One inference pass per whole clip gives both the loss terms and the free-running error."""
         from avtrain.tasks.speech.validation import two_tower_validation_sums
 
-        sums = two_tower_validation_sums(model, batch, post_net_window(self.recipe))
+        sums = two_tower_validation_sums(model, batch, post_net_window(self.recipe), self.recipe.model_conf["loss"])
         sums["samples"] = float(len(batch["keys"]))
         return sums

@@ -44,13 +44,13 @@ def bridging_free_running(model: nn.Module, batch: dict) -> torch.Tensor:
 
 
 @torch.no_grad()
-def two_tower_validation_sums(model: nn.Module, batch: dict, window: int) -> dict[str, float]:
+def two_tower_validation_sums(model: nn.Module, batch: dict, window: int, loss: str = "l2") -> dict[str, float]:
     """One inference pass per clip (``predict_clip``: the whole clip, the sliding post-net), summed over the batch's
-    clips: the training loss terms (``mel``, ``linear``, ``total``, ``prediction``; the model's L2 or L1) of what
+    clips: the training loss terms (``mel``, ``linear``, ``total``, ``prediction``; ``loss`` l2 or l1) of what
     inference predicts, and ``free_running`` = L1 of mel + linear. There is no teacher forcing to leave out here;
     a second, training-style pass over the whole clips would cost as much again for the same mel."""
     sums: dict[str, float] = {}
-    squared = getattr(model, "loss_kind", "l2") == "l2"
+    squared = loss == "l2"
     for i in range(len(batch["keys"])):
         t = int(batch["lengths"][i])
         frames = torch.tensor([MEL_PER_FRAME * t])

@@ -149,7 +149,7 @@ class ExemplarBank:
         return torch.cat([mel * self.mel_weight, linear], 1)
 
     @classmethod
-    def from_clips(cls, clips: list[tuple[np.ndarray, np.ndarray]], **kwargs) -> "ExemplarBank":
+    def from_clips(cls, clips: list[tuple[np.ndarray, np.ndarray]], **kwargs) -> ExemplarBank:
         """From (mel (n_mels, L), linear (bins, L)) pairs, one per training clip."""
         mel = np.concatenate([m.T for m, _ in clips], 0)
         linear = np.concatenate([lin.T for _, lin in clips], 0)
