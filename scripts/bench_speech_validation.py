@@ -27,9 +27,9 @@ import torch
 from pystoi import stoi
 
 from avbridge.spectra import SpectrogramParams
+from avtrain.api import make_trainer
 from avtrain.config import load_recipe
 from avtrain.data import build_loader, split_size
-from avtrain.engine import Trainer
 from avtrain.tasks.speech.scoring import SpeechEvaluator
 
 
@@ -51,7 +51,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     recipe = load_recipe(args.recipe, [*args.overrides, "trainer.progress=false", f"trainer.threads={args.threads}",
                                        "data.num_workers=0", "output_dir=/tmp/bench-speech-validation"])
-    trainer = Trainer(recipe)
+    trainer = make_trainer(recipe)
     task, d = trainer.task, recipe.data
     val_clips = split_size(d.shards, d.valid_split)
 

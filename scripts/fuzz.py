@@ -151,9 +151,9 @@ def checkpoints(count: int, seed: int) -> None:
     import numpy as np
     import torch
 
+    from avtrain.api import train
     from avtrain.config import load_recipe
     from avtrain.engine import checkpoint as ckpt
-    from avtrain.engine import train
     from avtrain.synthetic import write_shards
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -18,9 +18,9 @@ WORKER = textwrap.dedent("""
     import json, sys, torch
     from avtrain.engine import distributed
     from avtrain.config import load_recipe
-    from avtrain.engine import Trainer
-    t = Trainer(load_recipe(sys.argv[1]))
-    res = t.fit(resume=False)
+    from avtrain.api import make_trainer
+    t = make_trainer(load_recipe(sys.argv[1]))
+    res = t.fit(resume=False, record_keys=True)
     out, rank = sys.argv[2], t.dist.rank
     torch.save(t.model.state_dict(), f"{out}/params{rank}.pt")
     with open(f"{out}/rank{rank}.json", "w") as f:
@@ -68,6 +68,9 @@ def test_torchrun_two_processes_gloo(tmp_path):
     p0, p1 = (torch.load(tmp_path / f"params{r}.pt") for r in (0, 1))
     learned = [k for k in p0 if "running" not in k and "num_batches" not in k]
     assert all(torch.equal(p0[k], p1[k]) for k in learned)
+    # batch-norm statistics too: rank 0's are broadcast before each validation, so every rank validates (and
+    # best.pt holds) the same model
+    assert all(torch.equal(p0[k], p1[k]) for k in p0)
     torch.manual_seed(11)
     init = task_for(load_recipe(recipe)).build_model().state_dict()
     assert any(not torch.equal(p0[k], init[k]) for k in learned)
@@ -78,8 +81,8 @@ SPEECH_WORKER = textwrap.dedent("""
     import json, sys, torch
     from avtrain.engine import distributed
     from avtrain.config import load_recipe
-    from avtrain.engine import Trainer
-    t = Trainer(load_recipe(sys.argv[1]))
+    from avtrain.api import make_trainer
+    t = make_trainer(load_recipe(sys.argv[1]))
     res = t.fit(resume=False)
     val = t.validate()  # again, to report it: every rank must get the whole split's values
     out, rank = sys.argv[2], t.dist.rank

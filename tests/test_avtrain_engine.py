@@ -8,9 +8,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from avtrain.api import train
 from avtrain.cli import app
 from avtrain.config import load_recipe
-from avtrain.engine import train
 from avtrain.engine.checkpoint import load, save_atomic
 from avtrain.synthetic import write_shards
 
@@ -45,13 +45,14 @@ def make(tmp_path, shards, name, variant="paper"):
 
 @pytest.mark.parametrize("variant, workers", [("paper", 0), ("official", 2)])
 def test_resume_reproduces_the_uninterrupted_losses(tmp_path, shards, variant, workers):
-    whole = train(load_recipe(make(tmp_path, shards, "whole", variant), [f"data.num_workers={workers}"]))
+    whole = train(load_recipe(make(tmp_path, shards, "whole", variant), [f"data.num_workers={workers}"]),
+                  record_keys=True)
     assert len(whole.losses) == 12  # 2 epochs x 6 batches
     # stop mid-epoch 1 (step 9 of 12), then resume to the end
     part = make(tmp_path, shards, "part", variant)
-    first = train(load_recipe(part, ["trainer.max_steps=9", f"data.num_workers={workers}"]))
+    first = train(load_recipe(part, ["trainer.max_steps=9", f"data.num_workers={workers}"]), record_keys=True)
     assert first.step == 9 and len(first.losses) == 9
-    second = train(load_recipe(part, [f"data.num_workers={workers}"]))
+    second = train(load_recipe(part, [f"data.num_workers={workers}"]), record_keys=True)
     assert second.step == 12
     assert first.losses + second.losses == whole.losses  # exact equality, not approximate
     assert first.seen_keys + second.seen_keys == whole.seen_keys
@@ -137,13 +138,13 @@ def test_loss_parts_are_read_back_every_log_every_steps(tmp_path, shards):
 
 
 def test_a_rank_without_a_training_shard_is_refused_at_start(tmp_path, shards, monkeypatch):
+    from avtrain.api import make_trainer
     from avtrain.engine import distributed
-    from avtrain.engine.trainer import Trainer
 
     # 2 train shards, 3 ranks: the third rank would wait forever in the first gradient all-reduce
     monkeypatch.setattr(distributed, "setup", lambda device_type: distributed.DistInfo(rank=0, world_size=3))
     with pytest.raises(RuntimeError, match=r"split 'train' has 2 shard\(s\) for 3 ranks"):
-        Trainer(load_recipe(make(tmp_path, shards, "ranks")))
+        make_trainer(load_recipe(make(tmp_path, shards, "ranks")))
 
 
 def test_trainer_compile_trains_through_torch_compile(tmp_path, shards, monkeypatch):
@@ -181,3 +182,9 @@ def test_bf16_autocast_training_through_the_engine_on_cpu(tmp_path, shards):
     assert res.step == 3 and all(math.isfinite(x) for x in res.losses)
     rows = [json.loads(line) for line in (tmp_path / "bf16" / "train_log.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows] == [1, 2, 3] and all(math.isfinite(row["bridge"]) for row in rows)
+
+
+def test_a_run_counts_its_samples_and_keeps_their_keys_only_when_asked(tmp_path, shards):
+    # an LRW run reads 500 000 clips an epoch: their keys are not kept unless a test asks for them
+    result = train(load_recipe(make(tmp_path, shards, "keys"), ["trainer.max_steps=5"]))
+    assert result.samples_seen == 20 and result.seen_keys == []

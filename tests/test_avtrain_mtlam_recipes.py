@@ -8,9 +8,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from avtrain.api import train
 from avtrain.cli import app
 from avtrain.config import RecipeError, load_recipe
-from avtrain.engine import train
 from avtrain.engine.checkpoint import load
 from avtrain.models.mtlam import MTLAMLipReading
 from avtrain.models.tcn import receptive_fields, temporal_spec

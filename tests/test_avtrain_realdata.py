@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from avtrain.api import train
 from avtrain.config import load_recipe
 from avtrain.data import build_loader
-from avtrain.engine import train
 from avtrain.tasks.lipreading.evaluate import evaluate
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,9 +13,9 @@ import pytest
 import torch
 from torch import nn
 
+from avtrain.api import make_trainer
 from avtrain.config import load_recipe
 from avtrain.data import build_loader
-from avtrain.engine import Trainer
 from avtrain.synthetic import write_shards
 from avtrain.tasks import task_for
 from tiny_recipes import TINY_SPEECH_MODEL
@@ -75,7 +75,7 @@ def _val_mean_frame(recipe) -> torch.Tensor:
 def test_speech_validation_reads_whole_clips_and_names_the_free_running_error(recipe):
     task = task_for(recipe)
     assert task.metric == "free_running" and not task.higher_is_better and task.whole_clip_validation
-    trainer = Trainer(recipe)
+    trainer = make_trainer(recipe)
     assert trainer.metric_name == "free_running"
     val = trainer.validate()
     assert val["samples"] == 4 and {"loss", "prediction", "free_running", "mel_l1", "post_l1"} <= set(val)
@@ -84,7 +84,7 @@ def test_speech_validation_reads_whole_clips_and_names_the_free_running_error(re
 
 
 def test_best_checkpoint_and_plateau_follow_free_running_not_teacher_forced(recipe):
-    trainer = Trainer(recipe)
+    trainer = make_trainer(recipe)
     mean_model, copier = _Scripted(1, _val_mean_frame(recipe)), _Scripted(2)
     scores = {}
     for name, model in (("mean", mean_model), ("copier", copier)):

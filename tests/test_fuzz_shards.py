@@ -108,8 +108,8 @@ def test_a_stream_of_only_bad_samples_raises_even_when_skipping(pools, tmp_path)
 
 
 def test_the_engine_reports_skips_at_the_end_of_the_epoch(tmp_path):
+    from avtrain.api import train
     from avtrain.config import load_recipe
-    from avtrain.engine import train
     from avtrain.synthetic import write_shards
 
     shards = write_shards(tmp_path / "syn", splits={"train": (1, 8), "val": (1, 4)})
@@ -138,7 +138,7 @@ trainer: {{epochs: 1, progress: false, threads: 1}}
     out = tmp_path / "console.txt"
     with open(out, "w") as f:
         result = train(load_recipe(recipe), console=Console(file=f, width=300))
-    assert len(result.seen_keys) == 6
+    assert result.samples_seen == 6
     text = out.read_text()
     assert "epoch 0: skipped 2 bad train samples (data.on_bad_sample: skip; json 1, mel.npy 1)" in text, text
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]

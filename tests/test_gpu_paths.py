@@ -173,3 +173,24 @@ def test_a_training_step_never_waits_for_the_device(path, tmp_path_factory, monk
     loss, _ = task.losses(model, batch)
     loss.backward()
     assert not OnDevice.calls, OnDevice.calls
+
+
+# ------------------------------------------------------------------ synchronised batch norm
+def test_sync_batchnorm_is_refused_on_cpu_ranks_and_idle_alone(tmp_path, monkeypatch):
+    from avtrain.api import make_trainer
+    from avtrain.engine import distributed
+    from avtrain.synthetic import write_shards
+
+    shards = write_shards(tmp_path / "syn", splits={"train": (2, 4)})
+    recipe = validate_recipe({
+        "output_dir": str(tmp_path / "run"), "data": {"shards": str(shards), "batch_size": 2},
+        "visual_frontend_conf": {"stem_channels": 4, "widths": [4, 4, 4, 4], "blocks": [1, 1, 1, 1]},
+        "memory_conf": {"num_slots": 0}, "backend_conf": {"hidden": 8}, "model_conf": {"num_classes": 4,
+                                                                                      "embed_dim": 8},
+        "trainer": {"sync_batchnorm": True, "progress": False}})
+    alone = make_trainer(recipe)  # one process: nothing to synchronise, the model keeps its batch norms
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in alone.model.modules())
+    monkeypatch.setattr(distributed, "setup", lambda device: distributed.DistInfo(0, 2, 0))
+    with pytest.raises(RuntimeError, match="sync_batchnorm needs CUDA"):
+        make_trainer(recipe)
+    assert load_recipe(REPO / "recipes" / "lrw-mtlam.yaml").trainer.sync_batchnorm  # 4 clips a GPU there

@@ -15,9 +15,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from avtrain.api import make_trainer, train
 from avtrain.cli import app
 from avtrain.config import load_recipe
-from avtrain.engine import Trainer, train
 from avtrain.engine import checkpoint as ckpt
 from avtrain.synthetic import write_shards
 
@@ -115,7 +115,7 @@ def test_a_code_running_checkpoint_is_refused_by_every_loading_path(tmp_path, sh
     # the library path too
     r = load_recipe(_recipe(tmp_path, shards, "lib"), [f"trainer.init_checkpoint={evil}"])
     with pytest.raises(ckpt.CheckpointError, match="refused"):
-        Trainer(r)
+        make_trainer(r)
     assert not marker.exists()
 
 
@@ -207,7 +207,7 @@ def test_resume_loads_to_cpu_before_restoring_rng_states(tmp_path, shards, train
     """On a GPU, loading with map_location=cuda made torch.set_rng_state raise (it takes CPU tensors only). The
     trainer's device stands in as 'meta' here: anything loaded there cannot restore an RNG state or weights."""
     recipe, good = trained
-    trainer = Trainer(load_recipe(recipe, [f"output_dir={tmp_path / 'meta'}"]))
+    trainer = make_trainer(load_recipe(recipe, [f"output_dir={tmp_path / 'meta'}"]))
     trainer.device = torch.device("meta")
     trainer.restore(good)
     state = ckpt.load(good)

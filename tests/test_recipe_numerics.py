@@ -24,7 +24,7 @@ GOLDEN = Path(__file__).parent / "golden" / "recipe_losses.json"
 
 
 def recipe_losses(path: Path, work: Path) -> list[float]:
-    from avtrain.engine import train
+    from avtrain.api import train
 
     return train(small_recipe(path, work), resume=False).losses
 

@@ -22,9 +22,9 @@ import torch
 import webdataset as wds
 
 from avbridge.sample import encode_field
+from avtrain.api import train
 from avtrain.config import validate_recipe
 from avtrain.data import MEL_PER_FRAME, build_loader, denormalise_mel
-from avtrain.engine import train
 from avtrain.tasks import task_for
 from avtrain.tasks.weights import load_weights
 

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import torch
 
+from avtrain.api import make_trainer, train
 from avtrain.config import RecipeError, load_recipe, validate_recipe
 from avtrain.data import build_loader, denormalise_mel, normalise_mel
 from avtrain.data.augment import ClipAugment, time_mask
 from avtrain.data.mel_stats import mel_statistics
-from avtrain.engine import Trainer, train
 from avtrain.engine.checkpoint import CheckpointError, load, save_atomic
 from avtrain.synthetic import write_shards
 from avtrain.tasks import task_for
@@ -146,7 +146,7 @@ def _lip_checkpoint(path: Path, widths: list[int]) -> Path:
 def test_visual_front_starts_from_a_lipreading_checkpoint(sentence_shards, tmp_path):
     lip = _lip_checkpoint(tmp_path / "lip.pt", [4, 4, 8, 8])
     recipe = _speech_recipe(sentence_shards, tmp_path / "s", visual_init=str(lip))
-    trainer = Trainer(recipe)  # the engine calls the task's init_weights on a new run
+    trainer = make_trainer(recipe)  # the engine calls the task's init_weights on a new run
     saved = {k[len("visual."):]: v for k, v in load(lip)["model"].items() if k.startswith("visual.")}
     front = trainer.model.visual.front.state_dict()
     assert set(front) <= set(saved) and all(torch.equal(front[k], saved[k]) for k in front)
@@ -154,7 +154,7 @@ def test_visual_front_starts_from_a_lipreading_checkpoint(sentence_shards, tmp_p
     assert not torch.equal(other["stem.weight"], front["stem.weight"])  # not what a fresh model starts with
     wrong = _lip_checkpoint(tmp_path / "wide.pt", [4, 8, 8, 16])
     with pytest.raises(CheckpointError, match="does not match model_conf.resnet"):
-        Trainer(_speech_recipe(sentence_shards, tmp_path / "u", visual_init=str(wrong)))
+        make_trainer(_speech_recipe(sentence_shards, tmp_path / "u", visual_init=str(wrong)))
     with pytest.raises(RecipeError, match="set visual: resnet"):
         validate_recipe({"output_dir": "x", "model": "speech", "data": {"shards": "y"},
                          "model_conf": {"visual_init": str(lip)}})

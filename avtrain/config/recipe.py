@@ -57,6 +57,7 @@ class DataConf(_Strict):
     shuffle_buffer: int = 1000
     max_frames: int | None = None  # longer clips are cut (train: random window; eval: centre)
     on_bad_sample: Literal["raise", "skip"] = "raise"  # skip: drop and count, reported per epoch (data/bad_samples.py)
+    verify_checksums: bool = True  # refuse a shard whose SHA-256 is not its ledger's (data/verify.py; avprep >= 0.3)
 
     @model_validator(mode="after")
     def _mel_scaling(self) -> DataConf:
@@ -87,6 +88,9 @@ class TrainerConf(_Strict):
     compile: bool = False
     # channels-last memory format for the 2D/3D convolutions on CUDA (faster tensor-core convolutions)
     channels_last: bool = False
+    # synchronised batch norm across DDP ranks on CUDA (small per-GPU batches, e.g. lrw-mtlam's 4 clips a GPU);
+    # one process: nothing to synchronise
+    sync_batchnorm: bool = False
     # an exponential moving average of the weights with this decay per step (e.g. 0.999): validated, picked and
     # evaluated instead of the raw weights (avtrain/engine/ema.py); None = off
     ema: float | None = Field(default=None, gt=0.0, lt=1.0)

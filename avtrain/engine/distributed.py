@@ -48,6 +48,13 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
+def broadcast_buffers(info: DistInfo, model: torch.nn.Module) -> None:
+    """Rank 0's buffers (batch-norm statistics) to every rank, in place."""
+    if info.enabled:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def sum_across_ranks(info: DistInfo, sums: dict[str, float]) -> dict[str, float]:
     """Add per-rank sums key by key. Ranks may hold different numbers of validation clips, or none (GRID's val split
     is one shard), so each sends its own dict (gathered as objects) instead of a tensor whose size could differ."""

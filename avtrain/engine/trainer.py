@@ -1,8 +1,8 @@
 """The training loop: device, precision, DDP, optimisation, validation, checkpoints and logging.
 
-The loop never asks which model it trains: the recipe's task (``avtrain.tasks``) builds the model, names the
-fields the data module reads, turns a batch into losses and a validation batch into sums, and says which
-validation value picks the best checkpoint.
+The loop never asks which model it trains: it is given the recipe's task (avtrain.api composes them), which builds
+the model, names the fields the data module reads and those it keeps on the host, turns a batch into losses and a
+validation batch into sums, and says which validation value picks the best checkpoint.
 
 Exact resume: data order and augmentation depend only on (seed, epoch, sample) (see data/pipeline.py), the data
 loader gets a private generator, and checkpoints carry every RNG state. A resumed run replays the interrupted
@@ -14,14 +14,13 @@ steps (and at the end of an epoch), all at once.
 
 from __future__ import annotations
 
-import json
 import math
 import random
-import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -34,15 +33,13 @@ from avtrain.data.bad_samples import SkipTally
 from avtrain.engine import checkpoint as ckpt
 from avtrain.engine import distributed
 from avtrain.engine.ema import WeightAverage
-from avtrain.engine.precision import (  # noqa: F401
-    autocast,
-    autocast_dtype,
-    configure_cuda,
-    select_device,
-    to_channels_last,
-)
+from avtrain.engine.optimisation import build_optimizer, build_scheduler, per_step
+from avtrain.engine.precision import autocast, autocast_dtype, configure_cuda, select_device, to_channels_last
+from avtrain.engine.steplog import StepLog
 from avtrain.engine.transfer import to_device
-from avtrain.tasks import Task, task_for
+
+if TYPE_CHECKING:
+    from avtrain.tasks.base import Task
 
 
 @dataclass
@@ -51,7 +48,10 @@ class TrainResult:
     step: int
     epoch: int
     losses: list[float] = field(default_factory=list)  # total loss of every step this call ran (this rank)
-    seen_keys: list[str] = field(default_factory=list)  # sample keys this rank trained on, in order
+    samples_seen: int = 0  # samples this rank trained on in this call
+    # their keys, in order, only when asked (fit(record_keys=True): tests of exact resume and data splitting); an
+    # LRW run would otherwise keep 500 000 strings an epoch
+    seen_keys: list[str] = field(default_factory=list)
     best_metric: float | None = None
     metric_name: str = "acc"  # what best_metric is: val top-1 (classifiers), free-running val L1 (speech models)
 
@@ -62,63 +62,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_optimizer(recipe: Recipe, params) -> torch.optim.Optimizer:
-    c = recipe.conf("optim")
-    if recipe.optim == "sgd":
-        return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov and c.momentum > 0,
-                               weight_decay=c.weight_decay)
-    cls = torch.optim.Adam if recipe.optim == "adam" else torch.optim.AdamW
-    return cls(params, lr=c.lr, betas=tuple(c.betas), weight_decay=c.weight_decay)
-
-
-def per_step(recipe: Recipe) -> bool:
-    """Whether the schedule moves after every optimizer step (``scheduler_conf.interval: step``), else per epoch."""
-    return recipe.scheduler_conf.get("interval", "epoch") == "step"
-
-
-def build_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer, higher_is_better: bool = True,
-                    steps_per_epoch: int | None = None):
-    """Epoch-level schedules (stepped once per epoch), or with ``interval: step`` the same curve stepped after every
-    optimizer step (``steps_per_epoch`` of them an epoch); a plateau follows the task's validation metric."""
-    c, epochs = recipe.conf("scheduler"), recipe.trainer.epochs
-    if recipe.scheduler == "plateau":
-        mode = "max" if higher_is_better else "min"
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=c.factor,
-                                                          patience=c.patience, min_lr=c.min_lr)
-    if recipe.scheduler == "step":
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, c.milestones, c.gamma)
-    warm = c.warmup_epochs
-    if per_step(recipe):
-        if not steps_per_epoch:
-            raise RuntimeError("scheduler_conf.interval: step needs the train split's size (index.json)")
-        spe = steps_per_epoch
-
-        def step_factor(step: int) -> float:
-            if step < warm * spe:  # linear warm-up from 1 / (warm-up steps)
-                return (step + 1) / (warm * spe)
-            if recipe.scheduler == "cosine":
-                progress = min(1.0, (step - warm * spe) / max(1, (epochs - warm) * spe))
-                return c.min_lr_ratio + (1 - c.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-            return 1.0
-
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, step_factor)
-
-    def factor(epoch: int) -> float:
-        if epoch < warm:
-            return (epoch + 1) / (warm + 1)
-        if recipe.scheduler == "cosine":
-            progress = (epoch - warm) / max(1, epochs - warm)
-            return c.min_lr_ratio + (1 - c.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-        return 1.0
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
 class Trainer:
-    def __init__(self, recipe: Recipe, *, console: Console | None = None, task: Task | None = None):
+    def __init__(self, recipe: Recipe, task: Task, *, console: Console | None = None):
         self.recipe = recipe
         self.t = recipe.trainer
-        self.task = task or task_for(recipe)
+        self.task = task
         self.console = console or Console(stderr=True)
         self.device = select_device(self.t.device)
         self.dist = distributed.setup(self.device.type)
@@ -145,6 +93,11 @@ class Trainer:
                 raise FileNotFoundError(f"trainer.init_checkpoint {self.t.init_checkpoint}: no such checkpoint")
             path = self.t.init_checkpoint
             ckpt.load_model_weights(self.model, ckpt.load_checkpoint(path), path, recipe)
+        if self.t.sync_batchnorm and self.dist.enabled:
+            if self.device.type != "cuda":
+                raise RuntimeError("trainer.sync_batchnorm needs CUDA devices (torch's SyncBatchNorm has no CPU "
+                                   "kernel); leave it off for a CPU run")
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         if self.t.channels_last and self.device.type == "cuda":
             to_channels_last(self.model)  # Conv2d and Conv3d weights (frame trunks, 3D stems, towers)
         self.model.to(self.device)
@@ -283,6 +236,9 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         """The task's validation values over the whole split: each rank sums its own clips, the sums are added."""
         model = self.ema.model if self.ema is not None else ckpt.unwrap(self.model).eval()
+        # every rank's batch norms moved on its own batches since DDP's last broadcast: rank 0's statistics, the
+        # ones best.pt stores, are what every rank validates with
+        distributed.broadcast_buffers(self.dist, model)
         split = self.recipe.data.valid_split
         sums: dict[str, float] = {}
         for batch in self.loader(split, train=False, whole=self.task.whole_clip_validation):
@@ -304,7 +260,7 @@ class Trainer:
             for k, v in values.items():
                 self.writer.add_scalar(f"{prefix}/{k}", v, step)
 
-    def fit(self, resume: bool = True) -> TrainResult:
+    def fit(self, resume: bool = True, record_keys: bool = False) -> TrainResult:
         last = self.ckpt_dir / "last.pt"
         if resume and last.exists():
             self.restore(last)
@@ -338,7 +294,9 @@ class Trainer:
                     parts = self.train_step(batch)
                     self.step += 1
                     self.epoch_step += 1
-                    result.seen_keys.extend(batch["keys"])
+                    result.samples_seen += len(batch["keys"])
+                    if record_keys:
+                        result.seen_keys.extend(batch["keys"])
                     log.add(self.epoch, self.step, parts, len(batch["keys"]), lr)
                     if log.due(self.step):
                         self.flush(log, result, progress, bar)
@@ -407,54 +365,11 @@ class Trainer:
             self.save("best.pt")
 
 
-class StepLog:
-    """Loss parts of the steps since the last flush, kept on the device; every ``log_every`` steps (and step 1)
-    one row goes to ``train_log.jsonl`` and TensorBoard, with the learning rate and the train samples/s."""
-
-    def __init__(self, path: Path, log_every: int, world_size: int):
-        self.path, self.every, self.world = path, max(1, log_every), world_size
-        self.pending: list[tuple[int, int, dict[str, torch.Tensor], float, float]] = []
-        self.samples, self.t0 = 0, time.perf_counter()
-
-    def start_epoch(self) -> None:
-        self.samples, self.t0 = 0, time.perf_counter()
-
-    def seconds(self) -> float:
-        return time.perf_counter() - self.t0
-
-    def add(self, epoch: int, step: int, parts: dict[str, torch.Tensor], samples: int, lr: float) -> None:
-        self.samples += samples
-        self.pending.append((epoch, step, parts, lr, self.samples * self.world / max(self.seconds(), 1e-9)))
-
-    def due(self, step: int) -> bool:
-        return step % self.every == 0 or step == 1
-
-    def flush(self, main: bool) -> list[dict]:
-        if not self.pending:
-            return []
-        first = next(iter(self.pending[0][2].values()))
-        device = first.device if torch.is_tensor(first) else torch.device("cpu")
-        flat = [torch.as_tensor(v, device=device).detach().float().reshape(())
-                for p in self.pending for v in p[2].values()]
-        values = iter(torch.stack(flat).tolist())  # the one device-to-host copy of these steps
-        rows = []
-        for epoch, step, parts, lr, rate in self.pending:
-            row = {"epoch": epoch, "step": step, **{k: next(values) for k in parts}}
-            if self.due(step):
-                row.update(lr=lr, samples_per_s=rate, logged=True)
-            rows.append(row)
-        self.pending = []
-        if main:
-            with open(self.path, "a") as f:
-                for row in rows:
-                    if row.get("logged"):
-                        f.write(json.dumps({k: v for k, v in row.items() if k != "logged"}) + "\n")
-        return rows
-
-
-def train(recipe: Recipe, *, resume: bool = True, console: Console | None = None) -> TrainResult:
-    trainer = Trainer(recipe, console=console)
+def train(recipe: Recipe, task: Task, *, resume: bool = True, console: Console | None = None,
+          record_keys: bool = False) -> TrainResult:
+    """Train (or resume) the run ``recipe`` describes with its ``task``; the process group is left after."""
+    trainer = Trainer(recipe, task, console=console)
     try:
-        return trainer.fit(resume=resume)
+        return trainer.fit(resume=resume, record_keys=record_keys)
     finally:
         distributed.teardown(trainer.dist)

@@ -87,7 +87,7 @@ def check_sweep(path: Path, overrides: list[str], level_sets: list[tuple[int, ..
 
 def sweep_levels(path: Path, level_sets: list[tuple[int, ...]], overrides: list[str] | None = None,
                  *, table_path: str | Path | None = None, console: Console | None = None) -> list[SweepRow]:
-    from avtrain.engine import train
+    from avtrain.api import train
     from avtrain.tasks.lipreading.evaluate import evaluate
 
     console = console or Console()
