@@ -14,7 +14,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, Tag, ValidationError
 
-from avtrain.config.models import DEFAULT_CHOICES, DEFAULT_MODEL, MODEL_SECTIONS, MODELS
+from avtrain.config.models import DEFAULT_CHOICES, DEFAULT_MODEL, MODEL_SECTIONS
+from avtrain.registry import models
 from avtrain.config.recipe import Recipe, RecipeError
 
 
@@ -80,7 +81,7 @@ def _is_default(component: str, data: dict[str, Any]) -> bool:
     name = data.get(component)
     if name != DEFAULT_CHOICES[component] or f"{component}_conf" not in data:
         return False
-    for schema in MODELS.values():
+    for schema in (entry.schema for entry in models().values()):
         cls = schema.MODEL_COMPONENTS.get(component, {}).get(name)
         if cls is not None:
             return data[f"{component}_conf"] == cls().model_dump(mode="json")
@@ -92,9 +93,10 @@ def validate_recipe(data: Any, source: str = "<recipe>") -> Recipe:
         raise RecipeError(f"{source}: a recipe is a YAML mapping, got {type(data).__name__}")
     data = dict(data)
     model = data.get("model", DEFAULT_MODEL)
-    if model not in MODELS:
-        raise RecipeError(f"{source}: model: unknown choice {model!r}; known: {', '.join(MODELS)}")
-    schema = MODELS[model]
+    known = models()
+    if model not in known:
+        raise RecipeError(f"{source}: model: unknown choice {model!r}; known: {', '.join(known)}")
+    schema = known[model].schema
     data["model"] = model
     components = schema.components()
     # a model/memory mismatch first: it would otherwise surface as a misleading unknown key in the other's conf

@@ -1,7 +1,8 @@
 """One registered recipe schema per model: the components it reads (and the choices it accepts for each) beside the
 shared sections, and its checks across sections. A recipe holds exactly these sections; ``model`` selects the schema.
 
-A new model adds a subclass of :class:`Recipe` here and one line in ``MODELS``, and a task in ``avtrain.tasks``.
+A model is a :class:`Recipe` subclass and a task, registered in avtrain.registry: the built-in ones below, another
+package's through ``register_task`` and an entry point (docs/training.md, "Adding a task").
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from avtrain.config.components import (
     TwoTowerConf,
 )
 from avtrain.config.recipe import Recipe
+from avtrain.registry import register_model
 
 VISUAL = {"resnet18": ResNetFrontendConf}
 AUDIO = {"conv2d": ConvAudioFrontendConf}
@@ -103,8 +105,11 @@ class TwoTowerRecipe(Recipe):
                              "frames would have to be applied to the flow too)")
 
 
-MODELS: dict[str, type[Recipe]] = {"lipreading": LipReadingRecipe, "mtlam": MTLAMRecipe, "speech": SpeechRecipe,
-                                   "two_tower": TwoTowerRecipe}
+# the built-in models (avtrain.registry: other packages add theirs with register_task and an entry point)
+register_model("lipreading", LipReadingRecipe, "avtrain.tasks.lipreading.task:LipReadingTask")
+register_model("mtlam", MTLAMRecipe, "avtrain.tasks.lipreading.task:MTLAMTask")
+register_model("speech", SpeechRecipe, "avtrain.tasks.speech.task:BridgingSpeechTask")
+register_model("two_tower", TwoTowerRecipe, "avtrain.tasks.speech.task:TwoTowerTask")
 DEFAULT_MODEL = "lipreading"
 # every model component any schema knows, for telling "not this model's" from "unknown"
 MODEL_SECTIONS = ("visual_frontend", "audio_frontend", "memory", "backend", "temporal")
