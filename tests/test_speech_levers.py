@@ -245,3 +245,19 @@ def test_weight_average_is_what_is_validated_saved_and_resumed(tmp_path, synthet
     train(rec)
     with pytest.raises(CheckpointError, match="without trainer.ema"):
         train(load_recipe(plain, ["trainer.ema=0.9"]))
+
+
+def test_delta_term_scores_the_frame_to_frame_changes_of_real_frames():
+    from avtrain.tasks.speech.losses import BridgingWeights, bridging_speech_loss
+
+    target = torch.zeros(1, 2, 8)
+    target[..., 4:] = 1.0  # an onset between frames 3 and 4
+    mask = torch.tensor([[True, True]])  # two video frames = 8 spectrogram frames
+    flat = {"mel": torch.full_like(target, 0.5), "mel_post": torch.full_like(target, 0.5), "alignments": None}
+    step = {"mel": target.clone(), "mel_post": target.clone(), "alignments": None}
+    batch = {"mel": target, "mask": mask}
+    _, smooth = bridging_speech_loss(flat, batch, 4, BridgingWeights(delta=1.0))
+    _, sharp = bridging_speech_loss(step, batch, 4, BridgingWeights(delta=1.0))
+    assert smooth["post_l1"] == pytest.approx(0.5) and smooth["delta"] == pytest.approx(1 / 7)  # one jump missed
+    assert sharp["delta"] == 0.0 and "delta" not in bridging_speech_loss(flat, batch, 4, BridgingWeights())[1]
+    assert smooth["total"] == pytest.approx(smooth["task"] + smooth["delta"])

@@ -216,6 +216,9 @@ class SpeechConf(_Strict):
     fusion_dropout: float = 0.0
     audio_path: bool = True  # decode h(f_src ⊕ f_tgt) too (Eq. 7's audio term)
     word_loss: WordLossConf = Field(default_factory=WordLossConf)
+    # weight of an L1 on the frame-to-frame differences of the recall path's post-net mel (its temporal modulation,
+    # which ESTOI scores band by band); 0 = off
+    delta_weight: float = Field(default=0.0, ge=0.0)
 
     @model_validator(mode="after")
     def _init_needs_resnet(self) -> SpeechConf:

@@ -34,6 +34,7 @@ class BridgingWeights:
     save: float = 1.0  # memory_conf.save_weight
     bridge: float = 1.0  # memory_conf.bridge_weight
     words: float = 0.0  # model_conf.word_loss.weight
+    delta: float = 0.0  # model_conf.delta_weight
 
 
 def bridging_speech_loss(out: dict, batch: dict, frames_per_step: int, weights: BridgingWeights
@@ -59,9 +60,12 @@ def bridging_speech_loss(out: dict, batch: dict, frames_per_step: int, weights: 
         losses["post_l1_audio"] = spectrogram_error(out["mel_post_audio"], target, frame_mask)
     losses["mel_l1"] = spectrogram_error(out["mel"], target, frame_mask)
     losses["post_l1"] = spectrogram_error(out["mel_post"], target, frame_mask)
+    if weights.delta:  # frame-to-frame differences, over pairs of real frames
+        pairs = frame_mask[:, 1:] & frame_mask[:, :-1]
+        losses["delta"] = spectrogram_error(out["mel_post"].diff(dim=-1), target.diff(dim=-1), pairs)
     task = sum(v for k, v in losses.items() if "_l1" in k)
     total = task + weights.save * losses.get("save", 0.0) + weights.bridge * losses.get("bridge", 0.0)
-    total = total + weights.words * losses.get("words", 0.0)
+    total = total + weights.words * losses.get("words", 0.0) + weights.delta * losses.get("delta", 0.0)
     losses["task"], losses["total"] = task, total
     losses["prediction"] = losses["mel_l1"] + losses["post_l1"]
     return total, {k: v.detach() for k, v in losses.items()}

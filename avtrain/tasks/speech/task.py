@@ -77,7 +77,7 @@ class BridgingSpeechTask(SpeechTask):
         words, memory = recipe.model_conf["word_loss"], recipe.memory_conf
         self.vocabulary: tuple[str, ...] = word_vocabulary(words["vocabulary"]) if words["weight"] > 0 else ()
         self.weights = BridgingWeights(save=memory["save_weight"], bridge=memory["bridge_weight"],
-                                       words=words["weight"])
+                                       words=words["weight"], delta=recipe.model_conf["delta_weight"])
 
     def fields(self) -> Fields:
         return Fields(word_vocabulary=self.vocabulary)
@@ -86,7 +86,7 @@ class BridgingSpeechTask(SpeechTask):
         from avtrain.models.bridging_speech import SpeechModel
 
         m, mem = self.recipe.model_conf, self.recipe.memory_conf
-        architecture = {k: v for k, v in m.items() if k not in ("visual_init", "word_loss")}  # weights, a loss
+        architecture = {k: v for k, v in m.items() if k not in ("visual_init", "word_loss", "delta_weight")}
         return SpeechModel.build(**architecture, num_slots=mem["num_slots"], scale=mem["scale"],
                                  variant=mem["variant"], init_std=mem["init_std"],
                                  word_classes=len(self.vocabulary) + 1 if self.vocabulary else 0)
