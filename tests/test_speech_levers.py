@@ -153,7 +153,7 @@ def test_visual_front_starts_from_a_lipreading_checkpoint(sentence_shards, tmp_p
     other = task_for(_speech_recipe(sentence_shards, tmp_path / "t")).build_model().visual.front.state_dict()
     assert not torch.equal(other["stem.weight"], front["stem.weight"])  # not what a fresh model starts with
     wrong = _lip_checkpoint(tmp_path / "wide.pt", [4, 8, 8, 16])
-    with pytest.raises(CheckpointError, match="does not match model_conf.resnet"):
+    with pytest.raises(CheckpointError, match="does not match this recipe's"):
         make_trainer(_speech_recipe(sentence_shards, tmp_path / "u", visual_init=str(wrong)))
     with pytest.raises(RecipeError, match="set visual: resnet"):
         validate_recipe({"output_dir": "x", "model": "speech", "data": {"shards": "y"},

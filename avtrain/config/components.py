@@ -77,6 +77,15 @@ class DCTCNConf(_Strict):
         return self
 
 
+class SentenceCTCConf(_Strict):
+    """Sentence lip reading with CTC over characters (the word model's front, a per-frame BiGRU)."""
+    embed_dim: int = 512  # the front's output width (C)
+    alphabet: Literal["english"] = "english"  # space and a-z; class 0 is CTC's blank
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)  # before the character classifier
+    # a word lip-reading run's checkpoint (same visual front) whose front weights start this one
+    visual_init: str | None = None
+
+
 class MSTCNConf(_Strict):
     num_levels: int = 4
     width: int = 768

@@ -15,8 +15,8 @@ import yaml
 from pydantic import BaseModel, Tag, ValidationError
 
 from avtrain.config.models import DEFAULT_CHOICES, DEFAULT_MODEL, MODEL_SECTIONS
-from avtrain.registry import models
 from avtrain.config.recipe import Recipe, RecipeError
+from avtrain.registry import models
 
 
 def _suggest(name: str, allowed: list[str]) -> str:

@@ -21,6 +21,7 @@ from avtrain.config.components import (
     MTLAMConf,
     MTLAMMemoryConf,
     ResNetFrontendConf,
+    SentenceCTCConf,
     SpeechConf,
     TwoTowerConf,
 )
@@ -91,6 +92,19 @@ class SpeechRecipe(Recipe):
                              "without gradients: keep the audio path, use variant paper, or num_slots 0")
 
 
+class SentenceCTCRecipe(Recipe):
+    """Sentence lip reading with CTC over characters (LipNet's objective): the word model's front, a BiGRU per frame."""
+    MODEL_COMPONENTS = {"visual_frontend": VISUAL, "backend": {"bigru": BiGRUBackendConf},
+                        "model": {"sentence_ctc": SentenceCTCConf}}
+    COMPILABLE = True
+
+    model: Literal["sentence_ctc"] = "sentence_ctc"
+    visual_frontend: str = "resnet18"
+    visual_frontend_conf: dict[str, Any] = Field(default_factory=dict)
+    backend: str = "bigru"
+    backend_conf: dict[str, Any] = Field(default_factory=dict)
+
+
 class TwoTowerRecipe(Recipe):
     """The two-tower model (Ephrat et al. 2017): everything it has is in model_conf."""
     MODEL_COMPONENTS = {"model": {"two_tower": TwoTowerConf}}
@@ -110,6 +124,7 @@ register_model("lipreading", LipReadingRecipe, "avtrain.tasks.lipreading.task:Li
 register_model("mtlam", MTLAMRecipe, "avtrain.tasks.lipreading.task:MTLAMTask")
 register_model("speech", SpeechRecipe, "avtrain.tasks.speech.task:BridgingSpeechTask")
 register_model("two_tower", TwoTowerRecipe, "avtrain.tasks.speech.task:TwoTowerTask")
+register_model("sentence_ctc", SentenceCTCRecipe, "avtrain.tasks.lipreading.sentence:SentenceCTCTask")
 DEFAULT_MODEL = "lipreading"
 # every model component any schema knows, for telling "not this model's" from "unknown"
 MODEL_SECTIONS = ("visual_frontend", "audio_frontend", "memory", "backend", "temporal")

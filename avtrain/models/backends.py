@@ -1,4 +1,5 @@
-"""Temporal back-ends: sequence of frame features -> one clip vector."""
+"""Temporal back-ends: a sequence of frame features -> one clip vector (word lip reading), or -> a sequence of the
+same length (sentence lip reading with CTC)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,19 @@ class BiGRUBackend(nn.Module):
         self.out_dim = 2 * hidden
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        y, _ = self.gru(packed)
-        y, _ = pad_packed_sequence(y, batch_first=True, total_length=x.shape[1])  # zeros past each length
+        y = packed_gru(self.gru, x, lengths)
         return y.sum(1) / to_device_async(lengths, y.device).to(y.dtype)[:, None]
+
+
+class BiGRUSequence(BiGRUBackend):
+    """The same GRU, its output kept per frame: (B, T, in) -> (B, T, 2 hidden), zeros past each length."""
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return packed_gru(self.gru, x, lengths)
+
+
+def packed_gru(gru: nn.GRU, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """A batch-first GRU over each clip's real frames (host ``lengths``), zeros past each length."""
+    packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+    y, _ = gru(packed)
+    return pad_packed_sequence(y, batch_first=True, total_length=x.shape[1])[0]

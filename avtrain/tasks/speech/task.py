@@ -101,9 +101,9 @@ class BridgingSpeechTask(SpeechTask):
         """``model_conf.visual_init``: the visual front starts from a lip-reading run's (before the first step)."""
         path = self.recipe.model_conf["visual_init"]
         if path:
-            from avtrain.tasks.speech.init import load_visual_front
+            from avtrain.tasks.visual_init import load_visual_front
 
-            load_visual_front(model, path)
+            load_visual_front(model.visual.front, path)
 
     def predict(self, model: nn.Module, batch: dict, device: torch.device) -> list[Prediction]:
         return predict_bridging(model, self.recipe, batch, device)
