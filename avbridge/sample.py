@@ -18,6 +18,7 @@ Keys never contain dots: webdataset splits the member name at the first dot.
 | ``mel.q8.npz``  | uint8 over the preset's value range, deflate (feature_dtype=uint8) | float32, as ``mel.npy`` |
 | ``linear.q8.npz`` | as mel.q8.npz           | float32, returned as ``linear.npy``                          |
 | ``landmarks.npy`` | float16 (T, K, 2)       | source-frame pixels of the mesh points in meta["landmark_ids"] |
+|                 | (float32 from frames over 1024 px: float16 keeps whole pixels only there)                 |
 | ``transforms.npy`` | float32 (T, 2, 3)      | affine, source frame -> registered (canonical) frame          |
 | ``json``        | UTF-8 JSON                | metadata dict (see META_KEYS)                                 |
 
@@ -39,6 +40,10 @@ from avbridge import bounds, codecs
 
 # Field name -> (encode, decode). Field names are webdataset extensions: the part of the member name after the key.
 VIDEO_FIELDS = ("mouth", "face")
+# Spectrogram frames per video frame: 16 kHz audio, 25 fps video, hop 160 (640 samples a frame / 160). Every preset
+# keeps it (a sample's own is samples_per_frame // spectrogram.hop_length); the training side cuts windows and pads
+# batches by it.
+MEL_PER_FRAME = 4
 FIELDS = (
     "mouth.mp4",
     "face.mp4",
@@ -120,7 +125,7 @@ def encode_field(
 
 # dtype each .npy field is stored with (others are refused: a wrong dtype is a wrong field)
 NPY_DTYPES = {"mouth.npy": np.uint8, "face.npy": np.uint8, "mel.npy": np.float16, "linear.npy": np.float16,
-              "landmarks.npy": np.float16, "transforms.npy": np.float32}
+              "landmarks.npy": (np.float16, np.float32), "transforms.npy": np.float32}
 
 
 class SampleError(ValueError):

@@ -48,6 +48,9 @@ def _recipe(tmp_path: Path, max_frames: int | None = WINDOW):
                         f"data.max_frames={'null' if max_frames is None else max_frames}"])
 
 
+FIELDS = Fields(flow=True, linear=True, context=4)  # the two-tower task's (K = 9), as the engine passes them
+
+
 def _tiny_model() -> TwoTowerModel:
     torch.manual_seed(0)
     return TwoTowerModel(width=0.125, fc_dim=32, n_linear=321,
@@ -56,7 +59,7 @@ def _tiny_model() -> TwoTowerModel:
 
 def test_two_tower_task_asks_for_k_half_frames_of_context(tmp_path):
     fields = task_for(_recipe(tmp_path)).fields()
-    assert fields == Fields(flow=True, linear=True, context=4)  # K = 9
+    assert fields == Fields(flow=True, linear=True, context=4) == FIELDS  # K = 9
 
 
 def test_training_windows_load_context_and_keep_only_their_flow(tmp_path):
@@ -64,7 +67,7 @@ def test_training_windows_load_context_and_keep_only_their_flow(tmp_path):
     raw, _, flow = _raw_clip()
     seen = set()
     for epoch in range(40):  # random windows: some at the clip's start or end, where the context is cut short
-        s = ClipLoader(recipe, train=True, epoch=epoch)(raw)
+        s = ClipLoader(recipe, train=True, epoch=epoch, task_fields=FIELDS)(raw)
         first = int(s["mel"][0, 0]) // 4  # the first loaded frame
         c0, c1 = s["centre"]
         start, stop = first + c0, first + c1
@@ -75,14 +78,15 @@ def test_training_windows_load_context_and_keep_only_their_flow(tmp_path):
         np.testing.assert_array_equal(s["flow"], flow[first : first + n - 1])  # only the loaded frames' flow
         seen.add("start" if start < 4 else "end" if stop > T - 4 else "inside")
     assert seen == {"start", "end", "inside"}
-    s = ClipLoader(recipe, train=False)(raw)  # validation: the centre window, with its context
+    s = ClipLoader(recipe, train=False, task_fields=FIELDS)(raw)  # validation: the centre window, with its context
     assert int(s["mel"][0, 0]) // 4 == (T - WINDOW) // 2 - 4 and s["centre"] == (4, 4 + WINDOW)
-    whole = ClipLoader(_recipe(tmp_path, None), train=True)(raw)  # no max_frames: the whole clip is the window
+    # no max_frames: the whole clip is the window
+    whole = ClipLoader(_recipe(tmp_path, None), train=True, task_fields=FIELDS)(raw)
     assert len(whole["video"]) == T and whole["centre"] == (0, T) and whole["flow"].shape[0] == T - 1
 
 
 def _whole_clip_mel(model: TwoTowerModel, tmp_path: Path, raw: dict) -> torch.Tensor:
-    s = ClipLoader(_recipe(tmp_path, None), train=False)(raw)
+    s = ClipLoader(_recipe(tmp_path, None), train=False, task_fields=FIELDS)(raw)
     out = model.predict_clip(torch.from_numpy(s["video"]), torch.from_numpy(s["flow"]).permute(0, 3, 1, 2))
     return out["mel"]
 
@@ -94,7 +98,7 @@ def test_a_training_window_predicts_what_the_whole_clip_prediction_does(tmp_path
     recipe, model = _recipe(tmp_path), _tiny_model()
     raw, _, _ = _raw_clip()
     reference = _whole_clip_mel(model, tmp_path, raw)  # (80, 4T)
-    samples = [ClipLoader(recipe, train=True, epoch=e)(raw) for e in range(6)]
+    samples = [ClipLoader(recipe, train=True, epoch=e, task_fields=FIELDS)(raw) for e in range(6)]
     batch = collate(samples)
     with torch.no_grad():
         mel = model.frame_mel(batch["video"], batch["flow"], batch["lengths"], batch["centre"])
@@ -118,7 +122,7 @@ def test_a_training_window_predicts_what_the_whole_clip_prediction_does(tmp_path
 def test_two_tower_loss_counts_the_window_only(tmp_path):
     recipe, model = _recipe(tmp_path), _tiny_model()
     raw, _, _ = _raw_clip()
-    batch = collate([ClipLoader(recipe, train=True, epoch=e)(raw) for e in range(3)])
+    batch = collate([ClipLoader(recipe, train=True, epoch=e, task_fields=FIELDS)(raw) for e in range(3)])
     with torch.no_grad():
         base, base_total, base_parts = two_tower_step(model, batch)
         assert base["mel"].shape == (3, 80, 4 * WINDOW) and base["linear"].shape == (3, 321, 4 * WINDOW)
@@ -162,7 +166,8 @@ def test_two_tower_validation_scores_the_whole_clip_inference(tmp_path):
     recipe, model = _recipe(tmp_path), _tiny_model()
     task = task_for(recipe)
     assert task.whole_clip_validation and task.metric == "free_running"
-    samples = [ClipLoader(_recipe(tmp_path, None), train=False)(_raw_clip(seed)[0]) for seed in (0, 1)]
+    samples = [ClipLoader(_recipe(tmp_path, None), train=False, task_fields=FIELDS)(_raw_clip(seed)[0])
+               for seed in (0, 1)]
     batch = collate(samples)
     sums = task.validation_sums(model, batch)
     assert sums["samples"] == 2

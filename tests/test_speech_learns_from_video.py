@@ -115,11 +115,12 @@ def free_running_error(recipe) -> tuple[float, float]:
     """(model L1, the best constant spectrum's L1) on the test clips, in the shards' units, from video alone."""
     task = task_for(recipe)
     model, _ = load_weights(recipe, task, "last", torch.device("cpu"))
-    train_mels = [denormalise_mel(b["mel"], recipe.data) for b in build_loader(recipe, "train", train=False)]
+    train_mels = [denormalise_mel(b["mel"], recipe.data)
+                  for b in build_loader(recipe, "train", train=False, fields=task.fields())]
     every = torch.cat(train_mels).transpose(0, 1).reshape(N_MELS, -1)
     constants = (every.mean(1, keepdim=True), every.median(1, keepdim=True).values)
     errors, floors = [], {0: [], 1: []}
-    for batch in build_loader(recipe, "test", train=False):
+    for batch in build_loader(recipe, "test", train=False, fields=task.fields()):
         true = denormalise_mel(batch["mel"], recipe.data)
         for i, pred in enumerate(task.predict(model, batch, torch.device("cpu"))):
             n = MEL_PER_FRAME * int(batch["lengths"][i])

@@ -1,18 +1,13 @@
-"""Data module: avprep shards (webdataset) -> decoded, augmented, padded batches (see :mod:`avtrain.data.pipeline`)."""
+"""Data module: avprep shards (webdataset) -> decoded, augmented, padded batches of the fields a task asks for.
 
-from avtrain.data.pipeline import (  # noqa: F401
-                                   MEL_PER_FRAME,
-                                   ClipLoader,
-                                   build_dataset,
-                                   build_loader,
-                                   collate,
-                                   denormalise_mel,
-                                   denormalise_video,
-                                   loader_workers,
-                                   normalise_mel,
-                                   preprocessing_record,
-                                   read_index,
-                                   split_shards,
-                                   split_size,
-                                   vocabulary,
-)
+catalogue.py (index, ledgers, splits), clips.py (one clip), augment.py, collate.py (padding, masks), loader.py (the
+epoch's pipeline, workers, ranks), fields.py (what a task reads), mel_stats.py, bad_samples.py, verify.py (shard
+checksums). The module is told its fields; it never imports a task.
+"""
+
+from avbridge.sample import MEL_PER_FRAME  # noqa: F401
+from avtrain.data.catalogue import preprocessing_record, read_index, split_shards, split_size, vocabulary  # noqa: F401
+from avtrain.data.clips import ClipLoader, denormalise_mel, denormalise_video, normalise_mel  # noqa: F401
+from avtrain.data.collate import collate  # noqa: F401
+from avtrain.data.fields import Fields  # noqa: F401
+from avtrain.data.loader import build_dataset, build_loader, loader_workers  # noqa: F401

@@ -13,7 +13,7 @@ import numpy as np
 import webdataset as wds
 
 from avbridge.sample import decode_field
-from avtrain.data.pipeline import split_shards
+from avtrain.data.catalogue import split_shards
 
 
 def mel_statistics(shards: str | Path, split: str = "train") -> tuple[np.ndarray, np.ndarray, int]:

@@ -4,7 +4,7 @@ The loop never asks which model it trains: it is given the recipe's task (avtrai
 the model, names the fields the data module reads and those it keeps on the host, turns a batch into losses and a
 validation batch into sums, and says which validation value picks the best checkpoint.
 
-Exact resume: data order and augmentation depend only on (seed, epoch, sample) (see data/pipeline.py), the data
+Exact resume: data order and augmentation depend only on (seed, epoch, sample) (see data/loader.py), the data
 loader gets a private generator, and checkpoints carry every RNG state. A resumed run replays the interrupted
 epoch's batches, skips the ones already trained on, and continues with bit-identical losses on CPU.
 

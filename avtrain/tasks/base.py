@@ -15,7 +15,6 @@ schema in ``avtrain.config.models``), registered in ``avtrain.tasks``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -23,21 +22,7 @@ from rich.console import Console
 from torch import nn
 
 from avtrain.config import Recipe
-
-
-@dataclass(frozen=True)
-class Fields:
-    """What a task reads beyond the video crops, the mel and the clip's metadata (always read)."""
-
-    flow: bool = False  # optical flow between consecutive frames, batch["flow"] (B, T - 1, 2, H, W)
-    linear: bool = False  # linear spectrogram, batch["linear"] (B, bins, 4T)
-    # frames of context loaded on each side of a ``data.max_frames`` training/validation window (as far as the clip
-    # has them): the model sees them as input but computes its loss on the window only, batch["centre"] (B, 2) =
-    # each clip's [start, stop) of the window in the loaded frames. 0: no context, no "centre".
-    context: int = 0
-    # per-video-frame word classes from the samples' word alignments, batch["word_frames"] (B, T): 0 = no word,
-    # 1 + index in this vocabulary, -100 on padding. Empty: not read.
-    word_vocabulary: tuple[str, ...] = ()
+from avtrain.data.fields import Fields  # noqa: F401  (the protocol's fields() returns one)
 
 
 class Task(ABC):
