@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 GRID   ?= ../shared/data/grid
 JOBS   ?= 2
 
-.PHONY: venv demo demo-speech test test-fast bench bench-prep bench-train bench-loader gpu-wheels gpu-check clean
+.PHONY: venv demo demo-speech test test-fast lint bench bench-prep bench-train bench-loader gpu-wheels gpu-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	# torch exactly: any range pulls the CUDA build (GBs). jax pinned: mediapipe needs it, and a pin cuts pip's
 	# resolution time by ~50 s (docs/development.md).
 	$(PY) -m pip install -q torch==2.13.0 jax==0.7.1 jaxlib==0.7.1
-	$(PY) -m pip install -q -e ".[prep,train,metrics,cluster,dev]"
+	$(PY) -m pip install -q -e ".[prep,train,metrics,vocoder,cluster,dev]"
 	touch $@
 
 venv: $(VENV)/.installed
@@ -46,6 +46,11 @@ test: venv
 
 test-fast: venv
 	$(PY) -m pytest -q -m "not slow"
+
+# ruff: lint and import order (pyproject.toml [tool.ruff]); .ci/run runs it before the tests. `ruff check --fix`
+# mends what it can (import order, pyupgrade). No formatter runs: the code is laid out by hand, at 120 columns.
+lint: venv
+	$(VENV)/bin/ruff check .
 
 bench-prep: venv
 	OMP_NUM_THREADS=1 $(PY) scripts/bench_prep.py --grid $(GRID) --clips 100

@@ -10,7 +10,6 @@ and the engine joins the process group.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 from rich.console import Console
@@ -40,15 +39,15 @@ def _recipe(path: Path, overrides: list[str]) -> Recipe:
 @app.command()
 def run(
     recipe: Path = typer.Argument(..., help="Recipe YAML (or a run folder with config.yaml)."),
-    set_: Optional[List[str]] = typer.Option(None, "--set", "-s", help=SET_HELP),
+    set_: list[str] | None = typer.Option(None, "--set", "-s", help=SET_HELP),
     resume: bool = typer.Option(True, help="Continue from <output_dir>/checkpoints/last.pt when it exists."),
     evaluate_after: bool = typer.Option(False, "--eval", help="Evaluate on the test split when training ends."),
 ):
     """Train (or resume) the model a recipe describes."""
     r = _recipe(recipe, set_ or [])
     from avbridge.sample import SampleError
+    from avtrain.api import train
     from avtrain.engine.checkpoint import CheckpointError
-    from avtrain.engine import train
 
     try:
         result = train(r, resume=resume, console=err)
@@ -71,13 +70,14 @@ def _evaluate(r: Recipe, **kwargs) -> dict:
 @app.command("eval")
 def eval_(
     recipe: Path = typer.Argument(..., help="Recipe YAML or run folder (its output_dir holds the checkpoints)."),
-    set_: Optional[List[str]] = typer.Option(None, "--set", "-s", help=SET_HELP),
-    split: Optional[str] = typer.Option(None, help="Split to evaluate (default: data.test_split)."),
-    checkpoint: Optional[str] = typer.Option(None, help="best, last, or a checkpoint path (default: eval.checkpoint)."),
-    flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Horizontal-flip test-time augmentation."),
+    set_: list[str] | None = typer.Option(None, "--set", "-s", help=SET_HELP),
+    split: str | None = typer.Option(None, help="Split to evaluate (default: data.test_split)."),
+    checkpoint: str | None = typer.Option(None, help="best, last, or a checkpoint path (default: eval.checkpoint)."),
+    flip: bool | None = typer.Option(None, "--flip/--no-flip", help="Horizontal-flip test-time augmentation."),
 ):
     """Lip reading: top-1 accuracy (± flip TTA), most confused pairs, addressing-vector figure. Speech models:
-    STOI, ESTOI, PESQ (wide-band and narrow-band) per synthesis mode, example wavs and mel figures."""
+    STOI, ESTOI, PESQ (wide-band and narrow-band) and WER per synthesis mode, beside the ceilings of the same clips
+    (true audio, true mel through each vocoder), example wavs and mel figures."""
     r = _recipe(recipe, set_ or [])
     try:
         _evaluate(r, split=split, checkpoint=checkpoint, flip_tta=flip)
@@ -89,11 +89,11 @@ def eval_(
 @app.command("sweep-levels")
 def sweep_levels_(
     recipe: Path = typer.Argument(..., help="An MTLAM recipe (model: mtlam)."),
-    levels: Optional[List[str]] = typer.Argument(
+    levels: list[str] | None = typer.Argument(
         None, help='Level sets, one argument each: "" (or -) = baseline, 2, 1,2 ... '
                    'Default: the rows of the paper\'s Table 1: "" 1 2 3 1,2 2,3 1,2,3.'),
-    set_: Optional[List[str]] = typer.Option(None, "--set", "-s", help=SET_HELP),
-    out: Optional[Path] = typer.Option(None, help="Table path without suffix (default: <output_dir>-levels)."),
+    set_: list[str] | None = typer.Option(None, "--set", "-s", help=SET_HELP),
+    out: Path | None = typer.Option(None, help="Table path without suffix (default: <output_dir>-levels)."),
 ):
     """Train and evaluate one run per set of MTLAM memory levels; print and write the table (Table 1)."""
     from avtrain.tasks.lipreading.mtlam_sweep import PAPER_LRW_TOP1, parse_levels, sweep_levels
@@ -111,20 +111,28 @@ def synth(
     checkpoint: Path = typer.Option(..., help="A speech model's checkpoint (runs/<name>/checkpoints/best.pt)."),
     video: Path = typer.Option(..., help="A talking-face video (any container PyAV reads; audio not needed)."),
     out: Path = typer.Option(..., help="The wav to write."),
-    synthesis: Optional[str] = typer.Option(None, help="mel | linear (default: mel for the bridging model, "
+    synthesis: str | None = typer.Option(None, help="mel | linear (default: mel for the bridging model, "
                                                        "linear = Lin-synth for the two-tower model)."),
-    iters: Optional[int] = typer.Option(None, help="Griffin-Lim iterations (default: the recipe's eval value)."),
+    vocoder: str | None = typer.Option(None, help="griffin-lim | hifigan, for a mel (default: as avtrain eval, "
+                                                     "griffin-lim: HiFi-GAN scores lower on the true-mel ceilings)."),
+    iters: int | None = typer.Option(None, help="Griffin-Lim iterations (default: the recipe's eval value)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    any_fps: bool = typer.Option(False, "--any-fps", help="Accept a video at another frame rate than the "
+                                                          "checkpoint's: its frames are dropped or repeated."),
 ):
-    """Reconstruct speech from one video: avprep's per-clip pipeline, the model, Griffin-Lim."""
+    """Reconstruct speech from one video: avprep's per-clip pipeline, the model, a vocoder (HiFi-GAN or
+    Griffin-Lim)."""
     from avtrain.tasks.speech.synth import SynthError, synthesise
 
     try:
-        res = synthesise(checkpoint, video, out, mode=synthesis, n_iter=iters, device=device)
+        res = synthesise(checkpoint, video, out, mode=synthesis, n_iter=iters, device=device, vocoder=vocoder,
+                         any_fps=any_fps)
     except (SynthError, RecipeError) as e:
         err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
-    line = f"wrote {res.out}: {res.seconds:.2f} s from {res.frames} frames"
+    from avtrain.tasks.speech.evaluate import SYNTHESIS_LABELS
+
+    line = f"wrote {res.out}: {res.seconds:.2f} s from {res.frames} frames ({SYNTHESIS_LABELS[res.mode]})"
     if res.silent:
         line += " (silent video)"
     elif res.scores:
@@ -135,7 +143,7 @@ def synth(
 @app.command("convert-checkpoint")
 def convert_checkpoint(
     checkpoint: Path = typer.Argument(..., help="A checkpoint written by an older avtrain."),
-    out: Optional[Path] = typer.Option(None, help="Where to write the converted checkpoint (default: in place)."),
+    out: Path | None = typer.Option(None, help="Where to write the converted checkpoint (default: in place)."),
 ):
     """Rewrite a checkpoint in the current format (tensors and plain values only). Reading it runs no code from
     the file: only older avtrain checkpoints (numpy RNG state) are accepted, anything else is refused."""
@@ -149,8 +157,26 @@ def convert_checkpoint(
     err.print(f"wrote {path}", highlight=False)
 
 
+@app.command("mel-stats")
+def mel_stats(
+    shards: Path = typer.Argument(..., help="A shard folder (index.json and <split>-NNNNNN.tar)."),
+    split: str = typer.Option("train", help="The split to measure (the training split: no test clip is seen)."),
+):
+    """Print per-bin means and standard deviations of a split's stored log-mels as recipe lines (data.mel_mean,
+    data.mel_std): standardising each bin gives every band the same weight in the loss."""
+    from avtrain.data.mel_stats import mel_statistics, recipe_lines
+
+    try:
+        mean, std, frames = mel_statistics(shards, split)
+    except (FileNotFoundError, KeyError) as e:
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    err.print(f"{shards} split {split}: {frames} mel frames, {len(mean)} bins", highlight=False)
+    typer.echo(recipe_lines(mean, std))
+
+
 @app.command()
-def check(recipe: Path = typer.Argument(...), set_: Optional[List[str]] = typer.Option(None, "--set", "-s",
+def check(recipe: Path = typer.Argument(...), set_: list[str] | None = typer.Option(None, "--set", "-s",
                                                                                       help=SET_HELP)):
     """Validate a recipe and print it with every default filled in."""
     typer.echo(_recipe(recipe, set_ or []).to_yaml())

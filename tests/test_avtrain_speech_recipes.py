@@ -18,9 +18,10 @@ import pytest
 import soundfile as sf
 import torch
 
+from avtrain.api import make_trainer, train
 from avtrain.config import RecipeError, load_recipe, validate_recipe
 from avtrain.data import MEL_PER_FRAME, build_loader
-from avtrain.engine import Trainer, train
+from avtrain.tasks import task_for
 from avtrain.tasks.speech.evaluate import evaluate_speech
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,15 +39,15 @@ TINY = ["trainer.max_steps=2", "trainer.progress=false", "data.batch_size=2", "d
 
 def _prepare(out: Path, preset_name: str, grid: Path) -> Path:
     from avprep.corpora import grid as grid_corpus
+    from avprep.options import PrepOptions
     from avprep.prepare import prepare
-    from avprep.presets import get_preset
 
     clips = grid_corpus.find_clips(grid, ["s1"])
     by_split: dict[str, list] = {}
     for c in clips:
         by_split.setdefault(c.split, []).append(c)
     chosen = by_split["train"][:3] + by_split["val"][:1] + by_split["test"][:2]
-    report = prepare(chosen, "grid", out, get_preset(preset_name), jobs=1, progress=False)
+    report = prepare(chosen, "grid", out, PrepOptions(preset=preset_name, jobs=1, progress=False))
     assert report is not None
     return out
 
@@ -121,7 +122,7 @@ def test_batches_of_real_sentence_shards(bridging_shards, two_tower_shards, tmp_
     assert len(full["waves"][0]) == t * 640 and full["spectrograms"][0]["n_fft"] == 800
 
     r2 = _cpu_recipe("grid-s1-speech-two-tower", two_tower_shards, tmp_path / "t", ["data.max_frames=10"])
-    b2 = next(iter(build_loader(r2, "train", train=True)))
+    b2 = next(iter(build_loader(r2, "train", train=True, fields=task_for(r2).fields())))
     # a 10-frame loss window with up to K // 2 = 4 frames of context on each side (fewer at a clip's ends)
     n = b2["video"].shape[1]
     assert 10 < n <= 18 and b2["video"].shape == (2, n, 1, 160, 128)
@@ -173,6 +174,42 @@ def test_bridging_speech_trains_and_scores_on_real_grid(bridging_run):
     assert 0.0 < summary["attention_diagonal_mass"] <= 1.0
 
 
+@pytest.mark.slow
+def test_speech_eval_reports_wer_and_the_ceilings_beside_each_vocoder(bridging_run, bridging_shards):
+    """eval.synthesis [mel, hifigan]: both vocoders scored with the WER, and the ceilings of the same clips (true
+    audio through the recogniser, the true mel through each vocoder), cached per shard folder."""
+    import json
+
+    from avtrain.tasks.speech import hifigan
+    from avtrain.tasks.speech.ceilings import ceilings
+    from avtrain.tasks.speech.recognise import recognisers
+
+    pytest.importorskip("pocketsphinx")
+    _, run = bridging_run
+    vocoders = ["mel", "hifigan"] if hifigan.available() else ["mel"]
+    r = _cpu_recipe("grid-s1-speech-bridging", bridging_shards, run, [f"eval.synthesis=[{','.join(vocoders)}]"])
+    summary = evaluate_speech(r, checkpoint="last")
+    _check_summary(summary, vocoders, run)
+    for mode in vocoders:
+        m = summary["modes"][mode]["metrics"]
+        assert m["wer"]["count"] == m["wer_cmudict"]["count"] == 2 and 0.0 <= m["wer"]["mean"] <= 1.0
+        row = json.loads((run / "eval" / "test" / mode / "speech_per_clip.jsonl").read_text().splitlines()[0])
+        assert {"wer", "wer_cmudict", "text", "heard_wer", "heard_wer_cmudict"} <= set(row)
+    bounds = summary["ceilings"]
+    names = {"true_audio", "true_mel_griffin_lim"} | ({"true_mel_hifigan"} if hifigan.available() else set())
+    assert set(bounds["rows"]) == names and bounds["cache"].startswith(str(bridging_shards / "ceilings"))
+    rows = bounds["rows"]
+    assert set(rows["true_audio"]["metrics"]) == {"wer", "wer_cmudict"} and rows["true_audio"]["clips"] == 2
+    assert rows["true_audio"]["metrics"]["wer"]["mean"] <= 1 / 6  # two real s1 test clips, heard (nearly) right
+    for name in names - {"true_audio"}:
+        assert rows[name]["metrics"]["stoi"]["mean"] > 0.85 and rows[name]["clips"] == 2
+    saved = json.loads((run / "eval" / "test" / "speech_summary.json").read_text())
+    assert saved["ceilings"]["rows"].keys() == rows.keys()
+    # the second time: from the shard folder's cache, same numbers
+    again = ceilings(r, "test", False, recognisers(), hifigan.HifiGan() if hifigan.available() else None)
+    assert again["cached"] and again["rows"] == json.loads(json.dumps(rows))
+
+
 def test_diagonal_attention_mass():
     from avtrain.tasks.speech.predict import diagonal_mass
 
@@ -186,7 +223,7 @@ def test_diagonal_attention_mass():
 def test_validation_keeps_the_lowest_free_running_error(bridging_shards, tmp_path):
     r = _cpu_recipe("grid-s1-speech-bridging", bridging_shards, tmp_path, ["data.max_frames=8",
                                                                          "trainer.val_each_epoch=true"])
-    trainer = Trainer(r)
+    trainer = make_trainer(r)
     val = trainer.validate()
     assert val["samples"] == 1 and math.isfinite(val["loss"]) and {"mel_l1", "post_l1", "save", "bridge"} <= set(val)
     assert trainer.metric_name == "free_running" and val["free_running"] > 0  # whole clips, decoded from video only

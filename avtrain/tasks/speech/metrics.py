@@ -1,4 +1,5 @@
-"""Speech-reconstruction metrics: STOI, ESTOI (pystoi, 16 kHz) and PESQ, each mode labelled.
+"""Speech-reconstruction metrics: STOI, ESTOI (pystoi, 16 kHz) and PESQ, each mode labelled; with recognisers
+(``avtrain.tasks.speech.recognise``) and the clip's transcript, the word error rate too.
 
 Papers mix PESQ modes (wide-band P.862.2 at 16 kHz, narrow-band P.862 at 8 kHz; VCA-GAN reports narrow-band after
 resampling to 8 kHz), so both are computed and every number carries its mode in its name. PESQ raises on silent or
@@ -13,6 +14,7 @@ import warnings
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from math import gcd
+from typing import Any
 
 import numpy as np
 
@@ -78,27 +80,63 @@ def score_clip(reference: np.ndarray, estimate: np.ndarray, sample_rate: int = S
 
 @dataclass
 class SpeechMetrics:
-    """Accumulates per-clip scores; :meth:`summary` gives mean, count and failures per metric."""
+    """Accumulates per-clip scores; :meth:`summary` gives mean, count and failures per metric.
+
+    ``recognisers`` (WER metric name -> ``Recogniser``) add a word error rate per clip given its transcript; its
+    mean is word-weighted (all errors / all reference words), and the words heard are kept in ``transcripts``. A
+    transcript outside the GRID grammar, or none, is a counted failure of that metric.
+    """
 
     per_clip: dict[str, dict[str, float]] = field(default_factory=dict)
     failures: dict[str, Counter] = field(default_factory=lambda: defaultdict(Counter))
+    recognisers: dict[str, Any] = field(default_factory=dict)
+    transcripts: dict[str, dict[str, str]] = field(default_factory=dict)  # key -> text and the words heard
+    word_counts: dict[str, list[tuple[int, int]]] = field(default_factory=lambda: defaultdict(list))
+    signal_metrics: bool = True  # False: the recognisers only (the true audio's WER), no STOI/PESQ in the summary
 
-    def add(self, key: str, reference: np.ndarray, estimate: np.ndarray, sample_rate: int = STOI_RATE
-            ) -> dict[str, float]:
-        scores, errors = score_clip(reference, estimate, sample_rate)
+    def add(self, key: str, reference: np.ndarray | None, estimate: np.ndarray, sample_rate: int = STOI_RATE,
+            text: str | None = None) -> dict[str, float]:
+        """Scores ``estimate`` against ``reference`` (not read without ``signal_metrics``)."""
+        scores, errors = score_clip(reference, estimate, sample_rate) if self.signal_metrics else ({}, {})
+        if self.recognisers:
+            self._recognise(key, estimate, sample_rate, text, scores, errors)
         self.per_clip[key] = scores
         for name, message in errors.items():
             self.failures[name][message] += 1
         return scores
 
+    def _recognise(self, key: str, estimate: np.ndarray, sample_rate: int, text: str | None,
+                   scores: dict[str, float], errors: dict[str, str]) -> None:
+        from avtrain.tasks.speech.recognise import is_grid_sentence
+
+        if not text or not is_grid_sentence(text):
+            for name in self.recognisers:
+                errors[name] = "no transcript" if not text else "transcript outside the GRID grammar"
+            return
+        heard = self.transcripts.setdefault(key, {"text": text})
+        for name, recogniser in self.recognisers.items():
+            wrong, words, hypothesis = recogniser.errors(estimate, text, sample_rate)
+            scores[name] = wrong / words
+            self.word_counts[name].append((wrong, words))
+            heard[f"heard_{name}"] = " ".join(hypothesis)
+
     def summary(self) -> dict[str, dict]:
+        from avtrain.tasks.speech.recognise import WER_METRICS
+
         out: dict[str, dict] = {}
-        for name, label in METRICS.items():
+        labels = {**(METRICS if self.signal_metrics else {}),
+                  **{name: WER_METRICS.get(name, ("", name))[1] for name in self.recognisers}}
+        for name, label in labels.items():
             values = [s[name] for s in self.per_clip.values() if name in s]
             failed = dict(self.failures.get(name, {}))
+            if name in self.recognisers:  # word-weighted: every reference word counts once
+                counts = self.word_counts.get(name, [])
+                mean = sum(w for w, _ in counts) / sum(n for _, n in counts) if counts else None
+            else:
+                mean = float(np.mean(values)) if values else None
             out[name] = {
                 "label": label,
-                "mean": float(np.mean(values)) if values else None,
+                "mean": mean,
                 "count": len(values),
                 "failed": sum(failed.values()),
                 "failures": failed,
