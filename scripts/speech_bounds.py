@@ -23,12 +23,11 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from avbridge.spectra import SpectrogramParams
 from avtrain.config import load_recipe
 from avtrain.data import MEL_PER_FRAME, build_loader, denormalise_mel
 from avtrain.data.fields import Fields
 from avtrain.tasks.speech import hifigan as hg
-from avtrain.tasks.speech.ceilings import ceilings, hifigan_fits
+from avtrain.tasks.speech.ceilings import ceilings, hifigan_fits, scored_clips
 from avtrain.tasks.speech.recognise import recognisers
 from avtrain.tasks.speech.scoring import SpeechEvaluator
 
@@ -57,26 +56,17 @@ def floors(recipe, split: str, mode: str, train_clips: int, asr: dict, vocoder) 
     linear = mode == "linear"
     mean_mel, mean_lin = mean_frames(recipe, train_clips, linear)
     evaluators: dict[str, SpeechEvaluator] = {}
-    done = 0
-    for batch in build_loader(recipe, split, train=False, scoring=True, fields=Fields(linear=linear)):
-        for i, key in enumerate(batch["keys"]):
-            if e.max_clips and done >= e.max_clips:
-                break
-            params = SpectrogramParams(**batch["spectrograms"][i])
-            n = MEL_PER_FRAME * int(batch["lengths"][i])
-            mel = np.repeat(mean_mel, n, 1)
-            lin = np.repeat(mean_lin, n, 1) if mean_lin is not None else None
-            if not evaluators:
-                evaluators[f"floor_{mode}_griffin_lim"] = SpeechEvaluator(params, None, mode,
-                                                                          n_iter=e.griffin_lim_iters, recognisers=asr)
-                if vocoder is not None and not linear and hifigan_fits(params):
-                    evaluators["floor_mel_hifigan"] = SpeechEvaluator(params, None, "hifigan", hifigan=vocoder,
-                                                                      recognisers=asr)
-            for ev in evaluators.values():
-                ev.add(key, batch["waves"][i], mel=mel, linear=lin, text=batch["texts"][i])
-            done += 1
-        if e.max_clips and done >= e.max_clips:
-            break
+    for clip in scored_clips(recipe, split, linear):
+        mel = np.repeat(mean_mel, clip.mel_frames, 1)
+        lin = np.repeat(mean_lin, clip.mel_frames, 1) if mean_lin is not None else None
+        if not evaluators:
+            evaluators[f"floor_{mode}_griffin_lim"] = SpeechEvaluator(clip.params, None, mode,
+                                                                      n_iter=e.griffin_lim_iters, recognisers=asr)
+            if vocoder is not None and not linear and hifigan_fits(clip.params):
+                evaluators["floor_mel_hifigan"] = SpeechEvaluator(clip.params, None, "hifigan", hifigan=vocoder,
+                                                                  recognisers=asr)
+        for ev in evaluators.values():
+            ev.add(clip.key, clip.wave, mel=mel, linear=lin, text=clip.text)
     labels = {"floor_mel_griffin_lim": "floor: training mean mel, Griffin-Lim",
               "floor_linear_griffin_lim": "floor: training mean linear, Griffin-Lim",
               "floor_mel_hifigan": "floor: training mean mel, HiFi-GAN"}

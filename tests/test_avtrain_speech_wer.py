@@ -9,7 +9,8 @@ import importlib.util
 import numpy as np
 import pytest
 
-from avtrain.tasks.speech.recognise import GRAMMAR, Recogniser, grid_pronunciations, is_grid_sentence, jsgf, word_errors
+from avtrain.tasks.speech.recognise import GRAMMAR, Recogniser, grid_pronunciations, is_grid_sentence, jsgf
+from avtrain.tasks.text import edit_distance as word_errors
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("pocketsphinx") is None,
                                 reason="pocketsphinx not installed (pip install -e .[metrics])")

@@ -17,7 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from avbridge.shardlist import shard_names
 from avbridge.spectra import SpectrogramParams
@@ -66,40 +70,55 @@ def hifigan_fits(params: SpectrogramParams) -> bool:
     return hg.available()
 
 
+@dataclass
+class ScoredClip:
+    """One clip of a split as the scoring loader gives it: the batch it sits in and its index there."""
+
+    key: str
+    batch: dict
+    index: int
+    params: SpectrogramParams
+    mel_frames: int  # spectrogram frames of the clip (MEL_PER_FRAME x its video frames)
+    wave: np.ndarray
+    text: str
+
+
+def scored_clips(recipe: Recipe, split: str, linear: bool) -> Iterator[ScoredClip]:
+    """The clips ``avtrain eval`` scores, in its order and up to its ``eval.max_clips``."""
+    done = 0
+    for batch in build_loader(recipe, split, train=False, scoring=True, fields=Fields(linear=linear)):
+        for i, key in enumerate(batch["keys"]):
+            if recipe.eval.max_clips and done >= recipe.eval.max_clips:
+                return
+            yield ScoredClip(key, batch, i, SpectrogramParams(**batch["spectrograms"][i]),
+                             MEL_PER_FRAME * int(batch["lengths"][i]), batch["waves"][i], batch["texts"][i])
+            done += 1
+
+
 def score_ceilings(recipe: Recipe, split: str, linear: bool, recognisers: dict, hifigan=None) -> dict:
     """Score every ceiling on the clips ``avtrain eval`` scores (same loader, same cap): {name: summary}."""
     d, e = recipe.data, recipe.eval
     rows: dict[str, SpeechEvaluator | SpeechMetrics] = {}
-    done = 0
-    for batch in build_loader(recipe, split, train=False, scoring=True, fields=Fields(linear=linear)):
-        for i, key in enumerate(batch["keys"]):
-            if e.max_clips and done >= e.max_clips:
-                break
-            params = SpectrogramParams(**batch["spectrograms"][i])
-            n = MEL_PER_FRAME * int(batch["lengths"][i])
-            true_mel = denormalise_mel(batch["mel"][i, :, :n].numpy(), d)
-            wave, text = batch["waves"][i], batch["texts"][i]
-            if not rows:
-                if recognisers:
-                    rows["true_audio"] = SpeechMetrics(recognisers=recognisers, signal_metrics=False)
-                rows["true_mel_griffin_lim"] = SpeechEvaluator(params, None, "mel", n_iter=e.griffin_lim_iters,
-                                                               recognisers=recognisers)
-                if hifigan is not None and hifigan_fits(params):
-                    rows["true_mel_hifigan"] = SpeechEvaluator(params, None, "hifigan", hifigan=hifigan,
-                                                               recognisers=recognisers)
-                if linear:
-                    rows["true_linear_griffin_lim"] = SpeechEvaluator(params, None, "linear",
-                                                                      n_iter=e.griffin_lim_iters,
-                                                                      recognisers=recognisers)
-            for name, row in rows.items():
-                if isinstance(row, SpeechMetrics):
-                    row.add(key, None, wave, params.sample_rate, text=text)
-                else:
-                    lin = batch["linear"][i, :, :n].numpy() if name == "true_linear_griffin_lim" else None
-                    row.add(key, wave, mel=true_mel, linear=lin, text=text)
-            done += 1
-        if e.max_clips and done >= e.max_clips:
-            break
+    for clip in scored_clips(recipe, split, linear):
+        params, n, wave, text = clip.params, clip.mel_frames, clip.wave, clip.text
+        true_mel = denormalise_mel(clip.batch["mel"][clip.index, :, :n].numpy(), d)
+        if not rows:
+            if recognisers:
+                rows["true_audio"] = SpeechMetrics(recognisers=recognisers, signal_metrics=False)
+            rows["true_mel_griffin_lim"] = SpeechEvaluator(params, None, "mel", n_iter=e.griffin_lim_iters,
+                                                           recognisers=recognisers)
+            if hifigan is not None and hifigan_fits(params):
+                rows["true_mel_hifigan"] = SpeechEvaluator(params, None, "hifigan", hifigan=hifigan,
+                                                           recognisers=recognisers)
+            if linear:
+                rows["true_linear_griffin_lim"] = SpeechEvaluator(params, None, "linear", n_iter=e.griffin_lim_iters,
+                                                                  recognisers=recognisers)
+        for name, row in rows.items():
+            if isinstance(row, SpeechMetrics):
+                row.add(clip.key, None, wave, params.sample_rate, text=text)
+            else:
+                lin = clip.batch["linear"][clip.index, :, :n].numpy() if name == "true_linear_griffin_lim" else None
+                row.add(clip.key, wave, mel=true_mel, linear=lin, text=text)
     out = {}
     for name, row in rows.items():
         metrics = row if isinstance(row, SpeechMetrics) else row.metrics

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from avtrain.tasks.text import edit_distance
+
 GRAMMAR: dict[str, tuple[str, ...]] = {
     "command": ("bin", "lay", "place", "set"),
     "colour": ("blue", "green", "red", "white"),
@@ -75,16 +77,6 @@ def recognisers() -> dict[str, Recogniser]:
     return {name: Recogniser(dictionary) for name, (dictionary, _) in WER_METRICS.items()}
 
 
-def word_errors(reference: list[str], hypothesis: list[str]) -> int:
-    """Levenshtein distance over words: substitutions + deletions + insertions."""
-    row = list(range(len(hypothesis) + 1))
-    for i, ref in enumerate(reference, 1):
-        previous, row[0] = row[0], i
-        for j, hyp in enumerate(hypothesis, 1):
-            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (ref != hyp))
-    return row[-1]
-
-
 class Recogniser:
     """Waveform -> GRID sentence (a list of words; empty when the decoder finds no path through the grammar)."""
 
@@ -128,4 +120,4 @@ class Recogniser:
         """(word errors, reference words, recognised words) of one clip against its transcript ``text``."""
         reference = text.lower().split()
         hypothesis = self.words(wave, sample_rate)
-        return word_errors(reference, hypothesis), len(reference), hypothesis
+        return edit_distance(reference, hypothesis), len(reference), hypothesis
