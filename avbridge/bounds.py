@@ -5,8 +5,10 @@ The bound each decoder enforces, before it allocates the result (decoded bytes p
 | stored as   | bound                                                                                               |
 |-------------|-----------------------------------------------------------------------------------------------------|
 | ``.npy``    | exactly the payload: the header's shape x itemsize must equal the bytes after the header (1x)       |
-| ``.npz``    | the zip's declared uncompressed size, at most ``NPZ_MAX_RATIO`` (deflate's own maximum, 1032x) x    |
-|             | the compressed size; zipfile stops reading at the declared size, and the inner ``.npy`` must fill it |
+| ``.npz``    | stored or deflated members only (zipfile inflates bzip2 and LZMA without a bound before any size   |
+|             | check); the zip's declared uncompressed size, at most ``NPZ_MAX_RATIO`` (deflate's own maximum,     |
+|             | 1032x) x the compressed size; zipfile stops inflating at the declared size, and the inner ``.npy``  |
+|             | must fill it                                                                                        |
 | FLAC        | the sample count STREAMINFO declares, x 4 bytes (float32), at most ``FLAC_MAX_RATIO`` x the member  |
 | JPEG (jpg)  | the pixels the JPEG header declares, at most ``JPEG_MAX_RATIO`` x the member, checked before    |
 |             | decoding (and the frame count its comment declares, at most the JSON's)                             |
@@ -29,13 +31,18 @@ import zipfile
 import numpy as np
 
 NPZ_MAX_RATIO = 1032
+# Compression methods an .npz member may use: numpy writes stored (np.savez) or deflated (np.savez_compressed)
+# members. zipfile reads a deflated member in bounded steps, but hands a bzip2 or LZMA member's whole compressed
+# chunk to a decompressor without an output limit: 555 bytes of bzip2 grew a reader by 804 MiB before any check.
+NPZ_METHODS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflated"}
 FLAC_MAX_RATIO = 4096
 VIDEO_MAX_RATIO = 2048
 JPEG_MAX_RATIO = 1024
 
 
-def npy(data: bytes, dtype: np.dtype | None = None) -> np.ndarray:
-    """A ``.npy`` payload -> array; the header must describe exactly the bytes that follow it."""
+def npy(data: bytes, dtype: np.dtype | tuple | None = None) -> np.ndarray:
+    """A ``.npy`` payload -> array; the header must describe exactly the bytes that follow it. ``dtype``: the one
+    allowed, or a tuple of those allowed."""
     buf = io.BytesIO(data)
     try:
         version = np.lib.format.read_magic(buf)
@@ -49,8 +56,9 @@ def npy(data: bytes, dtype: np.dtype | None = None) -> np.ndarray:
         raise ValueError(f"not an npy array ({e})") from None
     if dt.hasobject:
         raise ValueError("npy of Python objects (not allowed)")
-    if dtype is not None and dt != np.dtype(dtype):
-        raise ValueError(f"dtype {dt}, expected {np.dtype(dtype)}")
+    allowed = [np.dtype(d) for d in (dtype if isinstance(dtype, tuple) else (dtype,))] if dtype is not None else []
+    if allowed and dt not in allowed:
+        raise ValueError(f"dtype {dt}, expected {' or '.join(str(d) for d in allowed)}")
     offset = buf.tell()
     count = math.prod(shape)
     if count * dt.itemsize != len(data) - offset:
@@ -72,6 +80,9 @@ def npz(data: bytes, names: dict[str, np.dtype | None]) -> dict[str, np.ndarray]
         info = infos.get(f"{name}.npy")
         if info is None:
             raise ValueError(f"npz has no array {name!r} (has {sorted(infos)[:5]})")
+        if info.compress_type not in NPZ_METHODS:
+            raise ValueError(f"npz array {name!r} is compressed with method {info.compress_type} (only stored or "
+                             "deflated members are read: others inflate without a bound)")
         if info.file_size > NPZ_MAX_RATIO * max(info.compress_size, 1) + 4096:
             raise ValueError(f"npz array {name!r} declares {info.file_size} bytes from {info.compress_size} "
                              f"compressed (over deflate's {NPZ_MAX_RATIO}x)")

@@ -64,8 +64,8 @@ def encode_video(frames: np.ndarray, fps: float = 25.0, crf: int = VIDEO_CRF, sp
     RGB is stored as full-range yuv420p, chroma averaged over 2x2 pixels: talking-face sources are 4:2:0 already,
     and 4:4:4 measured 2x slower to encode for no chroma detail the source has.
 
-    Not byte-deterministic: measured here, the same frames occasionally encode to one of two slightly different
-    streams from call to call within a process (pixels differ by a few levels); see docs/format.md.
+    The same frames give the same bytes with one x264 build (single-threaded; scripts/x264_stability.py); another
+    x264 or FFmpeg build may give others (docs/format.md, "Reproducible shards").
     """
     import av
 

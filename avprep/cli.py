@@ -177,16 +177,36 @@ def inspect(
     shards: Path = typer.Argument(..., help="an output folder of avprep, or one .tar shard"),
     preview: Path | None = typer.Option(None, help="write a contact sheet PNG of crops and mel-spectrograms"),
     preview_samples: int = typer.Option(6, min=1, help="samples in the contact sheet"),
+    verify: bool = typer.Option(False, "--verify", help="also check every shard's SHA-256 against its ledger and "
+                                "report .tar files no ledger names"),
 ) -> None:
     """Decode every sample, check audio/video lengths agree, count per split and field."""
-    from avprep.inspect import check_shards, contact_sheet
+    from avprep.inspect import check_shards, contact_sheet, verify_shards
 
+    verified = None
+    if verify:
+        verified = verify_shards(shards)
+        Console().print(verified.table())
     report = check_shards(shards)
     Console().print(report.table())
     if preview:
         contact_sheet(shards, preview, preview_samples)
         console.print(f"contact sheet: {preview}")
-    if report.errors:
+    if report.errors or (verified is not None and not verified.ok):
+        raise typer.Exit(1)
+
+
+@app.command("verify")
+def verify_command(
+    shards: Path = typer.Argument(..., help="an avprep output folder"),
+) -> None:
+    """Check every shard's SHA-256 and sample count against its ledger (no decoding: disk speed), and report
+    .tar files no ledger names."""
+    from avprep.inspect import verify_shards
+
+    verified = verify_shards(shards)
+    Console().print(verified.table())
+    if not verified.ok:
         raise typer.Exit(1)
 
 
@@ -216,9 +236,11 @@ def presets(as_json: bool = typer.Option(False, "--json", help="print the full p
     if as_json:
         print(json.dumps({n: {"hash": p.hash, **p.to_dict()} for n, p in PRESETS.items()}, indent=2))
         return
-    table = Table(title="avprep presets")
-    for col in ("name", "hash", "fps / Hz", "mouth", "face", "flow", "spectrogram", "registration"):
-        table.add_column(col)
+    # Two columns: the name (and hash) a user types after --preset, never cut, and the parameters, wrapped. Eight
+    # columns cut the names to "bridgi..." at 80 columns.
+    table = Table(title="avprep presets", show_lines=True)
+    table.add_column("name / hash", no_wrap=True, min_width=max(len(n) for n in PRESETS))
+    table.add_column("parameters", overflow="fold")
     for p in PRESETS.values():
         crop = lambda c: f"{c.height}x{c.width} {c.color}" if c else "-"  # noqa: E731
         mel = p.mel
@@ -226,8 +248,9 @@ def presets(as_json: bool = typer.Option(False, "--json", help="print the full p
                 f"{mel.fmin:g}-{mel.fmax:g} Hz {mel.normalisation}{' +linear' if p.linear else ''}") if mel else "-"
         reg = p.registration.mode + (f" rows {p.registration.box[0]}-{p.registration.box[1]} cols "
                                      f"{p.registration.box[2]}-{p.registration.box[3]}" if p.registration.box else "")
-        table.add_row(p.name, p.hash, f"{p.fps:g} / {p.sample_rate}", crop(p.mouth), crop(p.face),
-                      p.flow.method if p.flow else "-", spec, reg)
+        lines = [f"{p.fps:g} fps, {p.sample_rate} Hz", f"mouth {crop(p.mouth)}, face {crop(p.face)}",
+                 f"flow {p.flow.method if p.flow else '-'}", f"spectrogram {spec}", f"registration {reg}"]
+        table.add_row(f"{p.name}\n{p.hash}", "\n".join(lines))
     Console().print(table)
 
 

@@ -8,7 +8,10 @@ videos) and ``sN/align/sN.tar`` (word alignments) under the base URL. Each archi
 2. checked: against the SHA-256 in a checksum file (``sha256sum`` format, from ``--checksums`` or ``SHA256SUMS``
    beside the archives on the server) when there is one, else against the size the server declared;
 3. renamed to ``NAME`` and unpacked into the layout ``avprep grid`` reads (``OUT/sN/*.mpg``, ``OUT/sN/align/``);
-   a ``NAME.done`` marker makes a re-run skip finished archives.
+   a ``NAME.done`` marker makes a re-run skip finished archives. An archive that no checksum vouches for is
+   unpacked only if its members declare at most ``MAX_UNPACK_RATIO`` times its own size in all (GRID's MPEG videos
+   and alignment tars unpack to about 1x), and, for a zip, only stored or deflated members (zipfile inflates bzip2
+   and LZMA without a bound): a decompression bomb from a bad mirror is refused before anything is written.
 
 Only the standard library speaks HTTP here (urllib); the progress bar is rich's.
 """
@@ -31,6 +34,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 GRID_BASE_URL = "https://spandh.dcs.shef.ac.uk/gridcorpus"
 CHECKSUM_FILE = "SHA256SUMS"
 CHUNK = 1 << 16
+MAX_UNPACK_RATIO = 10  # unpacked bytes per archive byte, for an archive without a checksum
 
 
 class DownloadError(Exception):
@@ -157,18 +161,37 @@ def _safe_members(names: list[str], archive: Path) -> None:
             raise DownloadError(f"{archive.name}: refusing member {name!r} outside the output folder")
 
 
-def unpack(archive: Path, out_dir: Path, speaker: str) -> Path:
-    """Unpack into ``out_dir/<speaker>/`` (or into ``out_dir`` when the members already start with ``<speaker>/``)."""
+def _check_size(declared: int, archive: Path, max_bytes: int | None) -> None:
+    if max_bytes is not None and declared > max_bytes:
+        raise DownloadError(f"{archive.name}: its members declare {declared} bytes unpacked, over the "
+                            f"{max_bytes} ({MAX_UNPACK_RATIO}x its size) allowed for an archive no checksum vouches "
+                            "for; pass --checksums with its SHA-256 to unpack it")
+
+
+def unpack(archive: Path, out_dir: Path, speaker: str, max_bytes: int | None = None) -> Path:
+    """Unpack into ``out_dir/<speaker>/`` (or into ``out_dir`` when the members already start with ``<speaker>/``).
+    ``max_bytes``: refuse (DownloadError, nothing written) an archive whose members declare more in all, or a zip
+    with members neither stored nor deflated (unchecked archives)."""
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as z:
-            names = [n for n in z.namelist() if not n.endswith("/")]
+            infos = [i for i in z.infolist() if not i.filename.endswith("/")]
+            names = [i.filename for i in infos]
             _safe_members(names, archive)
+            if max_bytes is not None:
+                odd = [i.filename for i in infos if i.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)]
+                if odd:
+                    raise DownloadError(f"{archive.name}: member {odd[0]!r} is compressed with a method other than "
+                                        "deflate (unbounded to inflate); pass --checksums with its SHA-256 to unpack "
+                                        "it")
+            # zipfile stops a member at its declared size (and checks its CRC): the declared sizes bound the output.
+            _check_size(sum(i.file_size for i in infos), archive, max_bytes)
             target = out_dir if all(n.split("/")[0] == speaker for n in names) else out_dir / speaker
             z.extractall(target)
     elif tarfile.is_tarfile(archive):
         with tarfile.open(archive) as t:
             members = [m for m in t.getmembers() if m.isfile()]
             _safe_members([m.name for m in members], archive)
+            _check_size(sum(m.size for m in members), archive, max_bytes)
             names = [m.name.removeprefix("./") for m in members]
             target = out_dir if all(n.split("/")[0] == speaker for n in names) else out_dir / speaker
             t.extractall(target, members=members, filter="data")
@@ -227,7 +250,8 @@ def download(
             elif expected is not None and sha256(dest) != expected:
                 dest.unlink()
                 raise DownloadError(f"{archive.name}: the cached archive fails its SHA-256; deleted, run again")
-            target = unpack(dest, out_dir, archive.speaker)
+            cap = None if expected else MAX_UNPACK_RATIO * dest.stat().st_size
+            target = unpack(dest, out_dir, archive.speaker, cap)
             done.write_text(str(target))
             unpacked.append(target)
             console.log(f"{archive.name}: verified ({'sha256' if expected else 'size'}), unpacked into {target}")

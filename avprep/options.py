@@ -52,7 +52,12 @@ class PrepOptions:
                                      "than mp4 for ~4.5x the bytes, npy is raw")
     shard_mb: int = _option(100, "close a shard after this many MiB", min=1)
     shard_clips: int = _option(250, "close a shard after this many source clips", min=1)
-    retry_failed: bool = _option(False, "process clips an earlier run rejected again")
+    retry_failed: bool = _option(False, "process every clip an earlier run rejected again (all reasons)")
+    retry_transient: int = _option(1, "times a resume retries a clip rejected for a transient reason (worker "
+                                   "crashed, timeout, out of memory, I/O error)", min=0)
+    allow_version_change: bool = _option(False, "resume a folder written with other library versions (avbridge, "
+                                         "mediapipe, FFmpeg/PyAV, x264, OpenCV); index.json records which shards "
+                                         "each made")
     num_partitions: int = _option(1, "the corpus is split into this many partitions (machines)", min=1)
     partition: int = _option(0, "the partition this run writes, 0 .. num-partitions - 1", min=0)
     backend: str = _option("local", "local (worker processes) | dask | ray (--jobs clips in flight on the cluster)")
@@ -61,7 +66,8 @@ class PrepOptions:
     clip_timeout: float | None = _option(DEFAULT_CLIP_TIMEOUT, "seconds one clip may take before its worker is "
                                          "killed and the clip rejected as 'timeout' (0: no limit)", min=0)
     max_worker_mem: float | None = _option(None, "GiB a worker may use before its clip is rejected as 'out of "
-                                           "memory' (default: 80% of RAM / jobs)", min=0)
+                                           "memory' (default: 80% of the memory the run may use, its cgroup's "
+                                           "limit under Slurm or Kubernetes, else RAM, / jobs)", min=0)
     progress: bool = _option(True, "show the progress bar")
     verbose: bool = _option(False, "print each rejection as it happens", "--verbose", "-v")
     # Where the bar, the log lines and the summary go (None: stderr). Not an option of the CLI.
@@ -88,7 +94,8 @@ class PrepOptions:
 
     @property
     def max_worker_rss(self) -> int | None:
-        """Bytes per worker; None: 80% of the machine's memory over the jobs; 0: no cap."""
+        """Bytes per worker; None: 80% of the memory the run may use (cgroup limit or RAM) over the jobs; 0: no
+        cap."""
         return None if self.max_worker_mem is None else int(self.max_worker_mem * 2**30)
 
     @property

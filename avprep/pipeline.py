@@ -1,7 +1,14 @@
 """process_clip: one source clip -> its samples (or one rejection). The stage order, and nothing else.
 
 Stages run on the whole clip once (decode, landmarks, registration, crops, flow, spectrograms); ``unit="word"``
-then slices the results at the aligned word boundaries, so word samples cost no second pass over the video.
+then slices the results at the aligned word boundaries, so word samples cost no second pass over the video. A
+segment of a long clip (``ClipSpec.span``) decodes only its own stretch of the file.
+
+Word times that count on the audio's clock (alignments: GRID, LRS) are moved onto the video's by the decoded audio
+offset before frames and samples are cut at them. Pixel coordinates (landmarks, transforms) put pixel ``i``'s
+centre at ``i``, as OpenCV's warp samples and as mediapipe's normalised landmarks times the frame size behave
+(measured: the mesh of frames turned 90 degrees, mapped back with that convention, lands 0.08-0.15 px from the
+upright frames' mesh, against 1.03-1.08 px with centres at ``i + 0.5``; tests/test_prep_geometry.py).
 
 A worker process keeps its detector graphs from clip to clip (:func:`worker_detectors`); a caller that wants
 its own passes ``detectors`` to :func:`process_clip`.
@@ -13,20 +20,22 @@ import math
 import os
 import time
 import traceback
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
 from avbridge import __version__, spectra
-from avbridge.codecs import encode_video_segments
+from avbridge.codecs import encode_npy, encode_video_segments
 from avbridge.sample import encode_field
 from avprep.presets import LANDMARK_MODES, Preset
 from avprep.stages import crops, flow, register, span
 from avprep.stages.decode import DecodedClip, decode_clip
-from avprep.stages.errors import ClipError
+from avprep.stages.errors import TRANSIENT_ERRNOS, ClipError
 from avprep.stages.images import decode_images
-from avprep.stages.landmarks import NUM_POINTS, SUBSET, Detectors, detect_landmarks
+from avprep.stages.landmarks import NUM_POINTS, SUBSET, Detectors, detect_landmarks, face_eye_distance
+from avprep.stages.window import start_times
 from avprep.types import ClipResult, ClipSpec, Rejection, Sample
 
 
@@ -96,8 +105,49 @@ class _ClipArrays:
     meta: dict
 
 
-def _decode(spec: ClipSpec, preset: Preset, silent: bool) -> DecodedClip:
-    """A video file, or numbered images plus an audio file (pre-cropped corpora), as the spec says."""
+# Decoding at reduced size: frames above this many pixels are checked (GRID's 360x288 and LRS's 224x224 never are).
+SCALE_CHECK_PIXELS = 640 * 480
+# Source pixels per output pixel a crop keeps at least when frames are decoded smaller (room for the warp's
+# rotation and sub-pixel shifts, and for a face that comes closer during the clip).
+SCALE_MARGIN = 1.25
+# A decoded-smaller frame that would be more than this fraction of the source's size is not worth it.
+SCALE_WORTH = 0.8
+# The canonical eye distance is between the outer eye corners; the face detector's eye keypoints are the eye centres,
+# ~1.4x closer together on adult faces (65 mm against ~90 mm).
+OUTER_CORNERS_PER_EYE_CENTRES = 1.4
+
+
+def crop_pixels_per_eye_distance(preset: Preset) -> float:
+    """Output pixels per outer-eye-corner distance of the preset's largest-scale crop (bridging-grid's 112-px mouth
+    from a 72-px box: 124; two-tower's 160-px face from a 200-px box: 64)."""
+    crops_ = [c for c in (preset.mouth, preset.face) if c is not None]
+    return max((c.height / c.box for c in crops_), default=0.0) * preset.registration.eye_distance
+
+
+def decode_scale(preset: Preset, detectors: Detectors | None) -> Callable[[np.ndarray], float] | None:
+    """For presets that register on landmarks: a function of a clip's first frame giving the factor its frames may
+    be decoded at. A large frame whose face is bigger than the crops need (with :data:`SCALE_MARGIN`) is decoded
+    smaller, so that the crops keep every pixel they would have had; a small frame, one without a face in its first
+    frame, or a preset whose crops need more, keeps full size."""
+    if preset.registration.mode not in LANDMARK_MODES or detectors is None:
+        return None
+    need = SCALE_MARGIN * crop_pixels_per_eye_distance(preset)
+
+    def decide(frame: np.ndarray) -> float:
+        if frame.shape[0] * frame.shape[1] <= SCALE_CHECK_PIXELS or need <= 0:
+            return 1.0
+        eyes = face_eye_distance(detectors.detector, frame)
+        if not eyes:
+            return 1.0
+        factor = need / (eyes * OUTER_CORNERS_PER_EYE_CENTRES)
+        return factor if factor <= SCALE_WORTH else 1.0
+
+    return decide
+
+
+def _decode(spec: ClipSpec, preset: Preset, silent: bool, scale=None) -> DecodedClip:
+    """A video file, or numbered images plus an audio file (pre-cropped corpora), as the spec says; for a segment
+    (``spec.span``, on the video's clock) only its frames."""
     for path in (spec.video, spec.audio):
         if path is not None and path.is_file() and path.stat().st_size == 0:
             raise ClipError("empty file", f"{path.name} is 0 bytes")
@@ -105,9 +155,31 @@ def _decode(spec: ClipSpec, preset: Preset, silent: bool) -> DecodedClip:
         if spec.audio is None:
             raise ClipError("no audio stream", "an image-sequence clip needs an audio file")
         return decode_images(spec.video, spec.first_image, spec.image_suffix, spec.audio, preset.fps,
-                             preset.sample_rate, preset.samples_per_frame_range)
+                             preset.sample_rate, preset.samples_per_frame_range, audio_start=spec.audio_start)
     return decode_clip(spec.video, spec.audio, preset.fps, preset.sample_rate, preset.samples_per_frame_range,
-                       silent=silent)
+                       silent=silent, scale=scale, window=spec.span)
+
+
+def _decode_on_video_clock(spec: ClipSpec, preset: Preset, silent: bool, scale) -> tuple[ClipSpec, DecodedClip]:
+    """The decoded clip (or segment), and the spec with its words (and span) on the video's clock and, for a
+    segment, in the segment's time. Raises ClipError."""
+    if spec.span is None:
+        clip = _decode(spec, preset, silent, scale)
+        offset = clip.info.get("audio_offset_samples", 0) / clip.sample_rate
+        spec = span.on_video_clock(spec, offset)
+        check_length(spec, clip)
+        return spec, clip
+    # A segment: where it lies on the video's clock needs the audio offset before decoding (first packets only).
+    offset = 0.0
+    if spec.words_clock == "audio" and not silent:
+        first_video, first_audio = start_times(spec.video, spec.audio)
+        if first_audio is not None:
+            offset = round((first_audio - first_video) * preset.sample_rate) / preset.sample_rate
+    whole = span.on_video_clock(spec, offset)
+    spec = span.localise(whole, preset.fps)
+    clip = _decode(whole, preset, silent, scale)
+    span.check_window(clip, whole.span, spec.words)
+    return spec, clip
 
 
 def check_length(spec: ClipSpec, clip: DecodedClip) -> None:
@@ -133,19 +205,20 @@ def check_length(spec: ClipSpec, clip: DecodedClip) -> None:
 
 
 def _compute(spec: ClipSpec, preset: Preset, mean_face: np.ndarray | None, result: ClipResult,
-             silent: bool = False, detectors: Detectors | None = None) -> _ClipArrays:
+             silent: bool = False, detectors: Detectors | None = None) -> tuple[ClipSpec, _ClipArrays]:
+    """The clip's arrays, and its spec with the words on the video's clock (in the segment's time for a segment)."""
+    if preset.registration.mode in LANDMARK_MODES:
+        detectors = detectors or worker_detectors()
     with _timed(result, "decode"):
-        clip = _decode(spec, preset, silent)
-        if spec.span is not None:  # one segment of a long clip: the stages see only its frames (cut checks words)
-            clip = span.cut(clip, spec.span, spec.words)
-        else:
-            check_length(spec, clip)
+        spec, clip = _decode_on_video_clock(spec, preset, silent, decode_scale(preset, detectors))
     mode = preset.registration.mode
     box = None
     turns = 0
+    # Frames decoded smaller: landmarks and transforms are found on them and stored in source pixels.
+    sx, sy = clip.info.get("decode_scale", (1.0, 1.0))
     if mode in LANDMARK_MODES:
         with _timed(result, "landmarks"):
-            marks = detect_landmarks(clip.frames, detectors=detectors or worker_detectors())
+            marks = detect_landmarks(clip.frames, detectors=detectors)
             turns = marks.turns
         with _timed(result, "register"):
             points, missing = register.fill_missing(marks.points, preset.min_valid_fraction)
@@ -175,6 +248,15 @@ def _compute(spec: ClipSpec, preset: Preset, mean_face: np.ndarray | None, resul
         mel = spectra.mel_spectrogram(clip.audio, preset.mel, n_spec) if preset.mel else None
         linear = spectra.linear_spectrogram(clip.audio, preset.mel, n_spec) if preset.linear else None
     ids = {"subset": list(SUBSET), "full": list(range(NUM_POINTS)), "none": []}[preset.landmarks]
+    transforms = reg.transforms
+    if (sx, sy) != (1.0, 1.0):
+        # Pixel centres at whole numbers: a decoded pixel q shows source pixels around (q + 0.5) / s - 0.5, so a
+        # source pixel p lies at q = S (p + 0.5) - 0.5 in the decoded frame (INTER_AREA keeps the edges in place).
+        scale = np.array([sx, sy], np.float32)
+        points = (points + 0.5) / scale - 0.5
+        shift = transforms[..., :2] @ (0.5 * scale - 0.5)  # A (S 0.5 - 0.5): the decoded frame's origin, moved
+        transforms = transforms * np.array([sx, sy, 1.0], np.float32)  # (A S) p + b ...
+        transforms[..., 2] += shift  # ... + A (0.5 S - 0.5): source pixels in
     meta = {
         **clip.info,
         "missing_face_frames": missing,
@@ -185,9 +267,11 @@ def _compute(spec: ClipSpec, preset: Preset, mean_face: np.ndarray | None, resul
     }
     if box is not None:
         meta["crop_box"] = list(box)
-    return _ClipArrays(
+    if mode in LANDMARK_MODES and marks.far_faces_skipped:
+        meta["far_faces_skipped"] = marks.far_faces_skipped
+    return spec, _ClipArrays(
         mouth=arrays["mouth"], face=arrays["face"], flow=arrays["flow"], wave=clip.audio, mel=mel, linear=linear,
-        landmarks=points[:, ids] if ids else points[:, :0], transforms=reg.transforms, meta=meta,
+        landmarks=points[:, ids] if ids else points[:, :0], transforms=transforms, meta=meta,
     )
 
 
@@ -258,7 +342,8 @@ def _encode(spec: ClipSpec, arrays: _ClipArrays, seg, options: Options, crops: d
             fields[field_name] = encode_field(field_name, values[:, start * k : end * k],
                                               value_range=preset.mel.value_range())
     if arrays.landmarks.shape[1]:
-        fields["landmarks.npy"] = encode_field("landmarks.npy", arrays.landmarks[start:end])
+        fields["landmarks.npy"] = encode_landmarks(arrays.landmarks[start:end], arrays.meta.get("source_size"),
+                                                   arrays.landmarks)
     fields["transforms.npy"] = encode_field("transforms.npy", arrays.transforms[start:end])
     meta = {
         "key": key,
@@ -288,6 +373,21 @@ def _encode(spec: ClipSpec, arrays: _ClipArrays, seg, options: Options, crops: d
     return Sample(key=key, split=spec.split, fields=fields, seconds=(end - start) / preset.fps)
 
 
+LANDMARK_FLOAT16_MAX_SIDE = 1024  # px: float16 keeps half pixels up to here
+
+
+def encode_landmarks(points: np.ndarray, source_size: list[int] | None,
+                     clip_points: np.ndarray | None = None) -> bytes:
+    """float16 (0.5 px steps below 1024) for frames up to 1024 px a side, float32 above, where float16 would keep
+    whole pixels only (2 px steps past 2048). Decided for the whole clip (its ``source_size`` when decoded smaller,
+    else its landmarks ``clip_points``), so every sample of a clip gets the same dtype."""
+    whole = points if clip_points is None else clip_points
+    precise = source_size is not None and max(source_size) > LANDMARK_FLOAT16_MAX_SIDE
+    precise = precise or bool(whole.size and float(np.nanmax(np.abs(whole))) >= LANDMARK_FLOAT16_MAX_SIDE)
+    return encode_npy(np.asarray(points, np.float32 if precise else np.float16))
+
+
+
 def process_clip(spec: ClipSpec, options: Options, mean_face: np.ndarray | None = None,
                  detectors: Detectors | None = None) -> ClipResult:
     """Run every stage on one clip. Never raises for bad input: a bad clip comes back as a rejection.
@@ -295,9 +395,11 @@ def process_clip(spec: ClipSpec, options: Options, mean_face: np.ndarray | None 
     ``detectors``: the graphs to use; None = this worker process's own (:func:`worker_detectors`).
     """
     result = ClipResult(key=spec.key)
-    spec = span.localise(spec, options.preset.fps)
+    if spec.problem is not None:  # the listing already knows (no transcript, a listed video missing)
+        result.rejection = Rejection(key=spec.key, split=spec.split, reason=spec.problem[0], detail=spec.problem[1])
+        return result
     try:
-        arrays = _compute(spec, options.preset, mean_face, result, options.silent, detectors)
+        spec, arrays = _compute(spec, options.preset, mean_face, result, options.silent, detectors)
         with _timed(result, "encode"):
             segments = _segments(spec, len(arrays.transforms), options)
             crop_fields = _encode_crops(arrays, segments, options.preset)
@@ -307,6 +409,12 @@ def process_clip(spec: ClipSpec, options: Options, mean_face: np.ndarray | None 
     except ClipError as e:
         result.samples = []
         result.rejection = Rejection(key=spec.key, split=spec.split, reason=e.reason, detail=e.detail)
+    except OSError as e:  # storage failing under the run (a network file system, a dying disk): may pass
+        result.samples = []
+        reason = "I/O error" if e.errno in TRANSIENT_ERRNOS else "internal error"
+        result.rejection = Rejection(key=spec.key, split=spec.split, reason=reason,
+                                     detail=f"{type(e).__name__}: {e}".splitlines()[0][:300],
+                                     trace="" if reason == "I/O error" else traceback.format_exc())
     except Exception as e:  # noqa: BLE001 - one clip's surprise must not end a run of thousands
         result.samples = []
         result.rejection = Rejection(key=spec.key, split=spec.split, reason="internal error",

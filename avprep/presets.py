@@ -1,7 +1,7 @@
 """Named, typed preprocessing presets: crop sizes and colour, registration mode, flow, spectrogram parameters.
 
-A preset's hash (of its canonical JSON) is recorded in every sample, so two shard sets made with different
-parameters can never be mixed up silently.
+A preset's hash (of its canonical JSON, without the description: rewording it changes no sample) is recorded in
+every sample, so two shard sets made with different parameters can never be mixed up silently.
 """
 
 from __future__ import annotations
@@ -135,7 +135,11 @@ class Preset(_Strict):
 
     @property
     def hash(self) -> str:
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """12 hex digits of the SHA-256 of the canonical JSON of every parameter; the description is text for
+        people and is left out (avprep before 0.3 hashed it too: a resume accepts a folder whose recorded hash
+        differs only by it)."""
+        params = {k: v for k, v in self.to_dict().items() if k != "description"}
+        canonical = json.dumps(params, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 

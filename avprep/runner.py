@@ -2,8 +2,11 @@
 
 Clips go out in a seeded shuffled order (a hash of seed and key, so the same for any listing order, subset or
 partition of the corpus): sorted corpora (LRW: ~1000 clips of one word in a row) would otherwise fill each shard
-with one word or one speaker. The terminal shows the bar and the summary; each rejection goes to the failure log
-(and to the terminal as it happens with ``verbose``), the workers' own output to ``avprep-workers.log``.
+with one word or one speaker. Results are written in that order, whatever order the workers finish them in (a
+bounded reorder window, avprep.workers), so the same corpus and settings give the same shard files byte for byte
+with any ``--jobs``, on any backend, and after a kill and a resume. The terminal shows the bar and the summary;
+each rejection goes to the failure log (and to the terminal as it happens with ``verbose``), the workers' own output
+to ``avprep-workers.log``.
 """
 
 from __future__ import annotations
@@ -29,12 +32,11 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from avprep.cluster import joblib_backend
 from avprep.options import PrepOptions
 from avprep.pipeline import Options, process_clip, start_worker
-from avprep.shards import INDEX, Partition, PartitionLock, ShardSink
-from avprep.types import ClipResult, ClipSpec, Rejection
-from avprep.workers import WorkerPool, default_max_rss
+from avprep.shards import INDEX, Partition, PartitionLock, ResumeRules, ShardSink
+from avprep.types import ClipResult, ClipSpec, Rejection, is_transient
+from avprep.workers import WorkerPool, default_max_rss, reorder_window
 
 
 def worker_log(out_dir: Path, partition: Partition = Partition()) -> Path:
@@ -46,29 +48,17 @@ def write_order(clips: list[ClipSpec], seed: int) -> list[ClipSpec]:
     return sorted(clips, key=lambda c: hashlib.sha1(f"{seed}:{c.key}".encode()).digest())
 
 
-def _cluster_results(todo: list[ClipSpec], process: Callable, args: tuple, return_as: str,
-                     chunk: int) -> Iterator[ClipResult]:
-    """Clip results from a dask or ray cluster through joblib, as they come (in chunks where the backend returns
-    only whole lists). The cluster handles its workers' deaths itself."""
-    from joblib import Parallel, delayed
-
-    if return_as != "list":
-        yield from Parallel(return_as=return_as, batch_size=1)(delayed(process)(c, *args) for c in todo)
-        return
-    for start in range(0, len(todo), chunk):
-        yield from Parallel(batch_size=1)(delayed(process)(c, *args) for c in todo[start : start + chunk])
+def _rejected(spec: ClipSpec, reason: str, detail: str) -> ClipResult:
+    return ClipResult(key=spec.key, rejection=Rejection(key=spec.key, split=spec.split, reason=reason, detail=detail))
 
 
 def _local_results(todo: list[ClipSpec], pool: WorkerPool, report: RunReport) -> Iterator[ClipResult]:
-    for outcome in pool.map(todo):
+    for outcome in pool.map(todo, ordered=True):
         report.worker_peak_rss = max(report.worker_peak_rss, outcome.peak_rss)
         if outcome.failure is None:
             yield outcome.value
         else:
-            spec = outcome.item
-            rejection = Rejection(key=spec.key, split=spec.split, reason=outcome.failure.reason,
-                                  detail=outcome.failure.detail)
-            yield ClipResult(key=spec.key, rejection=rejection)
+            yield _rejected(outcome.item, outcome.failure.reason, outcome.failure.detail)
 
 
 class _RateColumn(ProgressColumn):
@@ -84,6 +74,8 @@ class RunReport:
     out_dir: Path
     clips_total: int
     clips_skipped: int  # already done by an earlier run (resume)
+    clips_retried: int = 0  # rejected by an earlier run for a transient reason, tried again (counted in the todo)
+    clips_healed: int = 0  # of those, written this time
     clips_written: int = 0
     samples_written: int = 0
     rejected: Counter = field(default_factory=Counter)
@@ -113,10 +105,13 @@ class RunReport:
         t = Table(title=f"avprep → {self.out_dir}", show_header=False)
         t.add_row("clips found", str(self.clips_total))
         t.add_row("already done (resumed)", str(self.clips_skipped))
+        if self.clips_retried:
+            t.add_row("retried (transient failures)", f"{self.clips_retried}, {self.clips_healed} healed")
         t.add_row("clips written", str(self.clips_written))
         t.add_row("samples written", str(self.samples_written))
         for reason, n in sorted(self.rejected.items()):
-            t.add_row(f"rejected: {reason}", str(n))
+            t.add_row(f"rejected: {reason}" + (" (transient: a resume retries it)" if is_transient(reason) else ""),
+                      str(n))
         t.add_row("audio written", f"{self.seconds_audio / 3600:.3f} h")
         t.add_row("shards (all runs)", str(sum(len(s["shards"]) for s in self.index.get("splits", {}).values())))
         t.add_row("bytes (all runs)", f"{self.index.get('bytes', 0) / 2**20:.1f} MiB")
@@ -159,16 +154,18 @@ def run_clips(
     partition = options.part
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), _RateColumn(),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn()]
+    resume = ResumeRules(options.retry_failed, options.retry_transient, options.allow_version_change)
     with ShardSink(out_dir, run_config, max_bytes=options.shard_bytes, max_clips=options.shard_clips,
-                   retry_failed=options.retry_failed, partition=partition, lock=lock) as sink:
+                   partition=partition, lock=lock, resume=resume) as sink:
         clips = [c for c in clips if partition.owns(c.key)]
         todo = write_order([c for c in clips if not sink.is_done(c.key)], options.seed)
+        retrying = sink.retrying & {c.key for c in todo}
         report = RunReport(out_dir=Path(out_dir), clips_total=len(clips), clips_skipped=len(clips) - len(todo),
-                           failures_log=sink.failures_path)
+                           clips_retried=len(retrying), failures_log=sink.failures_path)
         with Progress(*columns, console=console, disable=not options.progress) as bar:
             task = bar.add_task("clips", total=len(todo))
-            for result in _results(todo, process, (work, mean_face), options, worker_log(out_dir, partition),
-                                   report):
+            for result in _in_order(todo, process, (work, mean_face), options, worker_log(out_dir, partition),
+                                    report):
                 sink.add(result)
                 report.stage_seconds.update(result.timings)
                 report.stage_cpu_seconds.update(result.cpu_timings)
@@ -180,6 +177,7 @@ def run_clips(
                                     f"({result.rejection.detail})")
                 else:
                     report.clips_written += 1
+                    report.clips_healed += result.key in retrying
                     report.samples_written += len(result.samples)
                     report.seconds_audio += sum(s.seconds for s in result.samples)
                 bar.advance(task)
@@ -189,15 +187,35 @@ def run_clips(
     return report
 
 
+def _in_order(todo: list[ClipSpec], process: Callable, args: tuple, options: PrepOptions, log_path: Path,
+              report: RunReport) -> Iterator[ClipResult]:
+    """A result per clip of ``todo``, in its order: clips the listing already rejected (``ClipSpec.problem``) here,
+    the others from the workers."""
+    runnable = [c for c in todo if c.problem is None]
+    results = _results(runnable, process, args, options, log_path, report)
+    try:
+        for spec in todo:
+            if spec.problem is not None:
+                yield _rejected(spec, *spec.problem)
+                continue
+            result = next(results)
+            if result.key != spec.key:  # a per-clip function that renamed its clip: a bug, not a bad clip
+                raise RuntimeError(f"the per-clip function returned {result.key!r} for clip {spec.key!r}")
+            yield result
+    finally:
+        results.close()
+
+
 def _results(todo: list[ClipSpec], process: Callable, args: tuple, options: PrepOptions, log_path: Path,
              report: RunReport) -> Iterator[ClipResult]:
+    """A result per clip of ``todo``, in its order (every backend)."""
     if not todo:
         return
     jobs = options.jobs
+    # The detectors are built as a worker starts; a caller's own per-clip function sets up what it needs.
+    init = partial(start_worker, args[0]) if process is process_clip else None
     if options.backend == "local":
         cap = default_max_rss(jobs) if options.max_worker_rss is None else options.max_worker_rss
-        # The detectors are built as a worker starts; a caller's own per-clip function sets up what it needs.
-        init = partial(start_worker, args[0]) if process is process_clip else None
         pool = WorkerPool(process, args, jobs=jobs, timeout=options.timeout, max_rss=cap, log_path=log_path,
                           init=init)
         try:
@@ -213,8 +231,12 @@ def _results(todo: list[ClipSpec], process: Callable, args: tuple, options: Prep
                 report.steady_wall_seconds += pool.drained_at - pool.all_warm_at
                 report.steady_clips += pool.done_when_drained - pool.done_when_warm
         return
-    from joblib import parallel_config
+    from avprep.cluster import IsolatedTask, cluster_results, connect
 
-    with joblib_backend(options.backend, options.address, jobs) as (backend_name, return_as), \
-            parallel_config(backend=backend_name, n_jobs=jobs):
-        yield from _cluster_results(todo, process, args, return_as, chunk=4 * jobs)
+    # Each clip runs in a child process of the cluster worker, under the same timeout and memory cap (None: the
+    # cluster machine's own share) as locally.
+    task = IsolatedTask(process, args, timeout=options.timeout, max_rss=options.max_worker_rss, init=init)
+    with connect(options.backend, options.address, jobs) as submitter:
+        for spec, outcome in cluster_results(submitter, todo, task, jobs=jobs, window=reorder_window(jobs)):
+            report.worker_peak_rss = max(report.worker_peak_rss, outcome.peak_rss)
+            yield _rejected(spec, outcome.reason, outcome.detail) if outcome.reason else outcome.value

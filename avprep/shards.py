@@ -6,12 +6,19 @@
 
 Guarantees, for an output folder:
 - a shard is written as ``NAME.tar.tmp`` and renamed to ``NAME.tar`` only when complete; then one line naming
-  its clips and samples is appended to ``ledger.jsonl``. The ledger is the truth: a shard not in it does not exist.
+  its clips and samples, its sample count and the SHA-256 of its bytes (hashed as they are written) is appended to
+  ``ledger.jsonl``. The ledger is the truth: a shard not in it does not exist (a ``.tar`` no ledger names is
+  reported by ``avprep inspect --verify``, never read).
 - all samples of one source clip go to the same shard, so a clip is either wholly in a finished shard or not at all;
-- a rejected clip gets one line (key, reason, detail) in ``failures.jsonl`` as soon as it is rejected;
-- a re-run skips clips in the ledger or the failure log, deletes leftover ``.tmp`` files and numbers new shards after
-  the existing ones: a killed and resumed run ends with exactly the uninterrupted run's samples;
-- ``index.json`` (counts, durations, bytes per field, the preset) is rebuilt from the ledger at the end of each run.
+- a rejected clip gets one line (key, reason, detail, whether the reason is transient, the attempt) in
+  ``failures.jsonl`` as soon as it is rejected;
+- a re-run skips clips in the ledger or the failure log (but retries a clip whose reason was transient, up to
+  ``retry_transient`` times), deletes leftover ``.tmp`` files and numbers new shards after the existing ones;
+  results are added in the runner's hand-out order, so a killed and resumed run ends with exactly the uninterrupted
+  run's shard files, byte for byte;
+- ``index.json`` (counts, durations, bytes per field, the preset, each shard's SHA-256 and sample count, the library
+  versions each shard was made with) is rebuilt from the ledger at the end of each run; it holds no time stamp, so
+  the same shards give the same index bytes.
 
 Several partitions may write into one folder at the same time (one process each): every file a partition writes
 carries its tag, ``run.json`` is created once (atomically; the others check theirs against it), ``index.json`` is
@@ -36,9 +43,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from avbridge.shardlist import ledger_rows, read_jsonl, shard_names
-from avprep.types import ClipResult, Rejection, Sample
 
-INDEX, RUN = "index.json", "run.json"
+# (re-exported: callers import them from here)
+from avprep.index import INDEX, RUN, transient_row, versions_id, write_atomic, write_index  # noqa: F401
+from avprep.runcheck import RUN_KEYS, check_same_run  # noqa: F401
+from avprep.types import ClipResult, Rejection, Sample, is_transient
 
 
 @dataclass(frozen=True)
@@ -92,13 +101,6 @@ def _append_jsonl(path: Path, row: dict) -> None:
         os.fsync(f.fileno())
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write a file under a temporary name of this process's own, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def create_once(path: Path, text: str) -> bool:
     """Create ``path`` with ``text`` unless it exists, atomically (a hard link does not replace): True if created."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
@@ -142,52 +144,27 @@ class PartitionLock:
             self._fd = -1
 
 
-def _first_difference(a, b, path: str = "") -> str:
-    """Where two JSON-like values first differ, as ``path: a vs b`` (short enough for one line)."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(set(a) | set(b)):
-            if a.get(key) != b.get(key):
-                return _first_difference(a.get(key), b.get(key), f"{path}.{key}" if path else str(key))
-    if isinstance(a, list) and isinstance(b, list):
-        if len(repr(a)) + len(repr(b)) > 120:
-            at = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-            if len(a) != len(b):
-                return f"{path}: {len(a)} entries vs {len(b)}, first difference at [{at}]"
-            return _first_difference(a[at], b[at], f"{path}[{at}]")
-        if len(a) == len(b):
-            at = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
-            return _first_difference(a[at], b[at], f"{path}[{at}]")
-    return f"{path}: {a!r} (this folder) vs {b!r} (this run)"
+class _HashingFile:
+    """A file written front to back (a tar being written) that hashes its bytes on the way: the shard's SHA-256
+    costs no second read."""
 
+    def __init__(self, path: Path):
+        self.file = path.open("wb")
+        self.sha = hashlib.sha256()
+        self.size = 0
 
-# What defines the sample set of a folder (a resume must match all of them) and how a mismatch is named.
-RUN_KEYS = {
-    "corpus": "corpus", "unit": "unit", "preset_hash": "preset hash", "partitions": "partitions",
-    "selection": "selection", "vocabulary": "vocabulary", "mean_face_sha256": "mean face", "seed": "seed",
-}
+    def write(self, data) -> int:
+        self.sha.update(data)
+        self.size += len(data)
+        return self.file.write(data)
 
+    def tell(self) -> int:
+        return self.size
 
-def check_same_run(previous: dict, config: dict, out: Path, skip: tuple[str, ...] = ()) -> None:
-    """Refuse (ValueError, one line naming the difference) a run whose settings differ from the folder's.
-    A key the folder's run.json lacks (written by an older avprep) is not checked."""
-    if not previous:
-        return  # a new folder
-    defaults = {"partitions": 1}  # run.json files from before partitioning existed
-    for key, name in RUN_KEYS.items():
-        if key in skip or (key not in previous and key not in defaults):
-            continue
-        old, new = previous.get(key, defaults.get(key)), config.get(key, defaults.get(key))
-        if old == new:
-            continue
-        if key == "preset_hash" and previous.get("preset") and config.get("preset"):
-            diff = _first_difference(previous["preset"], config["preset"], "preset")
-        elif key == "mean_face_sha256":
-            diff = (f"mean face sha256 {str(old)[:12]} (this folder) vs {str(new)[:12]} (this run); pass "
-                    f"--mean-face {out / 'mean_face.npy'} to register as the folder did")
-        else:
-            diff = _first_difference(old, new, name)
-        raise ValueError(f"{out} holds a run with other settings ({diff}): resume with the same settings or "
-                         "choose another --out")
+    def close(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
 
 
 @dataclass
@@ -197,11 +174,23 @@ class _OpenShard:
     index: int
     tar: tarfile.TarFile
     path: Path
+    file: _HashingFile
     clips: list[str] = field(default_factory=list)
     samples: list[str] = field(default_factory=list)
     bytes: int = 0
     seconds: float = 0.0
     field_bytes: Counter = field(default_factory=Counter)
+
+
+@dataclass(frozen=True)
+class ResumeRules:
+    """What a run into a folder that holds earlier runs may do: ``retry_failed`` every rejected clip again (the old
+    failure log kept beside the new one); else ``retry_transient`` times a clip rejected for a transient reason;
+    ``allow_version_change``: add samples made with other library versions than the folder's."""
+
+    retry_failed: bool = False
+    retry_transient: int = 1
+    allow_version_change: bool = False
 
 
 class ShardSink:
@@ -210,8 +199,13 @@ class ShardSink:
     After close(), ``index`` holds the folder's index (what index.json says)."""
 
     def __init__(self, out_dir: Path, run_config: dict, max_bytes: int = 100 * 2**20, max_clips: int = 250,
-                 retry_failed: bool = False, partition: Partition = Partition(), lock: PartitionLock | None = None):
+                 partition: Partition = Partition(), lock: PartitionLock | None = None,
+                 resume: ResumeRules | None = None):
+        resume = resume or ResumeRules()
         self.out = Path(out_dir)
+        self.versions = run_config.get("versions")
+        self.allow_version_change = resume.allow_version_change
+        retry_transient = resume.retry_transient
         self.partition = partition
         self.ledger_path, self.failures_path = self.out / partition.ledger, self.out / partition.failures
         self.out.mkdir(parents=True, exist_ok=True)
@@ -226,12 +220,21 @@ class ShardSink:
             raise
         for leftover in self.out.glob(f"*{partition.tag}-*.tar.tmp" if partition.tag else "*.tar.tmp"):
             leftover.unlink()  # a killed run's unfinished shard: its clips are not in the ledger, so they are redone
-        if retry_failed and self.failures_path.exists():
+        if resume.retry_failed and self.failures_path.exists():
             # Earlier rejections are kept beside the log (not read again), and clips that fail again are logged again.
             self.failures_path.rename(self.out / f"{self.failures_path.name}.{time.strftime('%Y%m%d-%H%M%S')}.old")
         ledger = _read_jsonl(self.ledger_path)
         self.done_clips = {c for row in ledger for c in row["clips"]}
-        self.failed_clips = {row["key"] for row in _read_jsonl(self.failures_path)}
+        # A clip whose last rejection was transient (its worker died, hung or ran out of memory; I/O failed) is tried
+        # again, until it has been tried 1 + retry_transient times; any other rejection is final.
+        self.attempts: Counter = Counter()
+        last: dict[str, dict] = {}
+        for row in _read_jsonl(self.failures_path):
+            self.attempts[row["key"]] += 1
+            last[row["key"]] = row
+        self.retrying = {k for k, row in last.items() if k not in self.done_clips and transient_row(row)
+                         and self.attempts[k] <= retry_transient}
+        self.failed_clips = set(last) - self.retrying
         self._next_index: dict[str, int] = defaultdict(int)
         for row in ledger:
             self._next_index[row["split"]] = max(self._next_index[row["split"]], row["index"] + 1)
@@ -255,7 +258,8 @@ class ShardSink:
         path = self.out / RUN
         # Created once, atomically: of partitions starting together, one writes it and the others check against it.
         if not create_once(path, json.dumps(config, indent=2, sort_keys=True)):
-            check_same_run(json.loads(path.read_text()), config, self.out)
+            check_same_run(json.loads(path.read_text()), config, self.out,
+                           skip=("versions",) if self.allow_version_change else ())
 
     def _release(self) -> None:
         if self._own_lock:
@@ -278,11 +282,14 @@ class ShardSink:
             self._finish(shard)
 
     def reject(self, rejection: Rejection) -> None:
-        row = {"key": rejection.key, "split": rejection.split, "reason": rejection.reason, "detail": rejection.detail}
+        self.attempts[rejection.key] += 1
+        row = {"key": rejection.key, "split": rejection.split, "reason": rejection.reason, "detail": rejection.detail,
+               "transient": is_transient(rejection.reason), "attempt": self.attempts[rejection.key]}
         if rejection.trace:
             row["trace"] = rejection.trace
         _append_jsonl(self.failures_path, row)
         self.failed_clips.add(rejection.key)
+        self.retrying.discard(rejection.key)
 
     def _shard_for(self, split: str) -> _OpenShard:
         if split not in self._open:
@@ -290,7 +297,9 @@ class ShardSink:
             self._next_index[split] += 1
             name = f"{split}{self.partition.tag}-{index:06d}.tar"
             path = self.out / (name + ".tmp")
-            self._open[split] = _OpenShard(name=name, split=split, index=index, tar=tarfile.open(path, "w"), path=path)
+            file = _HashingFile(path)
+            self._open[split] = _OpenShard(name=name, split=split, index=index, path=path, file=file,
+                                           tar=tarfile.open(fileobj=file, mode="w"))
         return self._open[split]
 
     def _write(self, shard: _OpenShard, sample: Sample) -> None:
@@ -305,14 +314,16 @@ class ShardSink:
 
     def _finish(self, shard: _OpenShard) -> None:
         shard.tar.close()
-        with shard.path.open("rb") as f:
-            os.fsync(f.fileno())
+        shard.file.close()  # (flushed and fsynced)
         shard.path.rename(self.out / shard.name)
         row = {
             "shard": shard.name, "split": shard.split, "index": shard.index,
-            "clips": shard.clips, "samples": shard.samples, "bytes": (self.out / shard.name).stat().st_size,
+            "clips": shard.clips, "samples": shard.samples, "bytes": shard.file.size,
             "seconds": round(shard.seconds, 3), "field_bytes": dict(shard.field_bytes),
+            "num_samples": len(shard.samples), "sha256": shard.file.sha.hexdigest(),
         }
+        if self.versions is not None:
+            row["versions"] = self.versions
         _append_jsonl(self.ledger_path, row)
         self.done_clips.update(shard.clips)
         del self._open[shard.split]
@@ -323,6 +334,7 @@ class ShardSink:
                 self._finish(shard)
             else:
                 shard.tar.close()
+                shard.file.close()
                 shard.path.unlink()
                 del self._open[shard.split]
         try:
@@ -335,56 +347,10 @@ class ShardSink:
         """Interrupted: keep finished shards, drop the open ones (their clips are redone on the next run)."""
         for shard in self._open.values():
             shard.tar.close()
+            shard.file.file.close()
             shard.path.unlink(missing_ok=True)
         self._open.clear()
         self._release()
-
-
-def write_index(out_dir: Path) -> dict:
-    """Rebuild ``index.json`` from the ledgers and failure logs of every partition in the folder.
-
-    Partitions finishing together take turns (a lock on the folder's index): each appends its last ledger rows
-    before it gets here, so the last one to write sees every partition's rows, and no stale index replaces it."""
-    out = Path(out_dir)
-    fd = os.open(out / ".avprep-index.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        return _write_index(out)
-    finally:
-        os.close(fd)  # (closing drops the lock)
-
-
-def _write_index(out: Path) -> dict:
-    (ledger, torn_ledger), (failures, torn_failures) = ledger_rows(out, "ledger"), ledger_rows(out, "failures")
-    run = json.loads((out / RUN).read_text()) if (out / RUN).exists() else {}
-    splits: dict[str, dict] = {}
-    field_bytes: Counter = Counter()
-    for row in sorted(ledger, key=lambda r: r["shard"]):
-        s = splits.setdefault(row["split"], {"shards": [], "clips": 0, "samples": 0, "seconds": 0.0, "bytes": 0})
-        s["shards"].append(row["shard"])
-        s["clips"] += len(row["clips"])
-        s["samples"] += len(row["samples"])
-        s["seconds"] = round(s["seconds"] + row["seconds"], 3)
-        s["bytes"] += row["bytes"]
-        field_bytes.update(row["field_bytes"])
-    total_samples = sum(s["samples"] for s in splits.values())
-    index = {
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "run": run,
-        "splits": splits,
-        "samples": total_samples,
-        "clips": sum(s["clips"] for s in splits.values()),
-        "hours": round(sum(s["seconds"] for s in splits.values()) / 3600, 4),
-        "bytes": sum(s["bytes"] for s in splits.values()),
-        "rejected": len(failures),
-        "rejected_by_reason": dict(Counter(r["reason"] for r in failures)),
-        "torn_lines": {"ledger": torn_ledger, "failures": torn_failures},  # cut short by a kill, skipped
-        "field_bytes_total": dict(field_bytes),
-        "field_bytes_per_sample": ({k: round(v / total_samples) for k, v in field_bytes.items()}
-                                   if total_samples else {}),
-    }
-    write_atomic(out / INDEX, json.dumps(index, indent=2, sort_keys=True))  # partitions may do this at once
-    return index
 
 
 def shard_paths(target: Path) -> list[Path]:

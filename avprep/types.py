@@ -10,7 +10,7 @@ from typing import Any
 @dataclass(frozen=True)
 class Word:
     word: str
-    start: float  # seconds from the start of the clip
+    start: float  # seconds from the start of the clip (of its audio or its video: ClipSpec.words_clock)
     end: float
 
 
@@ -39,6 +39,18 @@ class ClipSpec:
     # rejected as truncated even when its container declares no length. None = unknown.
     expected_seconds: float | None = None
     extra: tuple[tuple[str, Any], ...] = ()  # corpus-specific metadata, copied into the sample JSON
+    # What clock ``words`` (and ``span``) count on. "audio": from the audio's first sample, as alignments made on the
+    # audio do (GRID, LRS2/LRS3): the pipeline moves them by the decoded audio offset onto the video's clock, on
+    # which frames and samples are cut. "video": from the first video frame already (LRW-1000's boundaries, LRW's
+    # centred word).
+    words_clock: str = "audio"
+    # Seconds after the start of an image sequence's first image at which its ``audio`` file starts: LRW-1000's
+    # audio starts at the word (less ``audio_lead``), inside that image's 40 ms, not on its boundary. (A video file's
+    # separate audio starts at the video file's time zero.)
+    audio_start: float = 0.0
+    # A clip the listing already knows it cannot use, as (reason, detail): a missing or unreadable transcript, a
+    # listed video that is not there. It is rejected without being processed, counted like any other rejection.
+    problem: tuple[str, str] | None = None
 
 
 @dataclass
@@ -49,6 +61,16 @@ class Sample:
     split: str
     fields: dict[str, bytes]
     seconds: float
+
+
+# Reasons a clip may not meet again on another try: its worker died or hung, or storage failed. A resume retries
+# such a clip (``PrepOptions.retry_transient`` times; every other reason is the clip's own and permanent: no face,
+# no audio, truncated, audio/video length, ...).
+TRANSIENT_REASONS = ("worker crashed", "timeout", "out of memory", "I/O error")
+
+
+def is_transient(reason: str) -> bool:
+    return reason in TRANSIENT_REASONS
 
 
 @dataclass

@@ -5,6 +5,10 @@ was on when it died: a segfault or a kill (exit by a signal) costs that item alo
 running past ``timeout`` seconds gets its worker killed (``timeout``), a worker whose resident memory passes
 ``max_rss`` bytes is killed (``out of memory``); a new worker takes the dead one's place and the run goes on.
 
+``map(items, ordered=True)`` yields the outcomes in hand-out order through a bounded reorder window: item ``i`` is
+handed out only while fewer than ``window`` items before it are still unfinished, so a slow item holds back at most
+``window`` finished ones and the parent's memory stays bounded (``ordered=False``: as they finish).
+
 Workers write their stdout and stderr (file descriptors 1 and 2, where mediapipe's and TensorFlow's C++ logging
 goes) to a log file instead of the terminal. The redirection is done on the file descriptors in the worker itself:
 no environment variable is set anywhere.
@@ -102,13 +106,79 @@ def _how_it_died(exitcode: int | None) -> str:
     return f"the worker exited with code {exitcode}"
 
 
-def default_max_rss(jobs: int) -> int:
-    """Per-worker memory cap: 80% of the machine's memory shared by the workers (at least 1 GiB each)."""
+_NO_LIMIT = 2**60  # cgroup v1 writes "no limit" as a huge number (9223372036854771712 here)
+
+
+def _read_limit(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    if not text.isdigit():  # cgroup v2: "max"
+        return None
+    value = int(text)
+    return value if 0 < value < _NO_LIMIT else None
+
+
+def cgroup_memory_limit(root: Path = Path("/sys/fs/cgroup"), proc: Path = Path("/proc/self/cgroup")) -> int | None:
+    """The memory limit (bytes) of this process's cgroup, the lowest on its path up to the hierarchy's root, as the
+    scheduler set it (Slurm's ``--mem``, a Kubernetes pod's ``limits.memory``, ``docker --memory``); None without one.
+
+    cgroup v2: ``memory.max`` ("max" = none); v1: ``memory/memory.limit_in_bytes``. A container usually sees its own
+    cgroup at the mount's root, so the root's file is read too."""
+    try:
+        lines = proc.read_text().splitlines()
+    except OSError:
+        lines = []
+    candidates: list[Path] = []
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        rel = path.strip().lstrip("/")
+        if controllers == "":  # v2 unified hierarchy
+            base, name = root, "memory.max"
+        elif "memory" in controllers.split(","):
+            base, name = root / "memory", "memory.limit_in_bytes"
+        else:
+            continue
+        folder = base / rel if rel else base
+        while True:
+            candidates.append(folder / name)
+            if folder == base or base not in folder.parents:
+                break
+            folder = folder.parent
+        candidates.append(base / name)
+    limits = [v for v in (_read_limit(c) for c in dict.fromkeys(candidates)) if v is not None]
+    return min(limits) if limits else None
+
+
+def memory_available_to_run() -> int | None:
+    """Bytes of memory this run may use: the machine's RAM, or its cgroup's limit where that is lower."""
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):
+        total = None
+    limit = cgroup_memory_limit()
+    if limit is not None and (total is None or limit < total):
+        return limit
+    return total
+
+
+def default_max_rss(jobs: int, available: int | None = None) -> int:
+    """Per-worker memory cap: 80% of the memory this run may use (the cgroup's limit under Slurm, Kubernetes or
+    Docker, else the machine's RAM) shared by the workers, at least 1 GiB each. 0 (no cap) if unknown."""
+    total = memory_available_to_run() if available is None else available
+    if not total:
         return 0
     return max(2**30, int(0.8 * total / max(1, jobs)))
+
+
+def reorder_window(jobs: int) -> int:
+    """Items an ordered map may hand out past the oldest unfinished one: 4 per worker (at least 8), so a clip that
+    takes a few times the usual holds the others up only when it takes longer than ~4 clips' time."""
+    return max(8, 4 * jobs)
 
 
 @dataclass
@@ -156,13 +226,24 @@ class WorkerPool:
     drained_at: float | None = None  # time.monotonic()
     done_when_drained: int = 0
     _workers: list[_Worker] = field(default_factory=list)
+    _window: int | None = None
+    _next_out: int = 0
 
     def _start(self) -> _Worker:
         ctx = mp.get_context("spawn")  # no fork: the parent may hold threads (progress bar) and native libraries
         parent, child = ctx.Pipe()
         process = ctx.Process(target=_worker_main,
                               args=(child, self.fn, self.args, self.log_path, self.quiet, self.init), daemon=True)
-        process.start()
+        # A Dask worker is itself a daemonic process, which multiprocessing forbids to start children (a daemon
+        # is not waited for at exit, so its children could outlive it). Ours cannot: each ends when its pipe to
+        # this process closes (EOFError in _worker_main), however this process ends.
+        config = mp.current_process()._config
+        daemonic = config.pop("daemon", None)
+        try:
+            process.start()
+        finally:
+            if daemonic is not None:
+                config["daemon"] = daemonic
         child.close()
         return _Worker(process=process, conn=parent)
 
@@ -173,12 +254,21 @@ class WorkerPool:
         worker.conn.close()
         self._workers.remove(worker)
 
-    def map(self, items: Iterable[Any]) -> Iterator[Outcome]:
+    def map(self, items: Iterable[Any], ordered: bool = False, window: int | None = None,
+            keep_workers: bool = False) -> Iterator[Outcome]:
+        """An Outcome per item: as each finishes, or with ``ordered`` in hand-out order through a reorder window of
+        ``window`` items (default :func:`reorder_window`). ``keep_workers``: the workers stay up for the next call
+        once every item is done (a pool that serves one item at a time, as on a cluster worker)."""
         pending = deque(enumerate(items))
         total = len(pending)
         done = 0
-        self._workers = [self._start() for _ in range(min(self.jobs, total))]
+        self._window = (window or reorder_window(self.jobs)) if ordered else None
+        self._next_out = 0  # ordered: the index the caller gets next
+        held: dict[int, Outcome] = {}  # ordered: finished, waiting for the items before them
+        while len(self._workers) < min(self.jobs, total):
+            self._workers.append(self._start())
         last_poll = time.monotonic()
+        finished = False
         try:
             while done < total:
                 for w in self._workers:
@@ -216,8 +306,14 @@ class WorkerPool:
                             w.items += 1
                             if self.all_warm_at is None and all(x.items for x in self._workers):
                                 self.all_warm_at, self.done_when_warm = time.monotonic(), done
-                            self._assign(w, pending, done)  # the next item before the caller handles this one
-                            yield Outcome(index=index, item=item, value=value, peak_rss=w.peak_rss)
+                            outcome = Outcome(index=index, item=item, value=value, peak_rss=w.peak_rss)
+                            if self._window is None:
+                                self._assign(w, pending, done)  # the next item before the caller handles this one
+                                yield outcome
+                            else:
+                                held[index] = outcome
+                                yield from self._release(held)
+                                self._assign(w, pending, done)
                     elif not w.conn.poll():  # exited, and no last message left to read
                         dead[id(w)] = (w, Failure(CRASHED, _how_it_died(self._exitcode(w))))
                 now = time.monotonic()
@@ -243,14 +339,28 @@ class WorkerPool:
                     self._retire(w, kill=True)
                     if task is not None:
                         done += 1
-                        yield Outcome(index=task[0], item=task[1], failure=failure, peak_rss=peak)
+                        outcome = Outcome(index=task[0], item=task[1], failure=failure, peak_rss=peak)
+                        if self._window is None:
+                            yield outcome
+                        else:
+                            held[task[0]] = outcome
+                            yield from self._release(held)
                     elif not w.ready:
                         raise RuntimeError(f"a worker process failed to start ({failure.detail}); "
                                            f"its output is in {self.log_path or 'the terminal'}")
                     if len(self._workers) < min(self.jobs, total - done):
                         self._workers.append(self._start())  # the pool rebuilt: the run goes on
+            finished = True
         finally:
-            self.close()
+            if not (keep_workers and finished):
+                self.close()
+
+    def _release(self, held: dict[int, Outcome]) -> Iterator[Outcome]:
+        """Ordered: the held outcomes that are next in hand-out order."""
+        while self._next_out in held:
+            outcome = held.pop(self._next_out)
+            self._next_out += 1
+            yield outcome
 
     def _assign(self, w: _Worker, pending: deque, done: int) -> None:
         """Send the next pending item to an idle worker (``done`` items finished so far). A worker that died since
@@ -258,6 +368,8 @@ class WorkerPool:
         its sentinel. Handing out the last item ends the steady state."""
         if not pending:
             return
+        if self._window is not None and pending[0][0] >= self._next_out + self._window:
+            return  # the reorder window is full: wait for the item at its head
         task = pending.popleft()
         try:
             w.conn.send(task)

@@ -64,7 +64,7 @@ def main() -> None:
     clips = grid.find_clips(args.grid, ["s1"])[: args.clips]
     preset = get_preset("bridging-grid")
     mean_face = estimate_mean_face(clips, preset)
-    arrays = [_compute(c, preset, mean_face, ClipResult(key=c.key)) for c in clips]
+    arrays = [_compute(c, preset, mean_face, ClipResult(key=c.key))[1] for c in clips]
     crops = [(a.mouth, a.face) for a in arrays]
     n = len(crops)
 

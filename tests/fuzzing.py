@@ -140,7 +140,11 @@ def _m_wrong_dtype(raw, rng, pool):
     header, payload = _npy_parts(raw[name])
     dtype = np.dtype(header["descr"])
     array = np.frombuffer(payload, dtype).reshape(header["shape"])
-    other = [d for d in ("<f8", "<i4", "<u2", "<f4", "|u1", "<f2", ">f2") if np.dtype(d) != dtype]
+    from avbridge.sample import NPY_DTYPES  # (landmarks.npy takes float16 or float32: neither is "another")
+
+    allowed = NPY_DTYPES.get(name, dtype)
+    allowed = {np.dtype(a) for a in (allowed if isinstance(allowed, tuple) else (allowed,))} | {dtype}
+    other = [d for d in ("<f8", "<i4", "<u2", "<f4", "|u1", "<f2", ">f2") if np.dtype(d) not in allowed]
     buf = io.BytesIO()
     np.save(buf, array.astype(rng.choice(other)))
     raw[name] = buf.getvalue()

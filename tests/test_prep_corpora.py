@@ -231,18 +231,22 @@ def test_lrw1000_video_span_matches_the_audio(lrw1000_tree, tmp_path):
         assert "." not in key and meta["split"] == t["split"]
         assert (meta["preset"], meta["preset_hash"], meta["registration"]) == ("bridging-lrw1000", preset.hash, "none")
         assert (meta["text"], meta["pinyin"], meta["label"]) == (t["chinese"], t["pinyin"], vocab.index(t["pinyin"]))
-        # Video as long as the audio (word + 0.4 s), starting at the image of the word's first frame.
+        # Video as long as the audio (word + 0.4 s), starting at the image of the word's first frame; the audio
+        # starts at the word, inside that image's 40 ms (issue 22): that much silence first.
         frames = meta["num_frames"]
-        assert frames == round(len(t["segment"]) / 640) and abs(frames - (t["ed"] - t["op"] + 0.4) * 25) <= 0.5 + 1e-6
         assert meta["first_image"] == int(t["op"] * 25) + 1
         span_start = (meta["first_image"] - 1) / 25
+        lead = round((t["op"] - span_start) * 16000)
+        assert meta["audio_offset_samples"] == lead
+        assert frames == round((lead + len(t["segment"])) / 640)
+        assert abs(frames - (t["ed"] - span_start + 0.4) * 25) <= 0.5 + 1e-6
         assert meta["words"][0]["start_frame"] == 0
         assert meta["words"][0]["end_frame"] == math.ceil((t["ed"] - span_start) * 25 - 1e-6)
-        # The stored audio is the corpus's file, sample for sample, fitted to whole frames.
+        # The stored audio is the corpus's file, sample for sample, after the lead, fitted to whole frames.
         wav = decode_field("wav.flac", raw["wav.flac"])
-        n = min(len(wav), len(t["segment"]))
-        assert len(wav) == 640 * frames
-        np.testing.assert_array_equal(np.round(wav[:n] * 32768).astype(np.int16), t["segment"][:n])
+        n = min(len(wav) - lead, len(t["segment"]))
+        assert len(wav) == 640 * frames and not wav[:lead].any()
+        np.testing.assert_array_equal(np.round(wav[lead : lead + n] * 32768).astype(np.int16), t["segment"][:n])
         assert decode_field("mel.npy", raw["mel.npy"]).shape == (80, 4 * frames)
         mouth = decode_field("mouth.mp4", raw["mouth.mp4"]).astype(float)
         images = np.stack([cv2.cvtColor(cv2.resize(cv2.imread(str(t["folder"] / f"{meta['first_image'] + k}.jpg")),

@@ -228,17 +228,10 @@ def test_killed_run_resumes_to_the_uninterrupted_sample_set(grid_root, mean_face
     assert sorted(a) == sorted(b)  # no sample lost, none duplicated
     for key in a:
         for name in a[key]:
-            if name == "__shard__":
-                continue
-            if name.endswith(".mp4"):
-                # x264 is not byte-deterministic here (docs/format.md). Two CRF-18 encodes of the same crops are
-                # each ~44 dB from them, so they must be within ~38 dB of each other; 35 dB leaves a margin.
-                x, y = decode_field(name, a[key][name]).astype(float), decode_field(name, b[key][name]).astype(float)
-                assert x.shape == y.shape, (key, name)
-                mse = np.mean((x - y) ** 2)
-                assert mse == 0 or 10 * np.log10(255**2 / mse) > 35, (key, name, mse)
-            else:
-                assert a[key][name] == b[key][name], (key, name)
+            if name != "__shard__":
+                assert a[key][name] == b[key][name], (key, name)  # every field, the H.264 crops too, byte for byte
+    shards = lambda out: {p.name: p.read_bytes() for p in out.glob("*.tar")}  # noqa: E731
+    assert shards(full) == shards(killed)  # and the same samples in the same shards, in the same order
 
 
 def test_two_partitions_write_one_folder_and_merge(s1_clips, mean_face, tmp_path):

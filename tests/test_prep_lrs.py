@@ -254,12 +254,26 @@ def test_lrs3_cli_and_wrong_root(lrs3_tree, tmp_path):
     assert bad.exit_code == 2 and "{pretrain,trainval,test}/ID/NNNNN.mp4" in bad.output
     unknown = CliRunner().invoke(app, ["lrs3", "--root", str(root), "--out", str(tmp_path / "y"), "--subsets", "val"])
     assert unknown.exit_code == 2 and "unknown LRS3 subset" in unknown.output
-    # A clip without its transcript stops discovery with the file named, before any work.
+    # A clip without its transcript, or with one that cannot be read, is one counted rejection naming the file;
+    # the run goes on (issue 22: real LRS3 test clips without their .txt stopped `avprep lrs3`, rc 2, at listing).
     copy = tmp_path / "copy"
-    (copy / "test" / "ID9").mkdir(parents=True)
+    for talk in ("ID1bb", "ID8", "ID9"):
+        (copy / "test" / talk).mkdir(parents=True)
+    (copy / "test" / "ID1bb" / "00002.mp4").symlink_to(root / "test" / "ID1bb" / "00002.mp4")
+    (copy / "test" / "ID1bb" / "00002.txt").symlink_to(root / "test" / "ID1bb" / "00002.txt")
     (copy / "test" / "ID9" / "00001.mp4").symlink_to(root / "test" / "ID1bb" / "00002.mp4")
-    with pytest.raises(FileNotFoundError, match="00001.mp4 has no transcript 00001.txt"):
-        lrs3.find_clips(copy)
+    (copy / "test" / "ID8" / "00001.mp4").symlink_to(root / "test" / "ID1bb" / "00002.mp4")
+    (copy / "test" / "ID8" / "00001.txt").write_text("Text:  A B\n\nWORD START END ASDSCORE\nA 0.5 0.2 1.0\n")
+    listed = {c.key: c.problem for c in lrs3.find_clips(copy)}
+    assert listed["test_ID1bb_00002"] is None
+    assert listed["test_ID9_00001"][0] == "no transcript" and "00001.mp4 has no 00001.txt" in \
+        listed["test_ID9_00001"][1]
+    assert listed["test_ID8_00001"][0] == "unreadable transcript" and "00001.txt:4" in listed["test_ID8_00001"][1]
+    done = CliRunner().invoke(app, ["lrs3", "--root", str(copy), "--out", str(tmp_path / "z"), "--preset", PRESET,
+                                    "--no-progress"], env={"COLUMNS": "120"})
+    assert done.exit_code == 0, done.output
+    assert "rejected: no transcript" in done.output and "rejected: unreadable transcript" in done.output
+    assert sorted(_samples(tmp_path / "z")) == ["test_ID1bb_00002"]
     # Two talks whose folder names differ only in a dot map to one key: refused, not merged.
     twins = tmp_path / "twins"
     for talk in ("ID_9", "ID.9"):
@@ -344,9 +358,10 @@ def test_lrs2_bad_lists_and_cli(lrs2_tree, tmp_path):
     (copy / "val.txt").write_text("5535415699068794046/00001\n")  # also in train.txt
     with pytest.raises(ValueError, match="listed in both train.txt and val.txt"):
         lrs2.find_clips(copy)
-    (copy / "val.txt").write_text("5535415699068794046/00009\n")
-    with pytest.raises(FileNotFoundError, match="val.txt lists 5535415699068794046/00009, but .* is missing"):
-        lrs2.find_clips(copy)
+    (copy / "val.txt").write_text("5535415699068794046/00009\n")  # listed, not there: rejected when reached
+    [missing] = [c for c in lrs2.find_clips(copy) if c.split == "val"]
+    assert missing.problem[0] == "missing video" and "val.txt lists 5535415699068794046/00009, but" in \
+        missing.problem[1]
     (copy / "val.txt").write_text("00009\n")
     with pytest.raises(ValueError, match=r"val.txt:1: expected 'ID/NNNNN \[flags\]'"):
         lrs2.find_clips(copy)

@@ -110,8 +110,12 @@ def test_crash_hang_and_memory_blowup_cost_one_clip_each(tmp_path):
     # Three workers died with two jobs: the third faulty clip and the clips after it ran in rebuilt workers.
     assert report.worker_cpu_seconds > 0
     assert write_index(tmp_path)["clips"] == 15
-    again = _run(clips, tmp_path, process=faulty, jobs=2)
-    assert again.clips_skipped == 18 and again.clips_written == 0  # the failures are recorded: not retried
+    # All three reasons are transient: a resume retries each once (they fail again here), then no more.
+    again = _run(clips, tmp_path, process=faulty, jobs=2, clip_timeout=6, max_worker_mem=600 / 1024)
+    assert (again.clips_skipped, again.clips_retried, again.clips_healed, again.clips_written) == (15, 3, 0, 0)
+    assert [r["attempt"] for r in read_jsonl(tmp_path / "failures.jsonl")[0]] == [1, 1, 1, 2, 2, 2]
+    third = _run(clips, tmp_path, process=faulty, jobs=2)
+    assert third.clips_skipped == 18 and third.clips_written == 0  # tried twice: recorded, not retried again
 
 
 def test_worker_start_up_and_first_items_are_counted_apart():

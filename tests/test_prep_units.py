@@ -349,3 +349,83 @@ def test_inspect_table_keeps_split_and_field_names_whole_in_80_columns():
     assert max(len(line) for line in text.splitlines()) <= 80
     for name in [*splits, *fields, "118516", "98.763"]:  # 118516 clips of 3 s: 98.763 h
         assert name in text, name
+
+
+# --- issue 22, item 11 and the terminal: each confirmed by a test that failed on the code before -------------------
+
+def test_a_lone_face_far_from_the_one_followed_is_not_taken():
+    from avprep.stages.landmarks import LEFT_EYE_OUTER, NUM_POINTS, RIGHT_EYE_OUTER, follow
+
+    def face(cx: float, eye: float = 40.0) -> np.ndarray:
+        points = np.zeros((NUM_POINTS, 2), np.float32) + [cx, 100.0]
+        points[LEFT_EYE_OUTER], points[RIGHT_EYE_OUTER] = [cx - eye / 2, 90], [cx + eye / 2, 90]
+        return points
+
+    speaker = face(100)
+    assert follow([face(300)], None) is not None  # nothing followed yet: take it
+    assert follow([face(110)], speaker) is not None  # a small step: the same face
+    # The only face in the frame, 200 px (5 eye distances) away: someone else, or a false detection. Before: taken.
+    assert follow([face(300)], speaker) is None
+    assert follow([face(300)], speaker, gap=45) is not None  # unseen for 1.8 s: it may have moved that far
+    assert follow([face(300), face(95)], speaker)[0, 0] == 95  # several: the nearest
+
+
+def test_landmarks_of_frames_over_1024_px_keep_sub_pixel_precision():
+    from avbridge.sample import decode_field
+    from avprep.pipeline import encode_landmarks
+
+    points = np.array([[[1500.3, 1070.55], [1901.26, 1033.1]]], np.float32)  # a 1920x1080 frame
+    back = decode_field("landmarks.npy", encode_landmarks(points, [1920, 1080]))
+    assert np.abs(back - points).max() < 1e-3  # float16 rounds these to whole pixels (1500.3 -> 1500)
+    small = np.array([[[300.3, 200.55]]], np.float32)
+    stored = encode_landmarks(small, [360, 288])
+    assert np.load(io.BytesIO(stored)).dtype == np.float16  # smaller frames: float16 on disk as before (0.5 px)
+    assert np.load(io.BytesIO(encode_landmarks(points, [1920, 1080]))).dtype == np.float32
+    # A clip decoded at full size (no source_size): one dtype for all its samples, from the whole clip's points,
+    # even for a word whose own points all lie below 1024.
+    clip = np.concatenate([small, points[:, :1]])
+    assert np.load(io.BytesIO(encode_landmarks(clip[:1], None, clip))).dtype == np.float32
+    assert np.load(io.BytesIO(encode_landmarks(small, None, small))).dtype == np.float16
+
+
+def test_landmarks_of_a_turned_frame_come_back_to_the_pixel_they_mark():
+    from avprep.stages.landmarks import quarter_turn, unturn_points
+
+    frame = np.zeros((1, 6, 8, 3), np.uint8)
+    frame[0, 2, 5] = 255  # row 2, column 5: (x, y) = (5, 2), pixel centres at whole numbers
+    for turns in (1, 2, 3):
+        turned = quarter_turn(frame, turns)[0]
+        row, col = np.argwhere(turned[..., 0])[0]
+        back = unturn_points(np.array([[col, row]], np.float32), turns, 6, 8)
+        np.testing.assert_allclose(back[0], [5, 2], err_msg=str(turns))
+
+
+def test_the_preset_hash_ignores_the_description():
+    from avprep.presets import with_overrides
+
+    grid = get_preset("bridging-grid")
+    reworded = Preset.model_validate({**grid.to_dict(), "description": "the same parameters, other words"})
+    assert reworded.hash == grid.hash
+    assert with_overrides(grid, video_crf=23).hash != grid.hash
+
+
+def test_presets_at_80_columns_show_every_name_whole():
+    from typer.testing import CliRunner
+
+    from avprep.cli import app
+
+    result = CliRunner().invoke(app, ["presets"], env={"COLUMNS": "80", "TERMINAL_WIDTH": "80"})
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    for name, preset in PRESETS.items():  # the names a user types after --preset (before: "bridgi…", "two-to…")
+        assert any(name in line.split() or f"│ {name} " in line for line in lines), name
+        assert preset.hash in result.output
+
+
+def test_the_contact_sheet_credits_the_corpus_it_shows():
+    from avprep.inspect import attribution
+
+    assert attribution({"lrs3"}) == "LRS3-TED, Afouras et al. 2018 (TED talks, CC BY-NC-ND 4.0)"
+    assert "GRID" not in attribution({"lrs3"}) and "Cooke" in attribution({"grid"})
+    assert attribution({"grid", "lrw"}).count(";") == 1

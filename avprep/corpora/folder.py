@@ -25,19 +25,24 @@ VIDEO_SUFFIXES = (".mp4", ".mkv", ".avi", ".mov", ".mpg", ".mpeg", ".webm")
 MANIFEST_COLUMNS = ("path", "text", "speaker", "split", "audio")
 
 
-def _sidecar(video: Path) -> tuple[str, tuple[Word, ...]]:
+def _sidecar(video: Path) -> tuple[str, tuple[Word, ...], tuple[str, str] | None]:
     """Text and word timings of ``NAME.txt``: an LRS/LRW-style file gives its ``Text:`` line and word table, any
-    other file is the transcript itself."""
+    other file is the transcript itself. Third: the problem of a sidecar that cannot be read (the clip is then
+    rejected with it, the run goes on), else None."""
     txt = video.with_suffix(".txt")
     if not txt.is_file():
-        return "", ()
-    content = txt.read_text(encoding="utf-8", errors="replace")
-    parsed = lrs_sidecar.parse(content, str(txt))
-    return (parsed.text, parsed.words) if parsed else (" ".join(content.split()), ())
+        return "", (), None
+    try:
+        content = txt.read_text(encoding="utf-8", errors="replace")
+        parsed = lrs_sidecar.parse(content, str(txt))
+    except (OSError, ValueError) as e:
+        return "", (), ("unreadable transcript", str(e).splitlines()[0][:300])
+    return ((parsed.text, parsed.words) if parsed else (" ".join(content.split()), ())) + (None,)
 
 
 def _rows_from_manifest(root: Path, manifest: Path) -> list[dict]:
-    with Path(manifest).open(newline="", encoding="utf-8") as f:
+    manifest = Path(manifest)
+    with manifest.open(newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         columns = reader.fieldnames or []
         if "path" not in columns:
@@ -49,12 +54,13 @@ def _rows_from_manifest(root: Path, manifest: Path) -> list[dict]:
         rows = []
         for number, row in enumerate(reader, 2):
             video = Path(row["path"]) if Path(row["path"]).is_absolute() else root / row["path"]
-            if not video.is_file():
-                raise FileNotFoundError(f"manifest {manifest}, line {number}: {video} not found")
+            problem = None if video.is_file() else ("missing video", f"manifest {manifest.name}, line {number}: "
+                                                                     f"{video} not found")
             audio = row.get("audio") or None
             # The manifest's text wins; a sidecar's word timings would not belong to it.
-            text, words = (row["text"], ()) if row.get("text") is not None else _sidecar(video)
+            text, words, sidecar_problem = (row["text"], (), None) if row.get("text") is not None else _sidecar(video)
             rows.append({
+                "problem": problem or sidecar_problem,
                 "video": video,
                 "text": text,
                 "words": words,
@@ -76,8 +82,9 @@ def find_clips(root: Path, manifest: Path | None = None, split: str = "train") -
         videos = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
         rows = []
         for v in videos:
-            text, words = _sidecar(v)
-            rows.append({"video": v, "text": text, "words": words, "speaker": None, "split": None, "audio": None})
+            text, words, problem = _sidecar(v)
+            rows.append({"video": v, "text": text, "words": words, "speaker": None, "split": None, "audio": None,
+                         "problem": problem})
     if not rows:
         raise FileNotFoundError(f"no videos ({', '.join(VIDEO_SUFFIXES)}) under {root}")
     clips, seen = [], {}
@@ -95,5 +102,5 @@ def find_clips(root: Path, manifest: Path | None = None, split: str = "train") -
         speaker = row["speaker"] if row["speaker"] is not None else "/".join(relative.parent.parts)
         clips.append(ClipSpec(key=key, corpus="folder", speaker=speaker, utterance=relative.with_suffix("").as_posix(),
                               split=row["split"] or split, video=video, audio=row["audio"], text=row["text"],
-                              words=row["words"]))
+                              words=row["words"], problem=row["problem"]))
     return sorted(clips, key=lambda c: c.key)

@@ -15,6 +15,7 @@ programme, not a person) is stored as the speaker.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from avbridge.sample import sample_key
@@ -72,10 +73,12 @@ def find_clips(root: Path, splits: tuple[str, ...] | None = None, max_seconds: f
                 raise ValueError(f"{where} is listed in both {listed[where]}.txt and {split}.txt")
             listed[where] = split
             video = base / "mvlrs_v1" / folder / f"{name}.mp4"
-            if not video.is_file():
-                raise FileNotFoundError(f"{path.name} lists {name}, but {video} is missing (expected {LAYOUT})")
             speaker, utt = name.split("/")
             clip = ClipSpec(key=sample_key(folder, speaker, utt), corpus="lrs2", speaker=speaker, utterance=where,
                             split=split, video=video, extra=(("list_flags", list(flags)),) if flags else ())
+            if not video.is_file():  # one clip the list names but the folder lacks: rejected, the run goes on
+                clips.append(replace(clip, problem=("missing video", f"{path.name} lists {name}, but {video} is "
+                                                                     f"missing (expected {LAYOUT})")))
+                continue
             clips += lrs_sidecar.clip_specs(clip, folder, folder == "pretrain", max_seconds, LAYOUT)
     return lrs_sidecar.check_unique(clips, "LRS2")

@@ -131,13 +131,19 @@ def check_unique(clips: list[ClipSpec], corpus: str) -> list[ClipSpec]:
 def clip_specs(clip: ClipSpec, subset: str, cut: bool, max_seconds: float, layout: str) -> list[ClipSpec]:
     """The ClipSpecs of one LRS2/LRS3 clip (``clip``: its key, corpus, speaker, utterance, split, video and the
     corpus's extra metadata), text and words from its sidecar: one for the whole clip, or one per segment (keyed
-    ``KEY_sK``) when ``cut``."""
+    ``KEY_sK``) when ``cut``. A clip whose sidecar is missing or unreadable is one spec carrying that problem: it
+    is rejected with its reason when the run reaches it, and the corpus's other clips go on."""
     sidecar_path = clip.video.with_suffix(".txt")
     if not sidecar_path.is_file():
-        raise FileNotFoundError(f"{clip.video} has no transcript {sidecar_path.name} beside it (expected {layout})")
-    sidecar = read(sidecar_path)
+        return [replace(clip, problem=("no transcript", f"{clip.video.name} has no {sidecar_path.name} beside it "
+                                                        f"(expected {layout})"))]
+    try:
+        sidecar = read(sidecar_path)
+    except (OSError, ValueError) as e:  # a table row that is not WORD START END, a file that cannot be read
+        return [replace(clip, problem=("unreadable transcript", str(e).splitlines()[0][:300]))]
     if sidecar is None:
-        raise ValueError(f"{sidecar_path}: no 'Text:' line (an LRS transcript starts 'Text:  WORDS')")
+        return [replace(clip, problem=("unreadable transcript", f"{sidecar_path.name}: no 'Text:' line (an LRS "
+                                                                "transcript starts 'Text:  WORDS')"))]
     # Nested, so that no header line can overwrite a key of the sample JSON.
     meta = (("subset", subset), ("sidecar", {k.lower(): v for k, v in sorted(sidecar.header.items())}), *clip.extra)
     if not cut or not sidecar.words:  # without word times a clip cannot be cut safely: kept whole

@@ -85,7 +85,11 @@ def find_clips(root: Path, words: list[str] | None = None, splits: tuple[str, ..
                 continue
             for video in sorted(folder.glob("*.mp4")):
                 txt = video.with_suffix(".txt")
-                meta = read_metadata(txt) if txt.is_file() else {}
+                problem = None
+                try:
+                    meta = read_metadata(txt) if txt.is_file() else {}
+                except (OSError, ValueError) as e:  # one bad sidecar rejects its clip, never the run
+                    meta, problem = {}, ("unreadable transcript", f"{txt.name}: {e}"[:300])
                 text = meta.get("text", word)
                 span = _word_span(meta)
                 extra = [("word_duration", meta.get("duration")), ("clip_frames_expected", CLIP_FRAMES)]
@@ -93,8 +97,8 @@ def find_clips(root: Path, words: list[str] | None = None, splits: tuple[str, ..
                     key=sample_key(word, split, video.stem.rpartition("_")[2] or video.stem),
                     corpus="lrw", speaker="unknown",  # LRW does not identify speakers
                     utterance=video.stem, split=split, video=video, text=text,
-                    words=(Word(text, *span),) if span else (),
-                    label=vocab.index(word), extra=tuple(extra),
+                    words=(Word(text, *span),) if span else (), words_clock="video",  # the clip's own centre
+                    label=vocab.index(word), extra=tuple(extra), problem=problem,
                 ))
     if not clips:
         raise FileNotFoundError(f"no .mp4 clips under {base} for the words and splits asked (expected {LAYOUT})")

@@ -120,15 +120,19 @@ def find_clips(root: Path, splits: tuple[str, ...] = tuple(SPLIT_FILES), audio_l
                 raise FileNotFoundError(f"no audio for {r['folder']},{r['start']},{r['end']} in info/{AUDIO_INDEX} "
                                         f"(expected {LAYOUT})")
             start, end = float(r["start"]), float(r["end"])
-            first = int(max(0.0, start - audio_lead) * FPS) + 1
+            audio_from = max(0.0, start - audio_lead)  # where the audio file starts in the folder's time
+            first = int(audio_from * FPS) + 1
             span_start = (first - 1) / FPS
+            # The word's boundaries count from the first image (the folder's time): on the video's clock.
             word = Word(r["pinyin"], round(start - span_start, 4), round(end - span_start, 4))
             clips.append(ClipSpec(
                 key=sample_key(r["folder"], r["start"], r["end"]),
                 corpus="lrw1000", speaker="unknown",  # the public release does not identify speakers
                 utterance=f"{r['folder']}_{r['start']}_{r['end']}", split=split,
                 video=base / "images" / r["folder"], audio=_audio_file(base, audio), text=r["chinese"],
-                words=(word,), label=vocab.index(r["pinyin"]), first_image=first,
+                words=(word,), label=vocab.index(r["pinyin"]), first_image=first, words_clock="video",
+                # The audio starts at the word (less the lead), inside its image's 40 ms: not on the image's start.
+                audio_start=round(audio_from - span_start, 6),
                 extra=(("pinyin", r["pinyin"]), ("word_start", start), ("word_end", end),
                        # the word's image numbers as the public loaders compute them (int(t * 25) + 1)
                        ("word_images", [int(start * FPS) + 1, int(end * FPS) + 1]),

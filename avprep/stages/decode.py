@@ -3,20 +3,31 @@
 One pass over the file demuxes audio and video together. Frames are placed by their presentation timestamps
 whatever the nominal rate: target frame k shows the source frame nearest in time to k / fps after the first
 decoded frame, so a variable-frame-rate file, dropped or duplicated frames and 29.97 fps sources all land on the
-same 25 fps grid. The audio is aligned to that first decoded frame by its own first decoded sample's time (a
-stream that starts later is padded at the front, one that starts earlier is trimmed), then trimmed or padded to
-a whole number of samples per frame. Every correction is recorded; a clip whose audio length is implausible for
-its video (outside ``spf_range`` samples per frame) is rejected rather than stretched.
+same 25 fps grid. A frame without a timestamp gets one from its neighbours (one nominal frame step after the last
+known one): the others keep theirs. The audio is aligned to that first decoded frame by its own first decoded
+sample's time (a stream that starts later is padded at the front, one that starts earlier is trimmed), then trimmed
+or padded to a whole number of samples per frame. Every correction is recorded; a clip whose audio length is
+implausible for its video (outside ``spf_range`` samples per frame) is rejected rather than stretched.
+
+Two ways to hold less (avprep workers on 1080p sources, or on minutes-long clips of which one segment is wanted):
+
+- ``scale``: frames are resized as they are decoded, before any is stored (a number, or a function of the first
+  frame that decides it: the pipeline asks how large the face is against what the preset's crops need);
+- ``window``: only the target frames covering ``(start, end)`` seconds (after the first frame) are decoded, after a
+  seek to the key frame before them; the frames and samples are exactly those the whole clip gives there.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from avprep.stages.errors import ClipError
+from avprep.stages.errors import ClipError, io_error
+
+MIN_FRAMES = 2  # fewer decoded frames: "too few frames"
 
 
 @dataclass
@@ -32,30 +43,68 @@ class DecodedClip:
         return len(self.frames)
 
 
-class _FrameBuffer:
-    """Decoded RGB frames written straight into one growing (T, H, W, 3) array: no per-frame arrays to stack."""
+def _to_rgb(frame, out: np.ndarray | None = None) -> np.ndarray:
+    import cv2
 
-    def __init__(self, expected: int):
+    if frame.format.name == "yuv420p" and frame.width % 2 == 0 and frame.height % 2 == 0:
+        # cv2 converts the raw I420 planes about twice as fast as swscale's rgb24 path.
+        return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420, dst=out)
+    rgb = frame.to_ndarray(format="rgb24")
+    if out is None:
+        return rgb
+    out[:] = rgb
+    return out
+
+
+class _FrameBuffer:
+    """Decoded RGB frames written straight into one growing (T, H, W, 3) array: no per-frame arrays to stack.
+
+    ``scale``: a factor (<= 1), or a function of the first frame (RGB) giving it; frames are resized (area
+    averaging) as they come, so only the smaller frames are ever stored. ``scale_xy`` is what was applied per axis
+    (sides rounded to even numbers)."""
+
+    def __init__(self, expected: int, scale: float | Callable[[np.ndarray], float] | None = None):
         self.expected = max(expected, 8)
         self.array: np.ndarray | None = None
         self.count = 0
+        self.scale = scale
+        self.size: tuple[int, int] | None = None  # (width, height) stored
+        self.source: tuple[int, int] | None = None  # (width, height) decoded
+        self._scratch: np.ndarray | None = None
+
+    @property
+    def scale_xy(self) -> tuple[float, float]:
+        if self.size is None or self.size == self.source:
+            return 1.0, 1.0
+        return self.size[0] / self.source[0], self.size[1] / self.source[1]
+
+    def _start(self, frame) -> None:
+        self.source = (frame.width, frame.height)
+        factor = self.scale
+        if callable(factor):
+            factor = factor(_to_rgb(frame))
+        self.size = self.source
+        if factor is not None and 0 < factor < 1:
+            self.size = (max(2, 2 * round(frame.width * factor / 2)), max(2, 2 * round(frame.height * factor / 2)))
+        self.array = np.empty((self.expected, self.size[1], self.size[0], 3), np.uint8)
 
     def add(self, frame) -> None:
         import cv2
 
         if self.array is None:
-            self.array = np.empty((self.expected, frame.height, frame.width, 3), np.uint8)
+            self._start(frame)
         elif self.count == len(self.array):
             self.array = np.concatenate([self.array, np.empty_like(self.array)])
-        if (frame.height, frame.width) != self.array.shape[1:3]:
-            raise ClipError("unreadable video", f"frame size changes from {self.array.shape[2]}x{self.array.shape[1]} "
+        if (frame.width, frame.height) != self.source:
+            raise ClipError("unreadable video", f"frame size changes from {self.source[0]}x{self.source[1]} "
                             f"to {frame.width}x{frame.height} at frame {self.count}")
         out = self.array[self.count]
-        if frame.format.name == "yuv420p" and frame.width % 2 == 0 and frame.height % 2 == 0:
-            # cv2 converts the raw I420 planes about twice as fast as swscale's rgb24 path.
-            cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2RGB_I420, dst=out)
+        if self.size == self.source:
+            _to_rgb(frame, out)
         else:
-            out[:] = frame.to_ndarray(format="rgb24")
+            if self._scratch is None:
+                self._scratch = np.empty((frame.height, frame.width, 3), np.uint8)
+            cv2.resize(_to_rgb(frame, self._scratch), self.size, dst=out, interpolation=cv2.INTER_AREA)
         self.count += 1
 
     @property
@@ -117,13 +166,37 @@ def place_frames(times: np.ndarray, fps: float, last_duration: float) -> np.ndar
     clip spans first to last frame plus that duration, rounded to whole target frames."""
     rel = times - times[0]
     count = max(1, int(round((rel[-1] + last_duration) * fps)))
-    target = np.arange(count) / fps
-    after = np.clip(np.searchsorted(rel, target), 1, len(rel) - 1) if len(rel) > 1 else np.zeros(count, int)
+    return pick_frames(rel, np.arange(count) / fps)
+
+
+def pick_frames(rel: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """The index of the source frame (times ``rel``, increasing) nearest to each target time; ties go to the
+    earlier frame (the one already on screen)."""
     if len(rel) == 1:
-        return after
+        return np.zeros(len(target), int)
+    after = np.clip(np.searchsorted(rel, target), 1, len(rel) - 1)
     before = after - 1
-    # Ties go to the earlier frame (the one already on screen).
     return np.where(target - rel[before] <= rel[after] - target, before, after)
+
+
+def fill_times(times: list[float | None], nominal: float) -> list[float]:
+    """Presentation times with the missing ones filled in: one nominal frame step after the frame before (before
+    the first known time, one step before the frame after), so one frame without a timestamp takes its neighbours'
+    clock instead of all frames being re-timed from zero. None known at all: ``i / nominal``."""
+    known = next((i for i, t in enumerate(times) if t is not None), None)
+    if known is None:
+        return [i / nominal for i in range(len(times))]
+    out = list(times)
+    for i in range(known - 1, -1, -1):
+        out[i] = out[i + 1] - 1 / nominal
+    for i in range(known + 1, len(out)):
+        if out[i] is None:
+            out[i] = out[i - 1] + 1 / nominal
+    return out
+
+
+def _frame_time(frame) -> float | None:
+    return float(frame.time) if frame.time is not None else None
 
 
 def decode_clip(
@@ -132,14 +205,22 @@ def decode_clip(
     fps: float,
     sample_rate: int,
     spf_range: tuple[int, int] = (560, 720),
-    min_frames: int = 2,
     silent: bool = False,
+    scale: float | Callable[[np.ndarray], float] | None = None,
+    window: tuple[float, float] | None = None,
 ) -> DecodedClip:
     """Decode video and audio of one clip, aligned, at ``fps`` and ``sample_rate``. Raises ClipError.
 
-    ``audio``: a separate audio file (its time zero is the video file's); None = the video's own audio track.
+    ``audio``: a separate audio file, starting at the video file's time zero; None = the video's own audio track.
     ``silent``: the audio is not read (speech synthesis from silent video); the clip gets zeros of the right length.
+    ``scale``: frames resized as decoded (a factor, or a function of the first frame); ``info["decode_scale"]``
+    then holds the (x, y) factors. ``window``: only the frames covering ``(start, end)`` seconds after the first
+    frame (see :func:`avprep.stages.window.decode_window`).
     """
+    if window is not None:
+        from avprep.stages.window import decode_window
+
+        return decode_window(video, audio, fps, sample_rate, window, spf_range, silent, scale)
     import av
 
     info: dict = {}
@@ -158,13 +239,13 @@ def decode_clip(
             declared = _declared_seconds(container, vstream)
             zero = container.start_time / 1_000_000 if container.start_time is not None else 0.0
             # Sized from the header, capped (a header can lie); it grows when a clip has more frames.
-            buffer = _FrameBuffer(min(int(vstream.frames or round((declared or 3.0) * nominal)) + 2, 3000))
+            buffer = _FrameBuffer(min(int(vstream.frames or round((declared or 3.0) * nominal)) + 2, 3000), scale)
             sink = _AudioSink(sample_rate) if astream is not None else None
             for packet in container.demux(*(s for s in (vstream, astream) if s is not None)):
                 if packet.stream is vstream:
                     for frame in packet.decode():
                         buffer.add(frame)
-                        times.append(float(frame.time) if frame.time is not None else None)
+                        times.append(_frame_time(frame))
                 else:
                     for frame in packet.decode():
                         sink.add(frame)
@@ -176,13 +257,14 @@ def decode_clip(
     except ClipError:
         raise
     except (av.error.FFmpegError, OSError, ValueError) as e:
-        raise ClipError("unreadable video", f"{type(e).__name__}: {e}".splitlines()[0][:200]) from None
+        raise io_error(e) or ClipError("unreadable video", f"{type(e).__name__}: {e}".splitlines()[0][:200]) from None
 
     frames = buffer.frames
-    if len(frames) < min_frames:
+    if len(frames) < MIN_FRAMES:
         raise ClipError("too few frames", f"{len(frames)} decoded frames")
-    if any(t is None for t in times):  # no timestamps at all: the nominal rate is all there is
-        times = [i / nominal for i in range(len(frames))]
+    if any(t is None for t in times):  # anchored on the known ones, never re-timed from zero
+        info["frames_without_timestamp"] = sum(t is None for t in times)
+        times = fill_times(times, nominal)
     stamps = np.asarray(times, np.float64)
     order = np.argsort(stamps, kind="stable")  # decoders return presentation order; a broken stream may not
     stamps = stamps[order]
@@ -200,21 +282,12 @@ def decode_clip(
     if declared and decoded < 0.9 * declared - 0.1:
         # A cut-off file decodes cleanly up to the cut; its header still says how long it was meant to be.
         raise ClipError("truncated video", f"decoded {decoded:.2f} s of the {declared:.2f} s the file declares")
-    stretch = decoded * nominal / len(frames)  # timestamp span against what the frame count at the nominal rate gives
-    if not np.isfinite(stretch) or stretch > 4:
-        # A timestamp jump (a corrupt or hostile file) would stretch a few frames over hours of duplicates.
-        raise ClipError("bad timestamps", f"{len(frames)} frames span {decoded:.1f} s of timestamps "
-                        f"({stretch:.1f}x what {nominal:g} fps gives)")
+    _check_stretch(decoded, nominal, len(frames))
     picks = order[place_frames(stamps, fps, last_duration)]
     # The common case, one source frame per target frame in order, keeps the decoded array as it is.
     identity = len(picks) == len(frames) and (picks == np.arange(len(frames))).all()
     stacked = frames if identity else frames[picks]
-    info["source_fps"] = round(nominal, 4)
-    info["file_frames"] = len(frames)  # as decoded from the file, before placing them on the target grid
-    if abs(nominal - fps) > 1e-3:
-        info["resampled_from_frames"] = len(frames)
-    info["duplicated_frames"] = int(len(picks) - len(set(picks.tolist())))  # target frames showing a frame again
-    info["unused_frames"] = int(len(frames) - len(set(picks.tolist())))  # source frames no target frame shows
+    _record(info, nominal, fps, len(frames), picks, buffer)
     num_frames = len(stacked)
     spf = int(round(sample_rate / fps))
     if silent:
@@ -231,6 +304,27 @@ def decode_clip(
 
     wave = fit_audio(wave, num_frames, spf, spf_range, info)
     return DecodedClip(frames=stacked, audio=wave, fps=fps, sample_rate=sample_rate, info=info)
+
+
+def _check_stretch(decoded: float, nominal: float, count: int) -> None:
+    stretch = decoded * nominal / count  # timestamp span against what the frame count at the nominal rate gives
+    if not np.isfinite(stretch) or stretch > 4:
+        # A timestamp jump (a corrupt or hostile file) would stretch a few frames over hours of duplicates.
+        raise ClipError("bad timestamps", f"{count} frames span {decoded:.1f} s of timestamps "
+                        f"({stretch:.1f}x what {nominal:g} fps gives)")
+
+
+def _record(info: dict, nominal: float, fps: float, count: int, picks: np.ndarray, buffer: _FrameBuffer) -> None:
+    info["source_fps"] = round(nominal, 4)
+    info["file_frames"] = count  # as decoded from the file, before placing them on the target grid
+    if abs(nominal - fps) > 1e-3:
+        info["resampled_from_frames"] = count
+    shown = set(picks.tolist())
+    info["duplicated_frames"] = int(len(picks) - len(shown))  # target frames showing a frame again
+    info["unused_frames"] = int(count - len(shown))  # source frames no target frame shows
+    if buffer.scale_xy != (1.0, 1.0):
+        info["decode_scale"] = [round(v, 6) for v in buffer.scale_xy]
+        info["source_size"] = list(buffer.source)
 
 
 def fit_audio(wave: np.ndarray, num_frames: int, spf: int, spf_range: tuple[int, int], info: dict) -> np.ndarray:

@@ -1,7 +1,9 @@
 """Decode an image-sequence clip (pre-cropped corpora such as LRW-1000): numbered frame images plus an audio file.
 
 The audio decides the span: its length in frames (rounded) is how many images are read from the first one on, so
-the video covers exactly what the audio covers (the bridging paper's handling of LRW-1000, whose audio runs past the
+the video covers exactly what the audio covers. The audio file starts ``audio_start`` seconds after the first
+image's start (LRW-1000's starts at the word, inside that image's 40 ms): it is placed there, behind that much
+silence, so sound and picture stay in step (the bridging paper's handling of LRW-1000, whose audio runs past the
 word boundary). A folder that runs out of images before the audio ends gives fewer frames; the audio is then fitted
 to them under the same samples-per-frame sanity band as video clips, so a badly short folder is rejected.
 """
@@ -12,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from avprep.stages.decode import DecodedClip, fit_audio, read_audio
-from avprep.stages.errors import ClipError
+from avprep.stages.decode import MIN_FRAMES, DecodedClip, fit_audio, read_audio
+from avprep.stages.errors import ClipError, io_error
 
 
 def _read_image(path: Path) -> np.ndarray:
@@ -33,9 +35,10 @@ def decode_images(
     fps: float,
     sample_rate: int,
     spf_range: tuple[int, int] = (560, 720),
-    min_frames: int = 2,
+    audio_start: float = 0.0,
 ) -> DecodedClip:
-    """RGB frames ``folder/<first + k><suffix>`` for the audio's duration, and that audio at ``sample_rate``."""
+    """RGB frames ``folder/<first + k><suffix>`` for the audio's duration, and that audio at ``sample_rate``,
+    starting ``audio_start`` seconds after the first image's start."""
     import av
     import cv2
 
@@ -47,14 +50,17 @@ def decode_images(
     except ClipError:
         raise
     except (av.error.FFmpegError, OSError, ValueError) as e:
-        raise ClipError("unreadable audio", f"{type(e).__name__}: {e}".splitlines()[0][:200]) from None
+        raise io_error(e) or ClipError("unreadable audio", f"{type(e).__name__}: {e}".splitlines()[0][:200]) from None
+    offset = int(round(audio_start * sample_rate))
+    if offset > 0:
+        wave = np.concatenate([np.zeros(offset, np.float32), wave])
     spf = int(round(sample_rate / fps))
     wanted = max(1, int(round(len(wave) / spf)))
     paths = [folder / f"{first + k}{suffix}" for k in range(wanted)]
     present = [p for p in paths if p.is_file()]
     # Only a run of images from the first one counts: a gap would silently shift video against audio.
     count = next((k for k, p in enumerate(paths) if not p.is_file()), wanted)
-    if count < min_frames:
+    if count < MIN_FRAMES:
         raise ClipError("too few frames", f"{count} images from {first}{suffix} in {folder.name} ({len(present)} of "
                         f"{wanted} the audio spans)")
     frames = [_read_image(p) for p in paths[:count]]
@@ -73,7 +79,7 @@ def decode_images(
         "missing_tail_images": wanted - count,
         "resized_images": resized,
         "source_fps": fps,
-        "audio_offset_samples": 0,
+        "audio_offset_samples": max(0, offset),
     }
     wave = fit_audio(wave, count, spf, spf_range, info)
     return DecodedClip(frames=np.stack(frames), audio=wave, fps=fps, sample_rate=sample_rate, info=info)

@@ -3,7 +3,10 @@
 Tracking mode (the mesh follows the face from frame to frame, re-detecting only when it loses it) is about 2x
 cheaper than detecting every frame. The single-face mesh cannot be told which face to follow, so a face detector
 first looks at three frames of the clip; if it sees more than one face, the clip goes through a multi-face mesh
-that keeps the largest face and then follows it (the face nearest the last pick), never switching speakers.
+that keeps the largest face and then follows it (the face nearest the last pick), never switching speakers. A face
+far from the one followed (more than an eye distance away, a tenth more for each frame since it was last seen) is
+not taken, even when it is the only one in the frame: that frame counts as one without the face
+(``far_faces_skipped``), and registration fills it in from its neighbours.
 
 Orientation: both the detector and the mesh take an upside-down face for an upright one (measured on GRID clips
 turned 180 degrees: the "mouth" lands on the eyes and forehead), while a face on its side is found and meshed at
@@ -46,6 +49,7 @@ class Landmarks:
     points: np.ndarray  # float32 (T, 468, 2) source pixels; NaN rows where no face was found
     max_faces: int  # most faces the detector saw in the frames it checked
     turns: int = 0  # quarter turns (counter-clockwise) that showed the face upright to the mesh
+    far_faces_skipped: int = 0  # frames whose only (or nearest) face was too far from the one followed
 
     @property
     def valid(self) -> np.ndarray:
@@ -219,7 +223,9 @@ def quarter_turn(frames: np.ndarray, turns: int) -> np.ndarray:
 
 
 def unturn_points(points: np.ndarray, turns: int, height: int, width: int) -> np.ndarray:
-    """Pixel coordinates (..., 2) in frames turned by :func:`quarter_turn` back to the source frame (H x W)."""
+    """Pixel coordinates (..., 2) in frames turned by :func:`quarter_turn` back to the source frame (H x W). Pixel
+    centres at whole numbers, as mediapipe's landmarks times the frame size behave (a half turn maps column i to
+    W - 1 - i; tests/test_prep_geometry.py measures it on real meshes)."""
     x, y = points[..., 0], points[..., 1]
     turns %= 4
     if turns == 1:
@@ -243,6 +249,37 @@ def upright_turns(detector, frame: np.ndarray, margin: float = 0.05) -> tuple[in
     if scores[1] > scores[0] + margin:
         return 2, seen[1]
     return 0, seen[0]
+
+
+def face_eye_distance(detector, frame: np.ndarray) -> float | None:
+    """Pixels between the eye centres of the largest face the detector finds in one RGB frame (None: no face)."""
+    faces = _faces(detector, frame)
+    return max((float(np.linalg.norm(f.eyes[0] - f.eyes[1])) for f in faces), default=None)
+
+
+def _eye_distance(points: np.ndarray) -> float:
+    return float(np.linalg.norm(points[LEFT_EYE_OUTER] - points[RIGHT_EYE_OUTER]))
+
+
+# How far the face followed may be from where it was last seen, in its eye distances: one, and a tenth more per
+# frame since (a head moves well under an eye distance in 40 ms; one that was lost a while may have moved).
+FOLLOW_LIMIT, FOLLOW_LIMIT_PER_FRAME = 1.0, 0.1
+
+
+def follow(candidates: list[np.ndarray], last: np.ndarray | None, gap: int = 1) -> np.ndarray | None:
+    """The face to take in a frame from the meshes found there: with none followed yet the largest, else the one
+    nearest the face followed (last seen ``gap`` frames ago) if it lies within ``FOLLOW_LIMIT`` (+
+    ``FOLLOW_LIMIT_PER_FRAME`` per frame of the gap) of that face's eye distance; else None: a lone face far away is
+    someone else, or a false detection, not the speaker who jumped."""
+    if not candidates:
+        return None
+    if last is None:
+        areas = [np.prod(c.max(0) - c.min(0)) for c in candidates]
+        return candidates[int(np.argmax(areas))]
+    last_centre = last.mean(0)
+    nearest = min(candidates, key=lambda c: float(np.sum((c.mean(0) - last_centre) ** 2)))
+    limit = _eye_distance(last) * (FOLLOW_LIMIT + FOLLOW_LIMIT_PER_FRAME * max(0, gap - 1))
+    return nearest if float(np.linalg.norm(nearest.mean(0) - last_centre)) <= limit else None
 
 
 def plausible(mesh_points: np.ndarray, face: _Face, tolerance: float = 0.35) -> bool:
@@ -282,20 +319,19 @@ def detect_landmarks(frames: np.ndarray, min_confidence: float = 0.5, detectors:
     if view.dtype != np.uint8:
         raise ValueError(f"the face mesh takes uint8 RGB frames, got {view.dtype}")
     chosen = None
+    chosen_at = -1
+    far = 0
     for t, frame in enumerate(view):
         found = _serialised_outputs(mesh, frame, "multi_face_landmarks", lean)
         if not found:
             continue
         candidates = [_to_pixels(f, view_w, view_h) for f in found]
         faces_seen = max(faces_seen, len(candidates))
-        if len(candidates) == 1:
-            chosen = candidates[0]
-        elif chosen is None:
-            areas = [np.prod(c.max(0) - c.min(0)) for c in candidates]
-            chosen = candidates[int(np.argmax(areas))]
-        else:  # several faces: the one nearest the face followed so far
-            last_centre = chosen.mean(0)
-            chosen = min(candidates, key=lambda c: float(np.sum((c.mean(0) - last_centre) ** 2)))
+        taken = follow(candidates, chosen, t - chosen_at)
+        if taken is None:
+            far += 1
+            continue
+        chosen, chosen_at = taken, t
         if seen.get(t):
             # The detection nearest the chosen mesh is the same face; the mesh must agree with it.
             face = min(seen[t], key=lambda f: float(np.sum((f.mouth - chosen[list(LIPS)].mean(0)) ** 2)))
@@ -308,4 +344,4 @@ def detect_landmarks(frames: np.ndarray, min_confidence: float = 0.5, detectors:
                         "checked frames")
     if turns:
         points = unturn_points(points, turns, height, width)
-    return Landmarks(points=points, max_faces=faces_seen, turns=turns)
+    return Landmarks(points=points, max_faces=faces_seen, turns=turns, far_faces_skipped=far)

@@ -54,3 +54,27 @@ def cut(clip: DecodedClip, span: tuple[float, float], words: tuple[Word, ...] = 
             "segment_seconds": [round(first / fps, 4), round(last / fps, 4)]}
     return DecodedClip(frames=clip.frames[first:last], audio=clip.audio[first * spf : last * spf], fps=fps,
                        sample_rate=clip.sample_rate, info=info)
+
+
+def on_video_clock(spec: ClipSpec, audio_offset: float) -> ClipSpec:
+    """The spec with its words and span on the video's clock: moved by ``audio_offset`` seconds (the audio's first
+    sample after the first frame) when they count on the audio's (``words_clock == "audio"``: alignments made on
+    the audio, GRID's and LRS's); unchanged otherwise."""
+    if spec.words_clock != "audio" or not audio_offset:
+        return spec
+    words = tuple(Word(w.word, round(w.start + audio_offset, 6), round(w.end + audio_offset, 6)) for w in spec.words)
+    span = None if spec.span is None else (max(0.0, spec.span[0] + audio_offset), spec.span[1] + audio_offset)
+    return replace(spec, words=words, span=span)
+
+
+def check_window(clip: DecodedClip, span: tuple[float, float], words: tuple[Word, ...] = ()) -> None:
+    """What :func:`cut` checks, for a segment decoded on its own (``decode_clip(window=...)``): its words (in the
+    cut's time) must end within its frames. Raises ClipError."""
+    first, last = clip.info["segment_frames"]
+    total = clip.info.get("source_frames")
+    words_end = max((w.end for w in words), default=0.0)
+    if words_end > (last - first) / clip.fps + ROUNDING_SECONDS:
+        decodes = (f"the clip decodes to {total / clip.fps:.2f} s" if total
+                   else f"the segment ends at {last / clip.fps:.2f} s")
+        raise ClipError("truncated video", f"the segment's words run to {first / clip.fps + words_end:.2f} s, "
+                                           f"{decodes}")
