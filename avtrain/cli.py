@@ -114,7 +114,7 @@ def synth(
     synthesis: str | None = typer.Option(None, help="mel | linear (default: mel for the bridging model, "
                                                        "linear = Lin-synth for the two-tower model)."),
     vocoder: str | None = typer.Option(None, help="griffin-lim | hifigan, for a mel (default: as avtrain eval, "
-                                                     "griffin-lim: HiFi-GAN scores lower on the true-mel ceilings)."),
+                                                     "hifigan where installed and the mels fit it)."),
     iters: int | None = typer.Option(None, help="Griffin-Lim iterations (default: the recipe's eval value)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     any_fps: bool = typer.Option(False, "--any-fps", help="Accept a video at another frame rate than the "

@@ -49,9 +49,9 @@ def synthesis_modes(recipe: Recipe, task, params: SpectrogramParams | None = Non
 
 def default_synthesis(task, params: SpectrogramParams | None) -> list[str]:
     """The paper's modes for the task (the bridging model's mel through Griffin-Lim, the two-tower model's Lin-synth
-    and Mel-synth). HiFi-GAN takes Griffin-Lim's place on a mel only if it scores better on the true-mel ceilings
-    (``hifigan.PREFERRED``, False as measured: docs/speech.md), where it is installed and the mels are the ones its
-    mapping was fitted on."""
+    and Mel-synth). HiFi-GAN takes Griffin-Lim's place on a mel (``hifigan.PREFERRED``: it scores
+    better on predicted mels, docs/speech.md) where it is installed and the mels are the ones its mapping was fitted
+    on."""
     modes = list(task.default_synthesis)
     if "mel" in modes and params is not None and hg.PREFERRED and hg.available():
         try:
