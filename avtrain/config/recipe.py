@@ -105,8 +105,8 @@ class EvalConf(_Strict):
     # Griffin-Lim, or [hifigan] where the vocoder extra is installed and the mels are bridging-grid's (it scores
     # better on predicted mels: avtrain.tasks.speech.hifigan.PREFERRED); two_tower -> [linear, exemplar] = the
     # paper's Lin-synth and Mel-synth), Griffin-Lim iterations, the number of training clips whose frames form the
-    # Mel-synth exemplar bank, the post-net window of the two-tower sliding prediction (None = data.max_frames, else 16), and an
-    # optional cap on evaluated clips (smoke runs)
+    # Mel-synth exemplar bank, the post-net window of the two-tower sliding prediction (None = data.max_frames, else
+    # 16), and an optional cap on evaluated clips (smoke runs)
     synthesis: list[Literal["mel", "hifigan", "linear", "exemplar"]] | None = None
     griffin_lim_iters: int = Field(default=60, ge=0)
     exemplar_clips: int = Field(default=200, ge=1)
