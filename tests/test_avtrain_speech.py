@@ -22,21 +22,6 @@ TINY_DECODER = dict(prenet_dims=(32, 32), attention_rnn=48, decoder_rnn=48, atte
                     location_kernel=5, postnet_channels=32)
 
 
-@pytest.fixture(scope="module")
-def grid_wave(grid_root) -> np.ndarray:
-    """s1/bbaf2n's audio at 16 kHz mono, cut to whole 25 fps frames (640 samples each)."""
-    import av
-
-    with av.open(str(grid_root / "s1" / "video" / "bbaf2n.mkv")) as container:
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=16000)
-        chunks = []
-        for frame in container.decode(container.streams.audio[0]):
-            chunks += [out.to_ndarray().reshape(-1) for out in resampler.resample(frame)]
-        chunks += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
-    wave = np.concatenate(chunks).astype(np.float32)
-    return wave[: len(wave) // 640 * 640]
-
-
 def _stoi(ref: np.ndarray, est: np.ndarray, extended: bool = False) -> float:
     from pystoi import stoi
 

@@ -25,21 +25,6 @@ def vocoder() -> hg.HifiGan:
     return hg.HifiGan()
 
 
-@pytest.fixture(scope="module")
-def grid_wave(grid_root) -> np.ndarray:
-    """s1/bbaf2n's audio at 16 kHz, whole 25 fps frames."""
-    import av
-
-    with av.open(str(grid_root / "s1" / "video" / "bbaf2n.mkv")) as container:
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=16000)
-        chunks = []
-        for frame in container.decode(container.streams.audio[0]):
-            chunks += [out.to_ndarray().reshape(-1) for out in resampler.resample(frame)]
-        chunks += [out.to_ndarray().reshape(-1) for out in resampler.resample(None)]
-    wave = np.concatenate(chunks).astype(np.float32)
-    return wave[: len(wave) // 640 * 640]
-
-
 def test_weights_load_with_weights_only_and_the_package_is_never_imported(monkeypatch, grid_wave):
     calls = []
     real_load = torch.load
