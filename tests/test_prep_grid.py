@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
@@ -30,6 +28,7 @@ from avprep.stages import crops
 from avprep.stages.landmarks import LIPS
 from avprep.types import ClipSpec
 from clipmaker import read_clip, retime, side_by_side, truncate, write_clip
+from killing import kill_mid_shard
 
 pytestmark = pytest.mark.slow
 QUIET = Console(file=open(os.devnull, "w"))
@@ -213,14 +212,7 @@ def test_killed_run_resumes_to_the_uninterrupted_sample_set(grid_root, mean_face
     assert _avprep(grid_root, full, "--mean-face", str(tmp_path / "mf.npy")).wait(timeout=300) == 0
 
     proc = _avprep(grid_root, killed, "--mean-face", str(tmp_path / "mf.npy"))
-    deadline = time.time() + 240
-    while time.time() < deadline:  # kill hard once one shard is finished and another is being written
-        ledger = killed / "ledger.jsonl"
-        if ledger.exists() and ledger.read_text().count("\n") >= 1 and list(killed.glob("*.tmp")):
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_mid_shard(proc, killed, shards=1, timeout=240)
     assert 0 < len(_samples(killed)) < len(_samples(full))
     assert _avprep(grid_root, killed).wait(timeout=300) == 0  # re-run: resumes with the saved mean face
 

@@ -8,10 +8,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +26,7 @@ from avprep.shards import iter_raw_samples, shard_paths
 from avprep.types import ClipSpec
 from avprep.workers import WorkerPool
 from fakeclips import ordered_item, steady_result
+from killing import kill_mid_shard
 
 QUIET = Console(file=open(os.devnull, "w"))
 LRW = get_preset("bridging-lrw")
@@ -103,14 +102,7 @@ def test_a_killed_and_resumed_run_writes_the_uninterrupted_runs_bytes(tmp_path):
     script = tmp_path / "run.py"
     script.write_text(_KILLED_RUN.format(tests=str(REPO / "tests"), out=str(killed)))
     proc = subprocess.Popen([sys.executable, str(script)], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
-    deadline = time.time() + 240
-    while time.time() < deadline:  # kill hard once shards are finished and another is being written
-        ledger = killed / "ledger.jsonl"
-        if ledger.exists() and ledger.read_text().count("\n") >= 3 and list(killed.glob("*.tmp")):
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_mid_shard(proc, killed, shards=3, timeout=240, poll=0.02)
     done = len(read_jsonl(killed / "ledger.jsonl")[0])
     assert 0 < done < 60, done
     report = prepare(clips, "lrw", killed, _options(jobs=2, shard_clips=4), process=steady_result)
@@ -237,14 +229,7 @@ def test_real_grid_shards_are_byte_identical_across_jobs_and_a_kill(grid_root, t
     assert _avprep(grid_root, one, *face, "--jobs", "1").wait(timeout=600) == 0
     assert _avprep(grid_root, two, *face, "--jobs", "2").wait(timeout=600) == 0
     proc = _avprep(grid_root, killed, *face, "--jobs", "2")
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        ledger = killed / "ledger.jsonl"
-        if ledger.exists() and ledger.read_text().count("\n") >= 1 and list(killed.glob("*.tmp")):
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    kill_mid_shard(proc, killed, shards=1, timeout=300)
     assert 0 < len(read_jsonl(killed / "ledger.jsonl")[0]) < len(read_jsonl(one / "ledger.jsonl")[0])
     assert _avprep(grid_root, killed, *face, "--jobs", "2").wait(timeout=600) == 0
     a = _folder_bytes(one)
