@@ -6,6 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 GRID   ?= ../shared/data/grid
 JOBS   ?= 2
+TEST_JOBS ?= auto
 
 .PHONY: venv demo demo-speech test test-fast lint bench bench-prep bench-train bench-loader gpu-wheels gpu-check clean
 
@@ -44,11 +45,13 @@ demo-speech: venv
 	$(VENV)/bin/avtrain synth --checkpoint runs/demo-speech/checkpoints/best.pt --video $(SPEECH_VIDEO) \
 	  --out runs/demo-speech/synth-bbaf2n.wav
 
+# One worker per core, a test file per worker at a time (--dist loadfile: a file's module fixtures, such as GRID
+# shards made through the real detector, are built once). TEST_JOBS=0 runs everything in this process.
 test: venv
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile
 
 test-fast: venv
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_JOBS) --dist loadfile -m "not slow"
 
 # ruff: lint and import order (pyproject.toml [tool.ruff]); .ci/run runs it before the tests. `ruff check --fix`
 # mends what it can (import order, pyupgrade). No formatter runs: the code is laid out by hand, at 120 columns.

@@ -86,7 +86,7 @@ def _common(shards: Path, out: Path, steps: int) -> dict:
 
 
 def aligned_recipe(shards: Path, out: Path, num_slots: int) -> dict:
-    return {**_common(shards, out, 300), "model": "speech",
+    return {**_common(shards, out, 150), "model": "speech",
             "memory": "bridge", "memory_conf": {"num_slots": num_slots, "variant": "official"},
             "model_conf": {"in_channels": 1, "n_mels": N_MELS, "width": 0.125, "embed_dim": 32,
                            "pad_last_conv": True, "audio_channels": [8, 16],
@@ -105,7 +105,7 @@ def tacotron_recipe(shards: Path, out: Path) -> dict:
 
 
 def two_tower_recipe(shards: Path, out: Path) -> dict:
-    return {**_common(shards, out, 300), "model": "two_tower",
+    return {**_common(shards, out, 150), "model": "two_tower",
             "model_conf": {"k": 3, "n_mels": N_MELS, "width": 0.0625, "fc_dim": 64, "use_flow": False,
                            "postnet": False, "output_activation": "none", "loss": "l1", "conv_dropout": 0.0,
                            "fc_dropout": 0.0}}
@@ -139,6 +139,9 @@ def _run(tmp_path: Path, build, video: str) -> float:
     return err / floor
 
 
+# Steps per model: the fewest at which the true video passes with a margin (measured free-running ratios at these
+# steps: aligned N=150 0.31, aligned N=0 0.36, Tacotron 0.27 (0.98 at 150 steps), two-tower 0.07; shuffled video
+# 1.01-1.03, constant 1.21); each negative control trains at its model's budget.
 MODELS = {
     "aligned-N150": lambda s, o: aligned_recipe(s, o, 150),
     "aligned-N0": lambda s, o: aligned_recipe(s, o, 0),
@@ -154,9 +157,10 @@ def test_speech_model_reproduces_the_video_determined_mel_free_running(tmp_path,
     assert ratio < PASS_RATIO, f"{name}: free-running L1 is {ratio:.2f} of the mean-spectrum floor's"
 
 
+# Shuffled video for every model (video present, paired with the wrong mel: what a decoder living on its own mel
+# history would still fit); constant video once, on the cheapest model, to show the floor itself cannot be beaten blind.
 @pytest.mark.slow
-@pytest.mark.parametrize("video", ["shuffled", "constant"])
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name,video", [(name, "shuffled") for name in MODELS] + [("two-tower", "constant")])
 def test_speech_model_fails_without_the_right_video(tmp_path, name, video):
     ratio = _run(tmp_path, MODELS[name], video)
     assert ratio >= PASS_RATIO, f"{name} with {video} video: free-running L1 is {ratio:.2f} of the floor's " \
