@@ -1,7 +1,8 @@
 """avtrain command line: ``avtrain run RECIPE.yaml [--set k=v ...]``, ``avtrain eval RECIPE.yaml``,
 ``avtrain sweep-levels RECIPE.yaml [LEVELS ...]`` (MTLAM's Table 1) and
 ``avtrain synth --checkpoint CKPT --video clip.mpg --out speech.wav`` (speech models) and
-``avtrain convert-checkpoint OLD.pt`` (checkpoints written before the weights-only format).
+``avtrain convert-checkpoint OLD.pt`` (checkpoints written before the weights-only format) and
+``avtrain compare --a RUN ... --b RUN ...`` (two arms of evaluated runs, paired clip by clip).
 
 Under torchrun (``torchrun --nproc_per_node 2 -m avtrain.cli run RECIPE.yaml``) every process runs the same command
 and the engine joins the process group.
@@ -173,6 +174,61 @@ def mel_stats(
         raise typer.Exit(2) from None
     err.print(f"{shards} split {split}: {frames} mel frames, {len(mean)} bins", highlight=False)
     typer.echo(recipe_lines(mean, std))
+
+
+@app.command("compare")
+def compare_(
+    a: list[Path] = typer.Option(..., "--a", help="A run folder of arm A (repeat for each seed)."),
+    b: list[Path] = typer.Option(..., "--b", help="A run folder of arm B (repeat for each seed)."),
+    metric: list[str] | None = typer.Option(None, "--metric", "-m",
+                                            help="stoi, estoi, pesq_nb_8k, wer, correct, ... (default: stoi, estoi "
+                                                 "and wer for speech, correct for lip reading)."),
+    split: str = typer.Option("test", help="The evaluated split."),
+    mode: str = typer.Option("mel", help="Speech: the synthesis mode whose scores to compare (mel, hifigan, lin)."),
+    name_a: str = typer.Option("A", help="What to call arm A in the table."),
+    name_b: str = typer.Option("B", help="What to call arm B in the table."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the figures here."),
+):
+    """Compare two arms of evaluated runs clip by clip: each arm's mean ± sd over its runs, and B - A per clip with
+    a bootstrap 95 % interval and a paired permutation test (avtrain/compare.py)."""
+    import json
+
+    import numpy as np
+    from rich.table import Table
+
+    from avtrain.compare import compare_runs
+
+    try:
+        results = compare_runs(a, b, tuple(metric) if metric else None, split=split, mode=mode)
+    except (FileNotFoundError, ValueError) as e:
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+
+    def arm(values: list[float], sd: float) -> str:
+        return f"{np.mean(values):.4f}" + ("" if np.isnan(sd) else f" ± {sd:.4f}")
+
+    # Two narrow tables and the arms' names on lines of their own, so that nothing a user typed is folded at 80
+    # columns.
+    out = Console()
+    for label, name, runs in (("A", name_a, a), ("B", name_b, b)):
+        out.print(f"{label} = {name}: {', '.join(str(r) for r in runs)}", highlight=False, soft_wrap=True)
+    means = Table(title="each run's mean over the clips; mean ± sd over an arm's runs")
+    means.add_column("metric", no_wrap=True)
+    means.add_column(f"A, runs: {len(a)}", no_wrap=True)
+    means.add_column(f"B, runs: {len(b)}", no_wrap=True)
+    paired = Table(title=f"B - A clip by clip ({results[0].clips} {split} clips, each arm averaged over its runs)")
+    paired.add_column("metric", no_wrap=True)
+    for col in ("B - A", "95 % interval", "p", "B better / worse"):
+        paired.add_column(col, justify="right", no_wrap=True)
+    for r in results:
+        means.add_row(r.metric, arm(r.runs_a, r.sd_a), arm(r.runs_b, r.sd_b))
+        paired.add_row(r.metric, f"{r.difference:+.4f}", f"[{r.interval[0]:+.4f}, {r.interval[1]:+.4f}]",
+                       f"{r.p_value:.4f}", f"{r.b_better} / {r.b_worse}")
+    out.print(means)
+    out.print(paired)
+    if json_out:
+        json_out.write_text(json.dumps({"a": [str(p) for p in a], "b": [str(p) for p in b], "split": split,
+                                        "mode": mode, "metrics": [r.to_dict() for r in results]}, indent=1))
 
 
 @app.command()

@@ -101,6 +101,11 @@ def test_cli_run_then_eval_writes_metrics_confusions_and_figure(tmp_path, shards
     # class names come from the shards' vocabulary, also for classes absent from the split
     assert all(c["true"].startswith("w") and c["predicted"].startswith("w") for c in conf)
     assert sum(c["count"] for c in conf) == round(8 * (1 - metrics["top1"]))
+    clips = [json.loads(line) for line in (out / "per_clip.jsonl").read_text().splitlines()]
+    assert len(clips) == len({c["key"] for c in clips}) == 8  # one row a clip, for avtrain compare
+    assert sum(c["correct"] for c in clips) == round(8 * metrics["top1"])
+    assert all(c["correct"] == (c["label"] == c["predicted"]) for c in clips)
+    assert sum(c["correct_flip_tta"] for c in clips) == round(8 * metrics["top1_flip_tta"])
     png = (out / "addressing.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     assert (tmp_path / "cli" / "tb").is_dir() and list((tmp_path / "cli" / "tb").glob("events.*"))

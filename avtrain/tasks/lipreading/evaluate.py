@@ -1,6 +1,7 @@
 """Evaluation of a trained run: top-1 accuracy (with and without flip TTA), most confused word pairs, memory
 statistics and the addressing-vector figure (associative bridge, or MTLAM per level). Writes ``metrics.json``,
-``confusions.json`` and ``addressing.png`` under ``<run>/eval/<split>/``."""
+``confusions.json``, ``per_clip.jsonl`` (each clip's truth and prediction, for ``avtrain compare``) and
+``addressing.png`` under ``<run>/eval/<split>/``."""
 
 from __future__ import annotations
 
@@ -117,7 +118,7 @@ def evaluate(recipe: Recipe, task=None, *, split: str | None = None, checkpoint:
     model, path = load_weights(recipe, task, checkpoint, device)
     # names of classes that never occur as a true label in the split come from the shards' vocabulary
     words = dict(enumerate(vocabulary(recipe.data.shards)))
-    labels, preds, preds_flip, clips = [], [], [], []
+    labels, preds, preds_flip, clips, keys = [], [], [], [], []
     stats: MemoryStats | MTLAMStats | None = task.memory_stats(model)
     has_memory = stats is not None
     want_clips = recipe.eval.plot_clips if has_memory else 0
@@ -134,6 +135,7 @@ def evaluate(recipe: Recipe, task=None, *, split: str | None = None, checkpoint:
             if flip_tta:
                 logits_flip = logits + model(b["video"].flip(-1), b["lengths"], b["mask"])["logits"].float()
         labels.append(batch["labels"])
+        keys += batch["keys"]
         preds.append(logits.argmax(-1).cpu())
         if flip_tta:
             preds_flip.append(logits_flip.argmax(-1).cpu())
@@ -163,6 +165,14 @@ def evaluate(recipe: Recipe, task=None, *, split: str | None = None, checkpoint:
     confusions = top_confusions(y, p, words, recipe.eval.top_confusions)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     (out_dir / "confusions.json").write_text(json.dumps(confusions, indent=1))
+    flipped = torch.cat(preds_flip).numpy() if flip_tta else None
+    with open(out_dir / "per_clip.jsonl", "w") as f:
+        for i, key in enumerate(keys):
+            row = {"key": key, "label": words.get(int(y[i]), str(y[i])), "predicted": words.get(int(p[i]), str(p[i])),
+                   "correct": int(p[i] == y[i])}
+            if flipped is not None:
+                row["correct_flip_tta"] = int(flipped[i] == y[i])
+            f.write(json.dumps(row) + "\n")
     if clips:
         for c in clips:
             c["pred"] = words.get(c["pred_id"], str(c["pred_id"]))
