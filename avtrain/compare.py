@@ -34,8 +34,18 @@ def per_clip_file(run: Path, split: str = "test", mode: str = "mel") -> Path:
 
 def load_scores(run: Path, split: str = "test", mode: str = "mel") -> dict[str, dict]:
     """Clip key -> that clip's row."""
-    rows = [json.loads(line) for line in per_clip_file(run, split, mode).read_text().splitlines() if line.strip()]
-    return {row["key"]: row for row in rows}
+    path = per_clip_file(run, split, mode)
+    scores = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+                scores[row["key"]] = row
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise ValueError(f"{path}, line {n}: not a per-clip row with a key (rerun `avtrain eval`)") from None
+    if not scores:
+        raise ValueError(f"{path}: no clips (rerun `avtrain eval`)")
+    return scores
 
 
 @dataclass(frozen=True)
@@ -85,9 +95,10 @@ def compare_metric(a: list[dict[str, dict]], b: list[dict[str, dict]], metric: s
     if not a or not b:
         raise ValueError("each arm needs at least one run")
     keys = sorted(a[0])
+    expected = set(keys)
     for run in a + b:
-        if set(run) != set(keys):
-            missing, extra = len(set(keys) - set(run)), len(set(run) - set(keys))
+        if set(run) != expected:
+            missing, extra = len(expected - set(run)), len(set(run) - expected)
             raise ValueError(f"the runs were not scored on the same clips ({missing} missing, {extra} extra against "
                              f"the first run's {len(keys)}): a paired comparison needs the same split and checkpoint "
                              "selection")

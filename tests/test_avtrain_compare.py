@@ -82,3 +82,9 @@ def test_cli_prints_both_arms_whole_at_80_columns_and_writes_json(tmp_path):
     assert len(saved["metrics"][1]["runs_b"]) == 3
     res = CliRunner().invoke(app, ["compare", "--a", str(a[0]), "--b", str(tmp_path / "nothing")])
     assert res.exit_code == 2 and "no per-clip scores" in res.output and "avtrain eval" in res.output
+    scores = b[0] / "eval" / "test" / "mel" / "speech_per_clip.jsonl"
+    torn = '{"key": "s1_c000"}\n{"stoi": 0.4, "est'  # a file cut mid-row
+    for damaged, message in (("", "no clips"), (torn, "line 2: not a per-clip row")):
+        scores.write_text(damaged)
+        res = CliRunner().invoke(app, ["compare", "--a", str(a[0]), "--b", str(b[0])], env={"COLUMNS": "200"})
+        assert res.exit_code == 2 and message in res.output and len(res.output.strip().splitlines()) == 1, res.output
