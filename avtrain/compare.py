@@ -6,7 +6,7 @@ arm's mean and standard deviation over its runs (the seed-to-seed spread), and t
 two arms' seed-averaged scores, with a bootstrap 95 % interval over clips and a two-sided sign-flip permutation test
 (exact in the limit; on 0/1 scores with one run an arm it is McNemar's test). Reads what ``avtrain eval`` writes:
 ``eval/<split>/<mode>/speech_per_clip.jsonl`` (speech: stoi, estoi, pesq_*, wer) or ``eval/<split>/per_clip.jsonl``
-(lip reading: ``correct``, 0 or 1).
+(word lip reading: ``correct``, 0 or 1; sentence lip reading: ``wer``, ``cer``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 
 LOWER_IS_BETTER = ("wer", "wer_cmudict", "cer")
 SPEECH_METRICS = ("stoi", "estoi", "wer")
-LIPREADING_METRICS = ("correct",)
+LIPREADING_METRICS = ("correct", "cer")
 
 
 def per_clip_file(run: Path, split: str = "test", mode: str = "mel") -> Path:

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from avtrain.api import evaluate, load_recipe, task_for, train
+from avtrain.compare import load_scores
 from avtrain.synthetic import write_shards
 from avtrain.tasks.lipreading.sentence import ALPHABETS, encode, error_counts, greedy_decode
 from avtrain.tasks.text import edit_distance
@@ -52,5 +53,11 @@ def test_the_recipe_is_valid_and_the_task_trains_and_evaluates(tmp_path):
     assert all(torch.isfinite(torch.tensor(loss)) for loss in result.losses)
     metrics = evaluate(small)
     assert metrics["clips"] == 4 and metrics["wer"] >= 0.0
-    rows = (tmp_path / "run" / "eval" / "test" / "predictions.jsonl").read_text().splitlines()
-    assert len(rows) == 4 and json.loads(rows[0])["text"].startswith("w")
+    rows = [json.loads(r) for r in (tmp_path / "run" / "eval" / "test" / "per_clip.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and rows[0]["text"].startswith("w")
+    # each clip's own error rates, which `avtrain compare` pairs two runs on; GRID-like transcripts of equal length
+    # make their mean the corpus rate
+    for row in rows:
+        counts = error_counts([row["text"]], [row["predicted"]])
+        assert row["wer"] == counts["word_errors"] / counts["words"] and 0.0 <= row["cer"]
+    assert load_scores(tmp_path / "run")[rows[0]["key"]]["wer"] == rows[0]["wer"]

@@ -112,8 +112,9 @@ class SentenceCTCTask(Task):
     @torch.no_grad()
     def evaluate(self, *, split: str | None = None, checkpoint: str | None = None, console: Console | None = None,
                  **_: Any) -> dict:
-        """Greedy decoding of every clip of ``split`` from video alone: WER and CER, each clip's transcript and
-        hypothesis in ``predictions.jsonl``; ``metrics.json`` under ``<run>/eval/<split>/``."""
+        """Greedy decoding of every clip of ``split`` from video alone: WER and CER; each clip's transcript,
+        hypothesis and own ``wer`` / ``cer`` in ``per_clip.jsonl`` (what ``avtrain compare`` pairs runs on), and
+        ``metrics.json``, under ``<run>/eval/<split>/``."""
         recipe, console = self.recipe, console or Console()
         split = split or recipe.data.test_split
         device = select_device(recipe.trainer.device)
@@ -123,7 +124,7 @@ class SentenceCTCTask(Task):
         out_dir.mkdir(parents=True, exist_ok=True)
         sums: dict[str, float] = {}
         skips = SkipTally()
-        with open(out_dir / "predictions.jsonl", "w") as rows:
+        with open(out_dir / "per_clip.jsonl", "w") as rows:
             for batch in build_loader(recipe, split, train=False, fields=self.fields()):
                 skips.add(batch, split)
                 b = to_device(batch, device, self.host_fields)
@@ -134,7 +135,10 @@ class SentenceCTCTask(Task):
                     sums[k] = sums.get(k, 0.0) + v
                 sums["samples"] = sums.get("samples", 0.0) + len(hyps)
                 for key, ref, hyp in zip(batch["keys"], batch["texts"], hyps):
-                    rows.write(json.dumps({"key": key, "text": ref, "predicted": hyp}) + "\n")
+                    clip = error_counts([ref], [hyp])
+                    rows.write(json.dumps({"key": key, "text": ref, "predicted": hyp,
+                                           "wer": clip["word_errors"] / max(clip["words"], 1.0),
+                                           "cer": clip["char_errors"] / max(clip["chars"], 1.0)}) + "\n")
         if not sums.get("samples"):
             raise FileNotFoundError(f"no clips in split {split!r} of {recipe.data.shards}")
         metrics = {"split": split, "checkpoint": str(path), "clips": int(sums["samples"]),
