@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from avtrain.config import load_recipe
@@ -76,3 +77,33 @@ def test_inference_needs_no_audio():
     model = tiny()
     out = model(torch.randn(1, 3, 1, 40, 40), torch.tensor([3]), torch.ones(1, 3, dtype=torch.bool))
     assert out["logits"].shape == (1, 5) and "logits_audio" not in out and out["bridge"].tgt_address is None
+
+
+def test_label_smoothing_reaches_every_cross_entropy_term_of_both_word_tasks(monkeypatch):
+    from avtrain.tasks.lipreading import losses
+    from avtrain.tasks.lipreading.losses import MTLAMWeights, mtlam_loss
+
+    model = tiny().train()
+    video, mel = torch.randn(2, 5, 1, 40, 40), torch.randn(2, 80, 20)
+    lengths, mask, y = torch.tensor([5, 3]), torch.tensor([[True] * 5, [True] * 3 + [False] * 2]), torch.tensor([1, 2])
+    out = model(video, lengths, mask, mel)
+    ce = torch.nn.functional.cross_entropy
+    total, parts = lipreading_loss(out, y, label_smoothing=0.1)
+    expected = ce(out["logits"], y, label_smoothing=0.1) + ce(out["logits_audio"], y, label_smoothing=0.1) + \
+        out["bridge"].losses["save"] + out["bridge"].losses["bridge"]
+    assert torch.allclose(total, expected) and not torch.allclose(total, lipreading_loss(out, y)[0])
+    logits = {"logits": out["logits"], "logits_audio": out["logits_audio"], "logits_visual": out["logits"]}
+    smoothed, terms = mtlam_loss({**logits, "memory": {1: out["bridge"]}}, y, MTLAMWeights(label_smoothing=0.2,
+                                                                                           recon=0, contrast=0))
+    assert torch.allclose(terms["cls_a"], ce(out["logits_audio"], y, label_smoothing=0.2))
+
+    # the recipe key reaches the loss the engine calls; out of range is one readable error
+    recipe = load_recipe(RECIPES / "grid-words-bridging.yaml", ["model_conf.label_smoothing=0.1"])
+    seen = {}
+    monkeypatch.setattr(losses, "lipreading_loss", lambda *a, **kw: seen.update(kw) or (torch.zeros(()), {}))
+    task_for(recipe).losses(lambda *a: {}, {"video": None, "lengths": None, "mask": None, "mel": None, "labels": y})
+    assert seen["label_smoothing"] == 0.1
+    mtlam = load_recipe(RECIPES / "grid-words-mtlam.yaml", ["model_conf.label_smoothing=0.1"])
+    assert task_for(mtlam).weights.label_smoothing == 0.1
+    with pytest.raises(ValueError, match="label_smoothing"):
+        load_recipe(RECIPES / "grid-words-bridging.yaml", ["model_conf.label_smoothing=1.0"])

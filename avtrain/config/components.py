@@ -50,6 +50,7 @@ class LipReadingConf(_Strict):
     embed_dim: int = 512  # C = D
     fusion_dropout: float = 0.5
     audio_task_weight: float = 1.0  # weight of g(h(f_src ⊕ f_tgt); y) in Eq. 7
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)  # on every cross-entropy term; not in the paper
 
 
 def _check_split(name: str, channels: int, kernel_sizes: list[int]) -> None:
@@ -120,6 +121,7 @@ class MTLAMConf(_Strict):
     vsr_weight: float = 1.0  # L_cls^v (visual stream without memory); 0 skips that pass
     asr_weight: float = 1.0  # L_cls^a
     fused_weight: float = 1.0  # L_cls^{v,a}, the prediction used at inference
+    label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)  # on every L_cls term; not in the paper
 
 
 class TacotronDecoderConf(_Strict):

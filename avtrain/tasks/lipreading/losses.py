@@ -3,6 +3,7 @@ and Eq. 8 (total loss), and MTLAM's Eq. 6."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -12,14 +13,16 @@ import torch.nn.functional as F
 
 
 def lipreading_loss(out: dict, labels: torch.Tensor, *, audio_task_weight: float = 1.0,
-                    save_weight: float = 1.0, bridge_weight: float = 1.0
+                    save_weight: float = 1.0, bridge_weight: float = 1.0, label_smoothing: float = 0.0
                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """L_total = L_save + L_bridge + L_task, L_task = CE(recall path) + CE(audio path); N = 0: CE(visual path).
-    The parts are detached tensors (read on the host only when logged)."""
-    task = F.cross_entropy(out["logits"].float(), labels)
+    ``label_smoothing`` (0 in the paper) applies to both CE terms. The parts are detached tensors (read on the host
+    only when logged)."""
+    ce = functools.partial(F.cross_entropy, label_smoothing=label_smoothing)
+    task = ce(out["logits"].float(), labels)
     parts = {"ce_recall" if "bridge" in out else "ce": task.detach()}
     if "logits_audio" in out:
-        ce_audio = F.cross_entropy(out["logits_audio"].float(), labels)
+        ce_audio = ce(out["logits_audio"].float(), labels)
         parts["ce_audio"] = ce_audio.detach()
         task = task + audio_task_weight * ce_audio
     total = task
@@ -35,13 +38,15 @@ def lipreading_loss(out: dict, labels: torch.Tensor, *, audio_task_weight: float
 
 @dataclass(frozen=True)
 class MTLAMWeights:
-    """Eq. 6 of MTLAM: L_total = L_cls^v + L_cls^a + L_cls^{v,a} + L_recon + L_cont (all 1 in the paper)."""
+    """Eq. 6 of MTLAM: L_total = L_cls^v + L_cls^a + L_cls^{v,a} + L_recon + L_cont (all 1 in the paper), and the
+    label smoothing of the L_cls terms (0 in the paper)."""
 
     cls_v: float = 1.0
     cls_a: float = 1.0
     cls_va: float = 1.0
     recon: float = 1.0
     contrast: float = 1.0
+    label_smoothing: float = 0.0
 
 
 def mtlam_loss(out: Mapping[str, Any], labels: torch.Tensor, weights: MTLAMWeights
@@ -49,7 +54,7 @@ def mtlam_loss(out: Mapping[str, Any], labels: torch.Tensor, weights: MTLAMWeigh
     """Eq. 6 from an MTLAM forward output: the weighted total and the unweighted terms, ``cls_va`` (fused stream;
     the baseline's only term, named ``cls_v`` there), ``cls_v``, ``cls_a``, ``recon`` and ``contrast`` (summed over
     levels) and per level ``recon@i`` / ``contrast@i``."""
-    ce = F.cross_entropy
+    ce = functools.partial(F.cross_entropy, label_smoothing=weights.label_smoothing)
     mems = out.get("memory", {})
     if not mems:  # the baseline: its only stream is the visual one
         cls = ce(out["logits"].float(), labels)

@@ -69,7 +69,8 @@ class LipReadingTask(_WordTask):
         mc, mem = self.recipe.conf("model"), self.recipe.conf("memory")
         out = model(batch["video"], batch["lengths"], batch["mask"], batch["mel"])
         return lipreading_loss(out, batch["labels"], audio_task_weight=mc.audio_task_weight,
-                               save_weight=mem.save_weight, bridge_weight=mem.bridge_weight)
+                               save_weight=mem.save_weight, bridge_weight=mem.bridge_weight,
+                               label_smoothing=mc.label_smoothing)
 
     def memory_stats(self, model: nn.Module):
         from avtrain.tasks.lipreading.evaluate import MemoryStats
@@ -95,7 +96,8 @@ class MTLAMTask(_WordTask):
 
         m, mem = recipe.model_conf, recipe.memory_conf
         self.weights = MTLAMWeights(cls_v=m["vsr_weight"], cls_a=m["asr_weight"], cls_va=m["fused_weight"],
-                                    recon=mem["recon_weight"], contrast=mem["contrast_weight"])
+                                    recon=mem["recon_weight"], contrast=mem["contrast_weight"],
+                                    label_smoothing=m["label_smoothing"])
 
     def build_model(self) -> nn.Module:
         from avtrain.models.mtlam import MTLAMLipReading
