@@ -131,11 +131,11 @@ class SentenceCTCTask(Task):
                 with autocast(device, amp):
                     logits = model(b["video"], b["lengths"], b["mask"])
                 hyps = greedy_decode(logits.float(), batch["lengths"], self.alphabet)
-                for k, v in error_counts(batch["texts"], hyps).items():
-                    sums[k] = sums.get(k, 0.0) + v
                 sums["samples"] = sums.get("samples", 0.0) + len(hyps)
                 for key, ref, hyp in zip(batch["keys"], batch["texts"], hyps):
-                    clip = error_counts([ref], [hyp])
+                    clip = error_counts([ref], [hyp])  # the corpus rates are sums of these
+                    for k, v in clip.items():
+                        sums[k] = sums.get(k, 0.0) + v
                     rows.write(json.dumps({"key": key, "text": ref, "predicted": hyp,
                                            "wer": clip["word_errors"] / max(clip["words"], 1.0),
                                            "cer": clip["char_errors"] / max(clip["chars"], 1.0)}) + "\n")
