@@ -39,9 +39,11 @@ RECIPES = {"lrw": ROOT / "recipes" / "lrw-bridging.yaml", "grid": ROOT / "recipe
 class BatchClock:
     """Times every ``next()`` on a torch DataLoader iterator while installed (the engine's loaders are DataLoaders)."""
 
-    def __init__(self, sync: bool):
+    def __init__(self, sync: bool, warmup: int = 0):
         self.sync = sync
+        self.warmup = warmup
         self.calls: list[tuple[float, float]] = []  # (asked, received) per batch
+        self.warmup_peak_gib: float | None = None
         self._orig = None
 
     def __enter__(self) -> BatchClock:
@@ -52,6 +54,11 @@ class BatchClock:
         def timed_next(it):
             if clock.sync:
                 torch.cuda.synchronize()
+                if len(clock.calls) == clock.warmup:
+                    # cuDNN's autotuner (benchmark mode) tries algorithms with workspaces of up to the whole card
+                    # in the first steps: the steady peak is what the model needs, the warm-up's what it may grab
+                    clock.warmup_peak_gib = torch.cuda.max_memory_allocated() / 2**30
+                    torch.cuda.reset_peak_memory_stats()
             asked = time.perf_counter()
             try:
                 return orig(it)
@@ -109,7 +116,7 @@ def child(spec_path: Path) -> int:
     signal.signal(signal.SIGTERM, stop)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    clock = BatchClock(sync=cuda)
+    clock = BatchClock(sync=cuda, warmup=spec["warmup"])
     start = time.perf_counter()
     try:
         with clock:
@@ -125,7 +132,11 @@ def child(spec_path: Path) -> int:
     result["wall_s"] = time.perf_counter() - start
     result.update(clock.split(warmup=spec["warmup"]))
     if cuda:
-        result["peak_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        steady = torch.cuda.max_memory_allocated() / 2**30
+        # peak_allocated_gib: the whole run's (warm-up included); steady: after the warm-up steps
+        result["peak_allocated_gib"] = max(steady, clock.warmup_peak_gib or 0.0)
+        if clock.warmup_peak_gib is not None:
+            result["peak_allocated_steady_gib"] = steady
         result["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
     Path(spec["result"]).write_text(json.dumps(result))
     return 0 if result["completed"] else 1
@@ -239,7 +250,8 @@ def markdown(report: dict) -> str:
              f"{env['cpus']} CPUs; crops {report['codec']}, batch {report['batch']}, {report['workers']} workers, "
              f"{report['precision']}.", "",
              "| run | steps | samples/s | model alone, samples/s | step ms (median) | data wait ms | compute ms "
-             "| wait share | peak alloc GiB | resume |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "| wait share | peak alloc GiB, steady (whole run) | resume |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for name, r in report["train"].items():
         if not r.get("completed") and not r.get("stopped"):
             lines.append(f"| {name} ({r['recipe']}) | FAILED: {r.get('error')} |")
@@ -248,7 +260,8 @@ def markdown(report: dict) -> str:
         steps = f"{r['batches']} of {r['steps']} (time budget)" if r.get("stopped") else str(r["steps"])
         lines.append(f"| {name} ({r['recipe']}) | {steps} | {num('samples_per_s', '.0f')} | "
                      f"{num('model_samples_per_s', '.0f')} | {num('step_ms_median')} | {num('wait_ms_median')} | "
-                     f"{num('compute_ms_median')} | {num('wait_fraction', '.0%')} | {num('peak_allocated_gib')} | "
+                     f"{num('compute_ms_median')} | {num('wait_fraction', '.0%')} | "
+                     f"{num('peak_allocated_steady_gib')} ({num('peak_allocated_gib')}) | "
                      f"{r.get('resume', '-')} |")
     if report.get("loader"):
         lines += ["", "| crop codec | KiB/clip | decode ms CPU | loader samples/s | x LRW model consumption |",
