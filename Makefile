@@ -84,9 +84,10 @@ bench-loader: venv  # synthetic LRW-shaped clips; real GRID mouth crops too when
 bench: bench-prep bench-train bench-loader
 
 # Wheels that scripts/gpu_check.sh installs on a GPU machine without network (the image has torch and numpy only):
-# CPython 3.11-3.13 (the pins need >= 3.11, as the project does), manylinux x86_64, pure-python ones once: 38 MB.
-# WITH_AV=1 adds PyAV (~35 MB each) for the mp4 loader figure. Carry the wheels/ folder with the repo.
-GPU_PYTHONS ?= 3.11 3.12 3.13
+# CPython 3.12 by default, the lent H200 image's Python (2026-12-04): 52 MB with WITH_AV=1 (PyAV, ~35 MB, for the mp4
+# loader figure), under the device tool's 64 MiB carry limit; GPU_PYTHONS="3.11 3.12 3.13" fetches all three
+# (72 MB with PyAV: too much to carry). Carry the wheels/ folder with the repo.
+GPU_PYTHONS ?= 3.12
 gpu-wheels: venv
 	@mkdir -p wheels
 	for v in $(GPU_PYTHONS); do \

@@ -4,7 +4,7 @@
 # crop codec; prints samples/s, peak memory, data wait vs compute). Arguments go to gpu_check.py, e.g.
 #   scripts/gpu_check.sh                         # CUDA, ~3-5 min on an H100/H200
 #   scripts/gpu_check.sh --device cpu --steps 2  # the dry run of the test suite
-# Wheels: `make gpu-wheels` (on a machine with PyPI) fills wheels/ for CPython 3.11-3.13 x86_64; carry that folder.
+# Wheels: `make gpu-wheels` (on a machine with PyPI) fills wheels/ for CPython 3.12 x86_64 (GPU_PYTHONS=...); carry that folder.
 # PYTHON picks the interpreter (default python3); results go to $OUT when set (the device tool's folder).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
