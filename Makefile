@@ -34,22 +34,24 @@ demo: venv
 # lip-reading start (that needs the word shards and a word run first: recipes/grid-s1-speech-resnet-cpu.yaml in
 # full), its test-split STOI/ESTOI/WER beside the ceilings, and speech reconstructed from a held-out s1 test clip
 # (bbaf2n, in the test split). docs/results.md, issue 24: what this schedule and the full recipe reach.
-# Training runs as SPEECH_PROCS data-parallel processes of one thread each (torchrun, gloo), batch 8 each: the
-# recipe's batch of 16 when SPEECH_PROCS=2, and 95 s an epoch on 2 cores against 130 s for one process of two threads.
+# Training runs as SPEECH_PROCS data-parallel processes of one thread each (torchrun, gloo), each with 16/SPEECH_PROCS
+# clips a batch (the recipe's 16 in all): 95 s an epoch on 2 cores against 130 s for one process of two threads.
 # OMP_NUM_THREADS=1 is what torchrun would set anyway; set here, torchrun does not print its warning about it.
 SPEECH_RECIPE ?= recipes/grid-s1-speech-resnet-cpu.yaml
 SPEECH_SETS   ?= --set trainer.epochs=7 --set model_conf.visual_init=null
 SPEECH_SHARDS ?= out/grid-s1-sentence
 SPEECH_RUN    ?= runs/demo-speech
 SPEECH_PROCS  ?= 2
+SPEECH_BATCH  := $(shell expr 16 / $(SPEECH_PROCS))
 SPEECH_VIDEO  ?= $(GRID)/s1/video/bbaf2n.mkv
 demo-speech: venv
 	@test -d "$(GRID)/s1" || { echo "GRID not found at $(GRID)/s1 (see make demo)"; exit 2; }
 	$(VENV)/bin/avprep grid --root $(GRID) --speakers s1 --preset bridging-grid --out $(SPEECH_SHARDS) --jobs $(JOBS)
 	OMP_NUM_THREADS=1 $(VENV)/bin/torchrun --standalone --nproc_per_node $(SPEECH_PROCS) -m avtrain.cli run \
 	  $(SPEECH_RECIPE) $(SPEECH_SETS) --set data.shards=$(SPEECH_SHARDS) --set output_dir=$(SPEECH_RUN) \
-	  --set trainer.threads=1 --set data.batch_size=8 --set trainer.progress=false
-	$(VENV)/bin/avtrain eval $(SPEECH_RECIPE) $(SPEECH_SETS) --set data.shards=$(SPEECH_SHARDS) --set output_dir=$(SPEECH_RUN)
+	  --set trainer.threads=1 --set data.batch_size=$(SPEECH_BATCH) --set trainer.progress=false
+	$(VENV)/bin/avtrain eval $(SPEECH_RECIPE) $(SPEECH_SETS) --set data.shards=$(SPEECH_SHARDS) \
+	  --set output_dir=$(SPEECH_RUN)
 	$(VENV)/bin/avtrain synth --checkpoint $(SPEECH_RUN)/checkpoints/best.pt --video $(SPEECH_VIDEO) \
 	  --out $(SPEECH_RUN)/synth-bbaf2n.wav
 
