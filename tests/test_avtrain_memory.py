@@ -113,3 +113,24 @@ def test_addressing_runs_in_fp32_under_bf16_autocast():
         assert auto.dtype == torch.float32
         assert torch.allclose(auto, ref, atol=1e-6, rtol=0)
     assert plain_bridge.src_address.dtype == plain_level.addressing.dtype == torch.float32
+
+
+def test_eval_statistics_measure_how_close_recall_is_to_the_real_audio_feature():
+    """The lip-reading evaluation's recall cosine: +1 when the memory recalls the real audio feature, -1 for its
+    negation, and padded frames are not counted."""
+    from avtrain.tasks.lipreading.evaluate import MemoryStats
+
+    m = make("official")
+    src, tgt = torch.randn(2, 3, 6), torch.randn(2, 3, 4)
+    mask = torch.tensor([[True, True, True], [True, False, False]])
+    with torch.no_grad():  # as in evaluation
+        bridge = m(src, tgt, mask)
+    cosines = {}
+    for name, real in (("same", bridge.recalled), ("negated", -bridge.recalled)):
+        real = real.clone()
+        real[1, 1:] = bridge.recalled[1, 1:].neg()  # padding pointing the other way must not count
+        stats = MemoryStats(5)
+        stats.add({"bridge": bridge, "audio_features": real, "logits_audio": torch.zeros(2, 3)}, mask,
+                  torch.zeros(2, dtype=torch.long))
+        cosines[name] = stats.summary()["recall_cosine"]
+    assert cosines["same"] == pytest.approx(1.0, abs=1e-5) and cosines["negated"] == pytest.approx(-1.0, abs=1e-5)

@@ -51,8 +51,9 @@ class LipReadingModel(nn.Module):
 
     def forward(self, video: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor,
                 mel: torch.Tensor | None = None) -> dict:
-        """Returns ``logits`` (video-only prediction), and in training with ``mel``: ``logits_audio`` and
-        ``bridge`` (a :class:`BridgeOutput` with the memory losses and addressing vectors)."""
+        """Returns ``logits`` (video-only prediction), and with ``mel``: ``logits_audio``, ``audio_features`` (the
+        real audio features f_tgt the memory's recall stands in for) and ``bridge`` (a :class:`BridgeOutput` with the
+        memory losses and addressing vectors)."""
         f_src = self.visual(video, mask, lengths)
         if self.memory is None:
             return {"logits": self._classify(f_src, lengths)}
@@ -61,5 +62,6 @@ class LipReadingModel(nn.Module):
         out = {"logits": self._classify(self.fusion(torch.cat([f_src, bridge.recalled], -1)), lengths),
                "bridge": bridge}
         if f_tgt is not None:
+            out["audio_features"] = f_tgt
             out["logits_audio"] = self._classify(self.fusion(torch.cat([f_src, f_tgt], -1)), lengths)
         return out

@@ -30,14 +30,15 @@ def top_confusions(labels: np.ndarray, preds: np.ndarray, words: dict[int, str],
 
 
 class MemoryStats:
-    """How the memory is addressed over a split: sharpness, slot use, agreement of A_src with A_tgt, and the
-    accuracy of the real-audio path (an upper bound for what recall could bring)."""
+    """How the memory is addressed over a split: sharpness, slot use, agreement of A_src with A_tgt, how close the
+    recalled audio feature (from video alone) is to the real one (cosine per frame), and the accuracy of the
+    real-audio path (an upper bound for what recall could bring)."""
 
     def __init__(self, num_slots: int):
         self.n = num_slots
         self.frames = 0
         self.sums = {"src_max_prob": 0.0, "tgt_max_prob": 0.0, "src_entropy": 0.0, "tgt_entropy": 0.0,
-                     "address_cosine": 0.0}
+                     "address_cosine": 0.0, "recall_cosine": 0.0}
         self.used_src: set[int] = set()
         self.used_tgt: set[int] = set()
         self.audio_correct = self.clips = 0
@@ -49,6 +50,8 @@ class MemoryStats:
             self.sums[f"{name}_max_prob"] += float(a.max(-1).values.sum())
             self.sums[f"{name}_entropy"] += float(-(a * a.clamp_min(1e-12).log()).sum())
         self.sums["address_cosine"] += float(torch.nn.functional.cosine_similarity(src, tgt, dim=-1).sum())
+        recalled, real = out["bridge"].recalled[mask].float(), out["audio_features"][mask].float()
+        self.sums["recall_cosine"] += float(torch.nn.functional.cosine_similarity(recalled, real, dim=-1).sum())
         self.used_src.update(src.argmax(-1).tolist())
         self.used_tgt.update(tgt.argmax(-1).tolist())
         self.audio_correct += int((out["logits_audio"].argmax(-1).cpu() == labels.cpu()).sum())
@@ -196,6 +199,7 @@ def evaluate(recipe: Recipe, task=None, *, split: str | None = None, checkpoint:
     elif stats is not None:
         m = metrics["memory"]
         line += (f"; memory: max slot prob {m['src_max_prob']:.3f} (uniform {m['uniform_max_prob']:.3f}), "
-                 f"cos(A_src, A_tgt) {m['address_cosine']:.2f}, audio path top-1 {m['audio_path_top1']:.4f}")
+                 f"cos(A_src, A_tgt) {m['address_cosine']:.2f}, recall cos {m['recall_cosine']:.2f}, "
+                 f"audio path top-1 {m['audio_path_top1']:.4f}")
     console.print(f"[bold]{split}[/bold]: {line} ({path.name}); written to {out_dir}")
     return metrics
