@@ -134,3 +134,17 @@ def test_eval_statistics_measure_how_close_recall_is_to_the_real_audio_feature()
                   torch.zeros(2, dtype=torch.long))
         cosines[name] = stats.summary()["recall_cosine"]
     assert cosines["same"] == pytest.approx(1.0, abs=1e-5) and cosines["negated"] == pytest.approx(-1.0, abs=1e-5)
+    # the reference: a memory that recalls the mean real feature whatever the video scores exactly the constant's
+    real = torch.randn(2, 3, 4) + 2.0
+    mean = real[mask].mean(0)
+    constant = type(bridge)(recalled=mean.expand(2, 3, 4), src_address=bridge.src_address,
+                            tgt_address=bridge.tgt_address)
+    stats = MemoryStats(5)
+    for half in (0, 1):  # in two batches, as the loader gives them
+        stats.add({"bridge": type(bridge)(**{k: getattr(constant, k)[half:half + 1] for k in
+                                            ("recalled", "src_address", "tgt_address")}),
+                   "audio_features": real[half:half + 1], "logits_audio": torch.zeros(1, 3)}, mask[half:half + 1],
+                  torch.zeros(1, dtype=torch.long))
+    s = stats.summary()
+    assert s["recall_cosine"] == pytest.approx(s["recall_cosine_constant"], abs=1e-5)
+    assert 0.3 < s["recall_cosine_constant"] < 1.0  # features around a common offset: well above 0, below 1

@@ -31,7 +31,8 @@ def top_confusions(labels: np.ndarray, preds: np.ndarray, words: dict[int, str],
 
 class MemoryStats:
     """How the memory is addressed over a split: sharpness, slot use, agreement of A_src with A_tgt, how close the
-    recalled audio feature (from video alone) is to the real one (cosine per frame), and the accuracy of the
+    recalled audio feature (from video alone) is to the real one (cosine per frame) against what one constant
+    feature would reach (the split's mean real feature, ``recall_cosine_constant``), and the accuracy of the
     real-audio path (an upper bound for what recall could bring)."""
 
     def __init__(self, num_slots: int):
@@ -42,6 +43,9 @@ class MemoryStats:
         self.used_src: set[int] = set()
         self.used_tgt: set[int] = set()
         self.audio_correct = self.clips = 0
+        # sums of the real features and of their unit vectors: the constant's cosine needs no second pass
+        self.real_sum: torch.Tensor | float = 0.0
+        self.real_unit_sum: torch.Tensor | float = 0.0
 
     def add(self, out: dict, mask: torch.Tensor, labels: torch.Tensor) -> None:
         src, tgt = out["bridge"].src_address[mask].float(), out["bridge"].tgt_address[mask].float()
@@ -52,6 +56,8 @@ class MemoryStats:
         self.sums["address_cosine"] += float(torch.nn.functional.cosine_similarity(src, tgt, dim=-1).sum())
         recalled, real = out["bridge"].recalled[mask].float(), out["audio_features"][mask].float()
         self.sums["recall_cosine"] += float(torch.nn.functional.cosine_similarity(recalled, real, dim=-1).sum())
+        self.real_sum = self.real_sum + real.sum(0).double().cpu()
+        self.real_unit_sum = self.real_unit_sum + torch.nn.functional.normalize(real, dim=-1).sum(0).double().cpu()
         self.used_src.update(src.argmax(-1).tolist())
         self.used_tgt.update(tgt.argmax(-1).tolist())
         self.audio_correct += int((out["logits_audio"].argmax(-1).cpu() == labels.cpu()).sum())
@@ -59,6 +65,9 @@ class MemoryStats:
 
     def summary(self) -> dict:
         s = {k: v / max(self.frames, 1) for k, v in self.sums.items()}
+        if self.frames:  # mean over frames of cos(mean real feature, real feature)
+            mean = torch.nn.functional.normalize(torch.as_tensor(self.real_sum), dim=0)
+            s["recall_cosine_constant"] = float(mean @ torch.as_tensor(self.real_unit_sum)) / self.frames
         s.update(num_slots=self.n, uniform_max_prob=1 / self.n, uniform_entropy=float(np.log(self.n)),
                  slots_used_as_argmax_src=len(self.used_src), slots_used_as_argmax_tgt=len(self.used_tgt),
                  audio_path_top1=self.audio_correct / max(self.clips, 1), frames=self.frames)
@@ -199,7 +208,8 @@ def evaluate(recipe: Recipe, task=None, *, split: str | None = None, checkpoint:
     elif stats is not None:
         m = metrics["memory"]
         line += (f"; memory: max slot prob {m['src_max_prob']:.3f} (uniform {m['uniform_max_prob']:.3f}), "
-                 f"cos(A_src, A_tgt) {m['address_cosine']:.2f}, recall cos {m['recall_cosine']:.2f}, "
+                 f"cos(A_src, A_tgt) {m['address_cosine']:.2f}, recall cos {m['recall_cosine']:.2f} "
+                 f"(a constant: {m.get('recall_cosine_constant', float('nan')):.2f}), "
                  f"audio path top-1 {m['audio_path_top1']:.4f}")
     console.print(f"[bold]{split}[/bold]: {line} ({path.name}); written to {out_dir}")
     return metrics
