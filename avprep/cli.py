@@ -95,9 +95,12 @@ def grid(
     speakers: str | None = typer.Option(None, help="comma-separated, e.g. s1,s2,s4,s29 (default: all found)"),
     unit: str = typer.Option("sentence", help="sentence: one sample per clip; word: one per aligned word"),
     split_scheme: str = typer.Option("speaker-dependent", help="speaker-dependent | speaker-independent | none"),
+    word_context: int = typer.Option(0, min=0, help="--unit word: video frames kept on each side of the word "
+                                     "(the word's own frames are the JSON's word_span)"),
 ):
     """GRID (Cooke et al. 2006) -> shards per split."""
-    return recipes.prepare_grid(root, out, speakers=speakers, unit=unit, split_scheme=split_scheme, options=options)
+    return recipes.prepare_grid(root, out, speakers=speakers, unit=unit, split_scheme=split_scheme,
+                                word_context=word_context, options=options)
 
 
 @corpus_command("lrw", "LRW's lipread_mp4 folder (WORD/{train,val,test}/WORD_NNNNN.mp4 + .txt)")

@@ -23,6 +23,7 @@ import traceback
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -44,6 +45,9 @@ class Options:
     preset: Preset
     unit: str = "sentence"  # "sentence" | "word"
     vocabulary: tuple[str, ...] = ()  # word labels for unit="word"
+    # unit="word": frames of the clip kept on each side of the word (as far as the clip has them), the word's own
+    # frames recorded as ``word_span`` in the sample's JSON (LRW-style context, for word-boundary indicators)
+    word_context: int = 0
     silent: bool = False  # video only: the audio stream is not read (avtrain synth on a silent video)
 
 
@@ -275,13 +279,22 @@ def _compute(spec: ClipSpec, preset: Preset, mean_face: np.ndarray | None, resul
     )
 
 
-def _segments(spec: ClipSpec, num_frames: int, options: Options) -> list[tuple[str, int, int, str, int | None]]:
-    """(key, first frame, end frame, text, label) of each sample the clip yields."""
+class _Segment(NamedTuple):
+    key: str
+    start: int  # first frame of the sample in the clip
+    end: int  # one past its last frame
+    text: str
+    label: int | None
+    word_span: tuple[int, int] | None  # words with context: the word's own frames, [start, end) in the sample
+
+
+def _segments(spec: ClipSpec, num_frames: int, options: Options) -> list[_Segment]:
+    """Each sample the clip yields."""
     if options.unit == "sentence":
-        return [(spec.key, 0, num_frames, spec.text, spec.label)]
+        return [_Segment(spec.key, 0, num_frames, spec.text, spec.label, None)]
     if not spec.words:
         raise ClipError("no alignment", "unit=word needs word alignments")
-    fps = options.preset.fps
+    fps, context = options.preset.fps, options.word_context
     out = []
     for i, w in enumerate(spec.words):
         # Whole frames covering the word: a frame belongs to it if any of its 40 ms does.
@@ -291,7 +304,10 @@ def _segments(spec: ClipSpec, num_frames: int, options: Options) -> list[tuple[s
         label = options.vocabulary.index(w.word) if w.word in options.vocabulary else None
         if options.vocabulary and label is None:
             raise ClipError("word not in vocabulary", f"{w.word!r} at {w.start:.2f}s")
-        out.append((f"{spec.key}_w{i}", start, end, w.word, label))
+        first, last = max(0, start - context), min(num_frames, end + context)
+        # without context the sample is the word (no word_span: the JSON stays as avprep wrote it before context)
+        span = (start - first, end - first) if context else None
+        out.append(_Segment(f"{spec.key}_w{i}", first, last, w.word, label, span))
     return out
 
 
@@ -315,19 +331,20 @@ def _encode_crops(arrays: _ClipArrays, segments: list, preset: Preset) -> list[d
             continue
         field = f"{name}.{ext}"
         if ext == "mp4" and len(segments) > 1:
-            spans = [(start, end) for _, start, end, _, _ in segments]
+            spans = [(seg.start, seg.end) for seg in segments]
             encoded = encode_video_segments(video, spans, fps=preset.fps, crf=preset.video_crf,
                                             speed=preset.video_speed)
         else:
-            encoded = [encode_field(field, video[start:end], fps=preset.fps, crf=preset.video_crf,
-                                    speed=preset.video_speed) for _, start, end, _, _ in segments]
+            encoded = [encode_field(field, video[seg.start : seg.end], fps=preset.fps, crf=preset.video_crf,
+                                    speed=preset.video_speed) for seg in segments]
         for fields, data in zip(out, encoded):
             fields[field] = data
     return out
 
 
-def _encode(spec: ClipSpec, arrays: _ClipArrays, seg, options: Options, crops: dict[str, bytes]) -> Sample:
-    key, start, end, text, label = seg
+def _encode(spec: ClipSpec, arrays: _ClipArrays, seg: _Segment, options: Options, crops: dict[str, bytes]
+            ) -> Sample:
+    key, start, end, text, label = seg.key, seg.start, seg.end, seg.text, seg.label
     preset = options.preset
     spf, k = preset.samples_per_frame, preset.spectrogram_frames_per_video_frame
     fields: dict[str, bytes] = dict(crops)
@@ -355,6 +372,7 @@ def _encode(spec: ClipSpec, arrays: _ClipArrays, seg, options: Options, crops: d
         "text": text,
         "words": _words_in(spec, start, end, preset.fps),
         "label": label,
+        **({"word_span": list(seg.word_span)} if seg.word_span is not None else {}),
         "clip_start_frame": start,
         "num_frames": end - start,
         "fps": preset.fps,

@@ -141,6 +141,7 @@ def prepare(
     *,
     unit: str = "sentence",
     vocabulary: tuple[str, ...] = (),
+    word_context: int = 0,
     selection: dict | None = None,
     process: Callable = process_clip,
 ) -> RunReport:
@@ -151,6 +152,9 @@ def prepare(
     ``process(spec, options, mean_face)``: the per-clip function (tests put a faulty one in)."""
     if unit not in ("sentence", "word"):
         raise ValueError(f"unit must be 'sentence' or 'word', got {unit!r}")
+    if word_context < 0 or (word_context and unit != "word"):
+        raise ValueError(f"word context must be 0 or more frames, and only with unit 'word' (got {word_context} "
+                         f"with unit {unit!r})")
     preset = options.resolved_preset()
     options = dataclasses.replace(options, preset=preset, console=options.terminal())  # one console for the run
     clips = clips[: options.limit] if options.limit else clips
@@ -159,7 +163,8 @@ def prepare(
     try:
         run_config = {
             "corpus": corpus, "unit": unit, "preset": preset.to_dict(), "preset_hash": preset.hash,
-            "tool_version": __version__, "vocabulary": list(vocabulary), "partitions": options.num_partitions,
+            "tool_version": __version__, "vocabulary": list(vocabulary),
+            "word_context": word_context, "partitions": options.num_partitions,
             "selection": dict(selection or {}), "seed": options.seed, "limit": options.limit,
             "versions": library_versions(),
         }
@@ -169,7 +174,7 @@ def prepare(
         check_same_run(previous, run_config, out, skip=skip)
         face, face_record = resolve_mean_face(clips, preset, out, options, previous, worker_log(out, options.part))
         run_config.update(face_record)
-        work = Options(preset=preset, unit=unit, vocabulary=vocabulary)
+        work = Options(preset=preset, unit=unit, vocabulary=vocabulary, word_context=word_context)
         return run_clips(clips, work, out, run_config, options, mean_face=face, process=process, lock=lock)
     finally:
         lock.release()

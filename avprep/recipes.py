@@ -57,14 +57,17 @@ def _prepare(clips: list[ClipSpec], corpus: str, out: Path, options: PrepOptions
 
 
 def prepare_grid(root: Path, out: Path, *, speakers: Names = None, unit: str = "sentence",
-                 split_scheme: str = "speaker-dependent", options: PrepOptions | None = None) -> RunReport:
+                 split_scheme: str = "speaker-dependent", word_context: int = 0,
+                 options: PrepOptions | None = None) -> RunReport:
     """GRID (Cooke et al. 2006) -> shards per split. ``speakers``: s1, s2, ... (default: every one found);
     ``unit``: "sentence" (one sample per clip) or "word" (one per aligned word, labelled in the 51-word vocabulary);
-    ``split_scheme``: speaker-dependent | speaker-independent | none."""
+    ``split_scheme``: speaker-dependent | speaker-independent | none; ``word_context``: frames kept on each side of
+    a word (unit "word"; the word's own frames are the sample JSON's ``word_span``)."""
     options = _ready(options, "grid")
     clips = grid.find_clips(root, names(speakers), split_scheme)
     vocabulary = tuple(grid.vocabulary()) if unit == "word" else ()
-    return _prepare(clips, "grid", out, options, {"split_scheme": split_scheme}, unit=unit, vocabulary=vocabulary)
+    return _prepare(clips, "grid", out, options, {"split_scheme": split_scheme}, unit=unit, vocabulary=vocabulary,
+                    word_context=word_context)
 
 
 def prepare_lrw(root: Path, out: Path, *, words: Names = None, splits: Names = lrw.SPLITS,

@@ -28,7 +28,8 @@ def _first_difference(a, b, path: str = "") -> str:
 # What defines the sample set of a folder (a resume must match all of them) and how a mismatch is named.
 RUN_KEYS = {
     "corpus": "corpus", "unit": "unit", "preset_hash": "preset hash", "partitions": "partitions",
-    "selection": "selection", "vocabulary": "vocabulary", "mean_face_sha256": "mean face", "seed": "seed",
+    "selection": "selection", "vocabulary": "vocabulary", "word_context": "word context",
+    "mean_face_sha256": "mean face", "seed": "seed",
     "versions": "library versions",
 }
 
@@ -48,7 +49,7 @@ def check_same_run(previous: dict, config: dict, out: Path, skip: tuple[str, ...
     A key the folder's run.json lacks (written by an older avprep) is not checked."""
     if not previous:
         return  # a new folder
-    defaults = {"partitions": 1}  # run.json files from before partitioning existed
+    defaults = {"partitions": 1, "word_context": 0}  # run.json files from before partitioning / word context
     for key, name in RUN_KEYS.items():
         if key in skip or (key not in previous and key not in defaults):
             continue

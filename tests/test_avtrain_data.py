@@ -81,3 +81,35 @@ def test_loader_workers_never_exceed_the_shards_a_rank_reads():
     # 5 shards over 2 ranks: rank 0 reads shards 0, 2, 4 and rank 1 shards 1, 3
     assert [loader_workers(4, 5, 2, r) for r in (0, 1)] == [3, 2]
     assert loader_workers(0, 5, 2, 1) == 0
+
+
+def test_word_clips_with_context_carry_their_boundary_indicator(tmp_path):
+    """A word clip stored with context (avprep grid --word-context) gives 1.0 on the word's frames (its JSON's
+    word_span) and 0.0 on context and padding; a clip without word_span is all word; a centre window cuts it too."""
+    import json
+
+    import numpy as np
+    import webdataset as wds
+
+    from avbridge.sample import encode_field
+    from avtrain.data.fields import Fields
+
+    def sample(key, frames, span):
+        meta = {"key": key, "label": 0, "text": "bin", "num_frames": frames, **({"word_span": span} if span else {})}
+        return {"__key__": key, "mouth.npy": encode_field("mouth.npy", np.full((frames, 8, 8), 90, np.uint8)),
+                "mel.npy": encode_field("mel.npy", np.zeros((80, 4 * frames), np.float32)),
+                "json": encode_field("json", meta)}
+
+    with wds.TarWriter(str(tmp_path / "test-000000.tar")) as sink:
+        sink.write(sample("a", 8, [2, 5]))
+        sink.write(sample("b", 3, None))
+    (tmp_path / "index.json").write_text(json.dumps({"splits": {"test": {"shards": ["test-000000.tar"],
+                                                                         "samples": 2}}}))
+    r = validate_recipe({"output_dir": "unused", "data": {"shards": str(tmp_path), "verify_checksums": False,
+                                                          "eval_batch_size": 2}})
+    batch = next(iter(build_loader(r, "test", train=False, fields=Fields(boundary=True))))
+    assert batch["boundary"].tolist() == [[0, 0, 1, 1, 1, 0, 0, 0], [1, 1, 1, 0, 0, 0, 0, 0]]
+    assert "boundary" not in next(iter(build_loader(r, "test", train=False)))  # only when a task asks
+    cut = validate_recipe({**r.model_dump(), "data": {**r.data.model_dump(), "max_frames": 4}})
+    batch = next(iter(build_loader(cut, "test", train=False, fields=Fields(boundary=True))))
+    assert batch["boundary"][0].tolist() == [1, 1, 1, 0]  # the centre window: frames 2..5

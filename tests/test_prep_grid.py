@@ -113,6 +113,34 @@ def test_word_samples_are_exact_slices_of_the_sentence(sentence_run, s1_clips, m
     assert (first["clip_start_frame"], first["num_frames"]) == (23, 7)
 
 
+def test_word_samples_with_context_keep_frames_around_the_word_and_say_where_it_is(s1_clips, mean_face):
+    vocab = tuple(grid.vocabulary())
+    plain = process_clip(s1_clips["bbaf2n"], Options(PRESET, unit="word", vocabulary=vocab), mean_face)
+    wide = process_clip(s1_clips["bbaf2n"], Options(PRESET, unit="word", vocabulary=vocab, word_context=3),
+                        mean_face)
+    assert [s.key for s in wide.samples] == [s.key for s in plain.samples]  # the same samples, only longer
+    clip_frames = 75
+    for p, w in zip(plain.samples, wide.samples):
+        word, both = decode_field("json", p.fields["json"]), decode_field("json", w.fields["json"])
+        assert "word_span" not in word  # without context the sample is the word, as before
+        s, t = word["clip_start_frame"], word["num_frames"]
+        first, end = max(0, s - 3), min(clip_frames, s + t + 3)
+        assert (both["clip_start_frame"], both["num_frames"]) == (first, end - first)
+        assert both["word_span"] == [s - first, s - first + t]
+        assert (both["label"], both["text"]) == (word["label"], word["text"])
+        # the word's own frames of the context sample are the plain sample's, bit for bit (audio)
+        a, b = both["word_span"]
+        np.testing.assert_array_equal(decode_field("mel.npy", w.fields["mel.npy"])[:, 4 * a : 4 * b],
+                                      decode_field("mel.npy", p.fields["mel.npy"]))
+    # "bin" (frames 23..29) gets 20..32 with its indicator on 3..9; the last word ends where the clip ends
+    first = decode_field("json", wide.samples[0].fields["json"])
+    assert (first["clip_start_frame"], first["num_frames"], first["word_span"]) == (20, 13, [3, 10])
+    from avtrain.data.clips import word_boundary
+
+    np.testing.assert_array_equal(word_boundary(first, 13), [0] * 3 + [1] * 7 + [0] * 3)
+    np.testing.assert_array_equal(word_boundary({}, 4), [1, 1, 1, 1])  # a clip without word_span is all word
+
+
 def _mouth_centres(raw: dict) -> np.ndarray:
     """Mouth centre (mean of the lip points) per frame, in mouth-crop pixels up to a constant offset."""
     meta = decode_field("json", raw["json"])

@@ -296,6 +296,7 @@ def _with(kw: dict, **change) -> dict:
     ({"vocabulary": ("bin", "blue")}, "vocabulary[1]: 'lay' (this folder) vs 'blue' (this run)"),
     ({"preset": with_overrides(GRID, video_crf=23)}, "preset.video_crf: 18 (this folder) vs 23 (this run)"),
     ({"seed": 3}, "seed: 0 (this folder) vs 3 (this run)"),
+    ({"word_context": 3}, "word context: 0 (this folder) vs 3 (this run)"),
 ])
 def test_resume_refuses_other_settings_naming_the_difference(grid_like, change, message):
     clips, out, kw, _ = grid_like

@@ -51,6 +51,9 @@ class LipReadingConf(_Strict):
     fusion_dropout: float = 0.5
     audio_task_weight: float = 1.0  # weight of g(h(f_src ⊕ f_tgt); y) in Eq. 7
     label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)  # on every cross-entropy term; not in the paper
+    # a word-boundary indicator (1 on the word's frames, 0 on context) beside each frame's features at the back end's
+    # input (Ma et al. 2022); for word clips stored with context (avprep grid --word-context). Not in the paper
+    boundary: bool = False
 
 
 def _check_split(name: str, channels: int, kernel_sizes: list[int]) -> None:

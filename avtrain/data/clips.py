@@ -60,6 +60,15 @@ def word_frames(words: list[dict], num_frames: int, vocabulary: dict[str, int]) 
     return labels
 
 
+def word_boundary(meta: dict, num_frames: int) -> np.ndarray:
+    """1.0 on the frames of the clip's word (``word_span`` of a word clip stored with context), 0.0 on its context;
+    a clip without ``word_span`` is all word."""
+    start, stop = meta.get("word_span") or (0, num_frames)
+    indicator = np.zeros(num_frames, np.float32)
+    indicator[max(0, int(start)) : max(0, int(stop))] = 1.0
+    return indicator
+
+
 def denormalise_video(frames, d: DataConf):
     """Normalised frames back to 0..1 intensities (figures)."""
     return (frames * d.std + d.mean).clip(0, 1)
@@ -86,7 +95,7 @@ class ClipLoader:
         d, r = self.recipe.data, self.recipe
         self.augment = ClipAugment(r.augment, r.augment_conf, d.mean, d.std)
         wanted = self.task_fields
-        self.want_flow, self.want_linear = wanted.flow, wanted.linear
+        self.want_flow, self.want_linear, self.want_boundary = wanted.flow, wanted.linear, wanted.boundary
         self.context = int(wanted.context)
         self.vocabulary = {w: i for i, w in enumerate(wanted.word_vocabulary)}
         self.fields = (d.video_field, "mel.npy", "json") + ("flow.npz",) * self.want_flow \
@@ -142,6 +151,9 @@ class ClipLoader:
         if self.vocabulary:
             labels = word_frames(meta.get("words") or [], clip_frames, self.vocabulary)
             out["word_frames"] = labels[window[0] : window[3]] if window is not None else labels[:t]
+        if self.want_boundary:
+            indicator = word_boundary(meta, clip_frames)
+            out["boundary"] = indicator[window[0] : window[3]] if window is not None else indicator[:t]
         if self.scoring:
             out["wave"] = s["wav.flac"]
             out["spectrogram"] = meta.get("spectrogram", {})

@@ -52,6 +52,11 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
         for i, s in enumerate(samples):
             words[i, : len(s["word_frames"])] = torch.from_numpy(s["word_frames"])
         batch["word_frames"] = words
+    if "boundary" in first:  # 0.0 on padding, like context
+        boundary = torch.zeros(len(samples), tmax)
+        for i, s in enumerate(samples):
+            boundary[i, : len(s["boundary"])] = torch.from_numpy(s["boundary"])
+        batch["boundary"] = boundary
     if "wave" in first:
         batch["waves"] = [s["wave"] for s in samples]
         batch["spectrograms"] = [s["spectrogram"] for s in samples]

@@ -18,3 +18,7 @@ class Fields:
     # per-video-frame word classes from the samples' word alignments, batch["word_frames"] (B, T): 0 = no word,
     # 1 + index in this vocabulary, -100 on padding. Empty: not read.
     word_vocabulary: tuple[str, ...] = ()
+    # word-boundary indicator of word clips stored with context (``avprep grid --word-context``), batch["boundary"]
+    # (B, T): 1.0 on the word's own frames (the JSON's ``word_span``; the whole clip when it has none), 0.0 on
+    # context and padding
+    boundary: bool = False

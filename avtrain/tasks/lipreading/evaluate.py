@@ -142,10 +142,11 @@ def evaluate(recipe: Recipe, task=None, *, split: str | None = None, checkpoint:
             # audio is given only to describe the memory (target addressing or recall quality, audio path);
             # predictions use video
             need_audio = has_memory
-            out = model(b["video"], b["lengths"], b["mask"], b["mel"] if need_audio else None)
+            extra = task.inputs(b)
+            out = model(b["video"], b["lengths"], b["mask"], b["mel"] if need_audio else None, **extra)
             logits = out["logits"].float()
             if flip_tta:
-                logits_flip = logits + model(b["video"].flip(-1), b["lengths"], b["mask"])["logits"].float()
+                logits_flip = logits + model(b["video"].flip(-1), b["lengths"], b["mask"], **extra)["logits"].float()
         labels.append(batch["labels"])
         keys += batch["keys"]
         preds.append(logits.argmax(-1).cpu())

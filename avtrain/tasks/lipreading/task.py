@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch import nn
 
+from avtrain.data.fields import Fields
 from avtrain.tasks.base import Task
 
 
@@ -20,8 +21,12 @@ class _WordTask(Task):
     metric = "acc"
     higher_is_better = True
 
+    def inputs(self, batch: dict) -> dict[str, Any]:
+        """The model's inputs beyond video, lengths, mask and mel, from a batch."""
+        return {}
+
     def validation_sums(self, model: nn.Module, batch: dict) -> dict[str, float]:
-        logits = model(batch["video"], batch["lengths"], batch["mask"])["logits"].float()
+        logits = model(batch["video"], batch["lengths"], batch["mask"], **self.inputs(batch))["logits"].float()
         labels = batch["labels"]
         return {"correct": float((logits.argmax(-1) == labels).sum()),
                 "loss": float(F.cross_entropy(logits, labels, reduction="sum")), "samples": float(len(labels))}
@@ -61,13 +66,19 @@ class LipReadingTask(_WordTask):
 
         r, m = self.recipe, self.recipe.model_conf
         return LipReadingModel.build(m["num_classes"], m["embed_dim"], r.visual_frontend_conf, r.audio_frontend_conf,
-                                     r.memory_conf, r.backend_conf, m["fusion_dropout"])
+                                     r.memory_conf, r.backend_conf, m["fusion_dropout"], m["boundary"])
+
+    def fields(self) -> Fields:
+        return Fields(boundary=bool(self.recipe.model_conf["boundary"]))
+
+    def inputs(self, batch: dict) -> dict[str, Any]:
+        return {"boundary": batch["boundary"]} if self.recipe.model_conf["boundary"] else {}
 
     def losses(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         from avtrain.tasks.lipreading.losses import lipreading_loss
 
         mc, mem = self.recipe.conf("model"), self.recipe.conf("memory")
-        out = model(batch["video"], batch["lengths"], batch["mask"], batch["mel"])
+        out = model(batch["video"], batch["lengths"], batch["mask"], batch["mel"], **self.inputs(batch))
         return lipreading_loss(out, batch["labels"], audio_task_weight=mc.audio_task_weight,
                                save_weight=mem.save_weight, bridge_weight=mem.bridge_weight,
                                label_smoothing=mc.label_smoothing)
