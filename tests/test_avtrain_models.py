@@ -109,6 +109,55 @@ def test_label_smoothing_reaches_every_cross_entropy_term_of_both_word_tasks(mon
         load_recipe(RECIPES / "grid-words-bridging.yaml", ["model_conf.label_smoothing=1.0"])
 
 
+def test_mixup_blends_two_clips_and_their_targets_and_reaches_the_training_loss():
+    from avtrain.tasks.lipreading.mixup import mix_batch
+
+    torch.manual_seed(3)
+    video, mel = torch.randn(3, 5, 1, 8, 8), torch.randn(3, 80, 20)
+    lengths = torch.tensor([5, 2, 4])
+    mask = torch.arange(5)[None] < lengths[:, None]
+    video[~mask], mel[:, :, 8:][1] = 0.0, 0.0  # padding is 0, as collate writes it
+    y = torch.tensor([0, 3, 4])
+    batch = {"video": video, "mel": mel, "lengths": lengths, "mask": mask, "labels": y,
+             "boundary": mask.float()}
+    torch.manual_seed(7)
+    mixed, targets = mix_batch(batch, 5, alpha=0.4)
+    torch.manual_seed(7)  # the same draws, by hand
+    lam = float(torch.distributions.Beta(0.4, 0.4).sample())
+    perm = torch.randperm(3)
+    assert 0.0 < lam < 1.0 and not torch.equal(perm, torch.arange(3))
+    assert torch.allclose(mixed["video"], lam * video + (1 - lam) * video[perm])
+    assert torch.allclose(mixed["mel"], lam * mel + (1 - lam) * mel[perm])
+    assert torch.allclose(mixed["boundary"], lam * mask.float() + (1 - lam) * mask[perm].float())
+    assert torch.equal(mixed["lengths"], torch.maximum(lengths, lengths[perm]))
+    assert torch.equal(mixed["mask"], mask | mask[perm]) and torch.equal(mixed["labels"], y)  # labels left as read
+    assert torch.allclose(targets.sum(1), torch.ones(3))
+    assert torch.allclose(targets[torch.arange(3), y] + targets[torch.arange(3), y[perm]] * (y != y[perm]),
+                          torch.full((3,), 1.0))
+    # the blended target's cross-entropy is the blend of the two clips' cross-entropies
+    logits = torch.randn(3, 5)
+    ce = torch.nn.functional.cross_entropy
+    assert torch.allclose(lipreading_loss({"logits": logits}, targets)[0],
+                          lam * ce(logits, y) + (1 - lam) * ce(logits, y[perm]), atol=1e-6)
+    with pytest.raises(ValueError, match="alpha"):
+        mix_batch(batch, 5, alpha=0.0)
+
+    # model_conf.mixup reaches the task's training loss: the model sees blended clips, the loss soft targets
+    recipe = load_recipe(RECIPES / "grid-words-baseline.yaml", ["model_conf.mixup=0.4", "model_conf.num_classes=5"])
+    seen = {}
+
+    def model(v, lens, m, mels):
+        seen.update(video=v, lengths=lens)
+        return {"logits": torch.zeros(3, 5, requires_grad=True)}
+
+    torch.manual_seed(7)
+    total, _ = task_for(recipe).losses(model, dict(batch))
+    assert torch.allclose(seen["video"], mixed["video"]) and torch.equal(seen["lengths"], mixed["lengths"])
+    assert torch.allclose(total, torch.log(torch.tensor(5.0)))  # uniform logits: log 5 whatever the targets
+    with pytest.raises(ValueError, match="mixup"):
+        load_recipe(RECIPES / "grid-words-baseline.yaml", ["model_conf.mixup=-1"])
+
+
 def _two_words(n: int, rng: torch.Generator, size: int = 16):
     """n clips of two synthetic "words" back to back (bars of classes a then b, 3-5 frames each)."""
     from avtrain.synthetic import make_clip

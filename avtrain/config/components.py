@@ -54,6 +54,8 @@ class LipReadingConf(_Strict):
     # a word-boundary indicator (1 on the word's frames, 0 on context) beside each frame's features at the back end's
     # input (Ma et al. 2022); for word clips stored with context (avprep grid --word-context). Not in the paper
     boundary: bool = False
+    # mixup of training clips, the alpha of Beta(alpha, alpha) (Ma et al. 2022: 0.4); 0 = off. Not in the paper
+    mixup: float = Field(default=0.0, ge=0.0)
 
 
 def _check_split(name: str, channels: int, kernel_sizes: list[int]) -> None:

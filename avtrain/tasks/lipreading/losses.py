@@ -16,8 +16,8 @@ def lipreading_loss(out: dict, labels: torch.Tensor, *, audio_task_weight: float
                     save_weight: float = 1.0, bridge_weight: float = 1.0, label_smoothing: float = 0.0
                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """L_total = L_save + L_bridge + L_task, L_task = CE(recall path) + CE(audio path); N = 0: CE(visual path).
-    ``label_smoothing`` (0 in the paper) applies to both CE terms. The parts are detached tensors (read on the host
-    only when logged)."""
+    ``label_smoothing`` (0 in the paper) applies to both CE terms. ``labels``: (B,) class indices, or (B, classes)
+    probabilities (mixup's blended targets). The parts are detached tensors (read on the host only when logged)."""
     ce = functools.partial(F.cross_entropy, label_smoothing=label_smoothing)
     task = ce(out["logits"].float(), labels)
     parts = {"ce_recall" if "bridge" in out else "ce": task.detach()}

@@ -78,8 +78,13 @@ class LipReadingTask(_WordTask):
         from avtrain.tasks.lipreading.losses import lipreading_loss
 
         mc, mem = self.recipe.conf("model"), self.recipe.conf("memory")
+        targets = batch["labels"]
+        if mc.mixup:  # losses() is the training step's; validation reads the clips unmixed
+            from avtrain.tasks.lipreading.mixup import mix_batch
+
+            batch, targets = mix_batch(batch, mc.num_classes, mc.mixup)
         out = model(batch["video"], batch["lengths"], batch["mask"], batch["mel"], **self.inputs(batch))
-        return lipreading_loss(out, batch["labels"], audio_task_weight=mc.audio_task_weight,
+        return lipreading_loss(out, targets, audio_task_weight=mc.audio_task_weight,
                                save_weight=mem.save_weight, bridge_weight=mem.bridge_weight,
                                label_smoothing=mc.label_smoothing)
 
