@@ -30,15 +30,16 @@ demo: venv
 	$(VENV)/bin/avtrain run recipes/grid-words-bridging.yaml --set trainer.epochs=2 --set output_dir=runs/demo
 	$(VENV)/bin/avtrain eval recipes/grid-words-bridging.yaml --set output_dir=runs/demo
 
-# speech from silent video: s1 sentence shards (resumable), a 7-epoch schedule of the resnet CPU recipe without its
+# speech from silent video: s1 sentence shards (resumable), a 12-epoch schedule of the resnet CPU recipe without its
 # lip-reading start (that needs the word shards and a word run first: recipes/grid-s1-speech-resnet-cpu.yaml in
 # full), its test-split STOI/ESTOI/WER beside the ceilings, and speech reconstructed from a held-out s1 test clip
 # (bbaf2n, in the test split). docs/results.md, issue 24: what this schedule and the full recipe reach.
 # Training runs as SPEECH_PROCS data-parallel processes of one thread each (torchrun, gloo), each with 16/SPEECH_PROCS
-# clips a batch (the recipe's 16 in all): 95 s an epoch on 2 cores against 130 s for one process of two threads.
+# clips a batch (the recipe's 16 in all): 95 s an epoch against 130 s for one process of two threads on the same 2
+# cores (docs/results.md, issue 24, "The demo schedule"; 38-44 s an epoch on a faster machine of the same size).
 # OMP_NUM_THREADS=1 is what torchrun would set anyway; set here, torchrun does not print its warning about it.
 SPEECH_RECIPE ?= recipes/grid-s1-speech-resnet-cpu.yaml
-SPEECH_SETS   ?= --set trainer.epochs=7 --set model_conf.visual_init=null
+SPEECH_SETS   ?= --set trainer.epochs=12 --set model_conf.visual_init=null
 SPEECH_SHARDS ?= out/grid-s1-sentence
 SPEECH_RUN    ?= runs/demo-speech
 SPEECH_PROCS  ?= 2
