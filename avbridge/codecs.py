@@ -55,8 +55,8 @@ def _chroma(rgb: np.ndarray) -> np.ndarray:
 def _x264_options(crf: int, speed: str, x264_params: str | None = None) -> dict[str, str]:
     """The encoder settings of every crop. threads=1: clips are encoded in parallel jobs already, and x264's frame
     threads only add latency on 75 frames. mbtree=0: with x264's macroblock-tree rate control the same frames gave
-    other bytes from one process to the next (GRID crops: every run when mediapipe's face mesh ran between encodes,
-    about one run in three without it; tests/test_prep_reproducible.py), which broke byte-identical shards. Without
+    other bytes from one process to the next (GRID crops: every run when mediapipe's face mesh ran between encodes, as
+    in avprep; 1 run in 8 without it; tests/test_prep_reproducible.py), which broke byte-identical shards. Without
     it a GRID mouth at CRF 18 takes ~36 % more bytes, at +1.2 dB PSNR (docs/format.md, "Reproducible shards")."""
     params = "mbtree=0" + (f":{x264_params}" if x264_params else "")
     return {"crf": str(crf), "preset": speed, "tune": "fastdecode", "threads": "1", "x264-params": params}
