@@ -238,4 +238,3 @@ def test_real_grid_shards_are_byte_identical_across_jobs_and_a_kill(grid_root, t
     assert _folder_bytes(two) == a and _folder_bytes(killed) == a
     keys = [raw["__key__"] for p in shard_paths(one) for raw in iter_raw_samples(p)]
     assert len(keys) == len(set(keys)) and any(k.endswith("_w0") for k in keys)
-
