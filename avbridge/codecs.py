@@ -52,6 +52,16 @@ def _chroma(rgb: np.ndarray) -> np.ndarray:
     return uv.transpose(0, 3, 1, 2).reshape(t, -1)
 
 
+def _x264_options(crf: int, speed: str, x264_params: str | None = None) -> dict[str, str]:
+    """The encoder settings of every crop. threads=1: clips are encoded in parallel jobs already, and x264's frame
+    threads only add latency on 75 frames. mbtree=0: with x264's macroblock-tree rate control the same frames gave
+    other bytes from one process to the next (GRID crops: every run when mediapipe's face mesh ran between encodes,
+    about one run in three without it; tests/test_prep_reproducible.py), which broke byte-identical shards. Without
+    it a GRID mouth at CRF 18 takes ~36 % more bytes, at +1.2 dB PSNR (docs/format.md, "Reproducible shards")."""
+    params = "mbtree=0" + (f":{x264_params}" if x264_params else "")
+    return {"crf": str(crf), "preset": speed, "tune": "fastdecode", "threads": "1", "x264-params": params}
+
+
 def encode_video(frames: np.ndarray, fps: float = 25.0, crf: int = VIDEO_CRF, speed: str = "veryfast",
                  x264_params: str | None = None) -> bytes:
     """Encode uint8 frames (T, H, W) gray or (T, H, W, 3) RGB as H.264 in mp4.
@@ -64,7 +74,8 @@ def encode_video(frames: np.ndarray, fps: float = 25.0, crf: int = VIDEO_CRF, sp
     RGB is stored as full-range yuv420p, chroma averaged over 2x2 pixels: talking-face sources are 4:2:0 already,
     and 4:4:4 measured 2x slower to encode for no chroma detail the source has.
 
-    The same frames give the same bytes with one x264 build (single-threaded; scripts/x264_stability.py); another
+    The same frames give the same bytes with one x264 build (single-threaded, no macroblock tree: ``_x264_options``;
+    scripts/x264_stability.py); another
     x264 or FFmpeg build may give others (docs/format.md, "Reproducible shards").
     """
     import av
@@ -77,10 +88,7 @@ def encode_video(frames: np.ndarray, fps: float = 25.0, crf: int = VIDEO_CRF, sp
         stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
-        # threads=1: clips are encoded in parallel jobs already; x264 frame threads only add latency on 75 frames.
-        stream.options = {"crf": str(crf), "preset": speed, "tune": "fastdecode", "threads": "1"}
-        if x264_params:
-            stream.options = {**stream.options, "x264-params": x264_params}
+        stream.options = _x264_options(crf, speed, x264_params)
         stream.metadata["title"] = "gray" if gray else "rgb"
         for index, frame_planes in enumerate(planes):
             vf = _yuv_frame(frame_planes)
@@ -201,7 +209,7 @@ def encode_video_segments(frames: np.ndarray, segments: list[tuple[int, int]], f
         stream = container.add_stream("libx264", rate=rate)
         stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf), "preset": speed, "tune": "fastdecode", "threads": "1", "forced-idr": "1"}
+        stream.options = {**_x264_options(crf, speed), "forced-idr": "1"}
         for j, frame_planes in enumerate(planes):
             vf = _yuv_frame(frame_planes)
             vf.pts, vf.time_base = int(kept[j]), 1 / rate  # source frame numbers: gaps are fine
