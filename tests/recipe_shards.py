@@ -11,17 +11,21 @@ SMALL = ["data.batch_size=2", "data.num_workers=0", "data.shuffle_buffer=1", "tr
 
 
 def shards_for(root: Path, recipe) -> Path:
-    """Synthetic shards with the recipe's crop field and colour (and the two-tower fields), one folder per shape."""
+    """Synthetic shards with the recipe's crop field and colour (and the two-tower fields), one folder per shape.
+
+    Crops are stored losslessly (npy): H.264 bytes depend on the x264 build and, with its macroblock tree, changed from
+    process to process on some CPUs (docs/format.md), which moved the recorded losses of tests/test_recipe_numerics.py
+    by up to 3 % without any change to the code they guard."""
     from avtrain.synthetic import write_shards
 
     d = recipe.data
     two_tower = recipe.model_conf.get("n_linear") if recipe.model == "two_tower" else None
     size = 112 if d.video_field == "mouth" else 96
     frames = 20 if recipe.model in ("speech", "two_tower") else 12
-    name = f"{d.video_field}-{d.color}-{size}-{frames}-{two_tower}"
+    name = f"{d.video_field}-{d.color}-{size}-{frames}-{two_tower}-npy"
     if not (root / name / "index.json").exists():
         write_shards(root / name, splits={"train": (1, 4)}, size=size, field=d.video_field, color=d.color,
-                     min_frames=frames, max_frames=frames, num_classes=4, two_tower=two_tower)
+                     codec="npy", min_frames=frames, max_frames=frames, num_classes=4, two_tower=two_tower)
     return root / name
 
 
