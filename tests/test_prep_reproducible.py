@@ -196,12 +196,14 @@ def test_the_folders_written_before_issue_22_still_resume(grid_root, tmp_path):
         source = REPO / "out" / name
         if not (source / "ledger.jsonl").exists():
             pytest.skip(f"{source} not built (make demo builds it)")
+        if "versions" in json.loads((source / "run.json").read_text()):
+            pytest.skip(f"{source} was written after issue 22 (make demo on a fresh machine writes such folders)")
         copy = tmp_path / name
         copy.mkdir()
         for f in ("run.json", "ledger.jsonl", "mean_face.npy", "index.json"):  # what a resume reads: no tar
             (copy / f).write_bytes((source / f).read_bytes())
         old = json.loads((copy / "run.json").read_text())
-        assert "versions" not in old and old["preset_hash"] != GRID.hash  # the old hash hashed the description
+        assert old["preset_hash"] != GRID.hash  # the old hash hashed the description
         report = prepare_grid(grid_root, copy, speakers=["s1"], unit=unit, options=PrepOptions(jobs=2, console=QUIET,
                                                                                                   progress=False))
         assert report.clips_skipped == 1000 and report.clips_written == 0
