@@ -250,14 +250,14 @@ import numpy as np
 from avbridge.codecs import encode_video, encode_video_segments
 from avprep.pipeline import worker_detectors
 from avprep.stages.landmarks import detect_landmarks
-root, params = Path(sys.argv[1]), sys.argv[2] or None
+root = Path(sys.argv[1])
 detectors = worker_detectors()
 for path in sorted(root.glob("*.mkv"))[:6]:
     with av.open(str(path)) as c:
         rgb = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
     detect_landmarks(rgb[:5], detectors=detectors)  # the detector's work between encodes, as in an avprep worker
     mouth = np.ascontiguousarray(rgb[:, 100:212, 120:232, 1])
-    data = [encode_video(mouth, x264_params=params)] + encode_video_segments(mouth, [(0, 20), (20, 40)])
+    data = [encode_video(mouth)] + encode_video_segments(mouth, [(0, 20), (20, 40)])
     print(hashlib.sha256(b"".join(data)).hexdigest())
 """
 
@@ -265,8 +265,8 @@ for path in sorted(root.glob("*.mkv"))[:6]:
 def test_the_crop_encoder_gives_the_same_bytes_in_every_process(grid_root):
     """Real GRID frames, x264 at the presets' settings, mediapipe's face mesh run between encodes: two processes
     give the same bytes. With x264's macroblock-tree rate control (mbtree=1) they did not (avbridge.codecs)."""
-    def run(params: str = "") -> list[str]:
-        out = subprocess.run([sys.executable, "-c", _ENCODE_AFTER_MESH, str(grid_root / "s1" / "video"), params],
+    def run() -> list[str]:
+        out = subprocess.run([sys.executable, "-c", _ENCODE_AFTER_MESH, str(grid_root / "s1" / "video")],
                              capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
                              timeout=300, check=True)
         return out.stdout.split()
