@@ -49,10 +49,11 @@ def run(
     from avbridge.sample import SampleError
     from avtrain.api import train
     from avtrain.engine.checkpoint import CheckpointError
+    from avtrain.engine.runlock import RunInUse
 
     try:
         result = train(r, resume=resume, console=err)
-    except (CheckpointError, SampleError) as e:
+    except (CheckpointError, SampleError, RunInUse) as e:
         err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     err.print(f"run {result.run_dir}: epoch {result.epoch}, step {result.step}, "
@@ -97,12 +98,13 @@ def sweep_levels_(
     out: Path | None = typer.Option(None, help="Table path without suffix (default: <output_dir>-levels)."),
 ):
     """Train and evaluate one run per set of MTLAM memory levels; print and write the table (Table 1)."""
+    from avtrain.engine.runlock import RunInUse
     from avtrain.tasks.lipreading.mtlam_sweep import PAPER_LRW_TOP1, parse_levels, sweep_levels
 
     try:
         level_sets = [parse_levels(t) for t in levels] if levels else list(PAPER_LRW_TOP1)
         sweep_levels(recipe, level_sets, set_ or [], table_path=out, console=err)
-    except RecipeError as e:
+    except (RecipeError, RunInUse) as e:
         err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 

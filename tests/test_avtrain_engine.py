@@ -3,6 +3,9 @@
 import json
 import math
 import pickle
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -193,3 +196,33 @@ def test_a_run_counts_its_samples_and_keeps_their_keys_only_when_asked(tmp_path,
     # an LRW run reads 500 000 clips an epoch: their keys are not kept unless a test asks for them
     result = train(load_recipe(make(tmp_path, shards, "keys"), ["trainer.max_steps=5"]))
     assert result.samples_seen == 20 and result.seen_keys == []
+
+
+def test_a_second_run_into_a_folder_being_trained_is_refused_in_one_line(tmp_path, shards):
+    """Two processes on one run folder (a re-submitted job, a sweep started twice) would interleave their
+    checkpoints and logs; the second is refused while the first lives, and resumes once it is killed."""
+    recipe = make(tmp_path, shards, "busy")
+    log = tmp_path / "first.log"
+    with log.open("w") as sink:
+        first = subprocess.Popen([sys.executable, "-m", "avtrain.cli", "run", str(recipe),
+                                  "--set", "trainer.epochs=10000"], stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        last = tmp_path / "busy" / "checkpoints" / "last.pt"
+        deadline = time.time() + 120
+        while not last.exists() and first.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+        assert last.exists(), log.read_text()[-2000:]
+        # without the guard this call would resume the same last.pt beside the first process (max_steps=1: it
+        # would return at once, exit 0)
+        res = CliRunner().invoke(app, ["run", str(recipe), "--set", "trainer.epochs=10000",
+                                       "--set", "trainer.max_steps=1"])
+        assert res.exit_code == 2, res.output
+        assert "is being trained by" in res.output and f"pid {first.pid}" in res.output
+        assert len(res.output.strip().splitlines()) <= 2  # one message (rich may wrap it), no traceback
+    finally:
+        first.kill()
+        first.wait()
+    # the kernel dropped the killed process's lock: the folder resumes from the checkpoint it left
+    again = train(load_recipe(recipe, ["trainer.epochs=10000", "trainer.max_steps=" + str(load(last)["step"] + 1)]))
+    assert again.step == load(last)["step"] and len(again.losses) == 1
+

@@ -18,6 +18,7 @@ import math
 import random
 import warnings
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,6 +36,7 @@ from avtrain.engine import distributed
 from avtrain.engine.ema import WeightAverage
 from avtrain.engine.optimisation import build_optimizer, build_scheduler, per_step
 from avtrain.engine.precision import autocast, autocast_dtype, configure_cuda, select_device, to_channels_last
+from avtrain.engine.runlock import hold_run_dir
 from avtrain.engine.steplog import StepLog
 from avtrain.engine.transfer import to_device
 
@@ -261,6 +263,12 @@ class Trainer:
                 self.writer.add_scalar(f"{prefix}/{k}", v, step)
 
     def fit(self, resume: bool = True, record_keys: bool = False) -> TrainResult:
+        """Train to the recipe's budget, resuming from ``last.pt``; the main rank holds the run folder meanwhile
+        (a second process training into it is refused: engine/runlock.py)."""
+        with hold_run_dir(self.run_dir) if self.dist.is_main else nullcontext():
+            return self._fit(resume, record_keys)
+
+    def _fit(self, resume: bool, record_keys: bool) -> TrainResult:
         last = self.ckpt_dir / "last.pt"
         if resume and last.exists():
             self.restore(last)
