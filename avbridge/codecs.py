@@ -83,21 +83,30 @@ def encode_video(frames: np.ndarray, fps: float = 25.0, crf: int = VIDEO_CRF, sp
     planes, gray = _yuv_planes(frames)
     height, width = planes.shape[1] * 2 // 3, planes.shape[2]
     buf = io.BytesIO()
+    rate = Fraction(fps).limit_denominator(1001)
     with av.open(buf, mode="w", format="mp4") as container:
-        rate = Fraction(fps).limit_denominator(1001)
-        stream = container.add_stream("libx264", rate=rate)
-        stream.width, stream.height = width, height
-        stream.pix_fmt = "yuv420p"
-        stream.options = _x264_options(crf, speed, x264_params)
+        stream = _x264_stream(container, rate, width, height, _x264_options(crf, speed, x264_params))
         stream.metadata["title"] = "gray" if gray else "rgb"
         for index, frame_planes in enumerate(planes):
             vf = _yuv_frame(frame_planes)
             vf.pts, vf.time_base = index, 1 / rate
-            for packet in stream.encode(vf):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
+            _mux(container, stream.encode(vf))
+        _mux(container, stream.encode(None))
     return buf.getvalue()
+
+
+def _x264_stream(container, rate: Fraction, width: int, height: int, options: dict[str, str]):
+    """A yuv420p libx264 stream of ``container`` with ``options`` (:func:`_x264_options`, plus any of the caller's)."""
+    stream = container.add_stream("libx264", rate=rate)
+    stream.width, stream.height = width, height
+    stream.pix_fmt = "yuv420p"
+    stream.options = options
+    return stream
+
+
+def _mux(container, packets) -> None:
+    for packet in packets:
+        container.mux(packet)
 
 
 def decode_video(data: bytes, max_frames: int | None = None, max_bytes: int | None = None) -> np.ndarray:
@@ -206,19 +215,14 @@ def encode_video_segments(frames: np.ndarray, segments: list[tuple[int, int]], f
     whole = io.BytesIO()
     rate = Fraction(fps).limit_denominator(1001)
     with av.open(whole, mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=rate)
-        stream.width, stream.height = width, height
-        stream.pix_fmt = "yuv420p"
-        stream.options = {**_x264_options(crf, speed), "forced-idr": "1"}
+        stream = _x264_stream(container, rate, width, height, {**_x264_options(crf, speed), "forced-idr": "1"})
         for j, frame_planes in enumerate(planes):
             vf = _yuv_frame(frame_planes)
             vf.pts, vf.time_base = int(kept[j]), 1 / rate  # source frame numbers: gaps are fine
             if j == 0 or kept[j] in cuts or kept[j - 1] != kept[j] - 1:
                 vf.pict_type = av.video.frame.PictureType.I
-            for packet in stream.encode(vf):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
+            _mux(container, stream.encode(vf))
+        _mux(container, stream.encode(None))
     whole.seek(0)
     out = []
     with av.open(whole) as source:
