@@ -20,8 +20,8 @@ from avbridge.spectra import SpectrogramParams
 from avtrain.api import load_recipe, task_for
 from avtrain.data import build_loader
 from avtrain.tasks.speech.hifigan import HifiGan
-from avtrain.tasks.speech.metrics import SpeechMetrics
 from avtrain.tasks.speech.recognise import recognisers
+from avtrain.tasks.speech.scoring import SpeechEvaluator
 from avtrain.tasks.weights import load_weights
 
 
@@ -44,14 +44,15 @@ def main() -> None:
     task = task_for(recipe)
     model, _ = load_weights(recipe, task, "best", torch.device("cpu"))
     vocoder, asr = HifiGan("cpu"), recognisers()
-    scores = {a: SpeechMetrics(recognisers=asr) for a in alphas}
+    scores: dict[float, SpeechEvaluator] = {}  # alpha -> avtrain eval's scorer, made with the first clip's params
     for batch in build_loader(recipe, args.split, train=False, scoring=True, fields=task.fields()):
         for i, pred in enumerate(task.predict(model, batch, torch.device("cpu"))):
             params = SpectrogramParams(**batch["spectrograms"][i])
             for a in alphas:
-                wave = vocoder(torch.as_tensor(sharpen(pred.mel, a)).float(), params)
-                scores[a].add(pred.key, batch["waves"][i], wave, params.sample_rate, text=batch["texts"][i])
-    table = {str(a): {k: v["mean"] for k, v in scores[a].summary().items()} for a in alphas}
+                if a not in scores:
+                    scores[a] = SpeechEvaluator(params, mode="hifigan", hifigan=vocoder, recognisers=asr)
+                scores[a].add(pred.key, batch["waves"][i], mel=sharpen(pred.mel, a), text=batch["texts"][i])
+    table = {str(a): {k: v["mean"] for k, v in scores[a].summary()["metrics"].items()} for a in alphas}
     print(json.dumps(table, indent=1))
 
 
