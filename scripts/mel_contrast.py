@@ -18,7 +18,9 @@ import torch
 
 from avbridge.spectra import SpectrogramParams
 from avtrain.api import load_recipe, task_for
+from avtrain.config.recipe import RecipeError
 from avtrain.data import build_loader
+from avtrain.engine.checkpoint import CheckpointError
 from avtrain.tasks.speech.hifigan import HifiGan
 from avtrain.tasks.speech.recognise import recognisers
 from avtrain.tasks.speech.scoring import SpeechEvaluator
@@ -40,9 +42,14 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     alphas = [float(a) for a in args.alphas.split(",")]
-    recipe = load_recipe(f"{args.run}/config.yaml", ["data.num_workers=0"])
-    task = task_for(recipe)
-    model, _ = load_weights(recipe, task, "best", torch.device("cpu"))
+    try:
+        recipe = load_recipe(f"{args.run}/config.yaml", ["data.num_workers=0"])
+        task = task_for(recipe)
+        if not hasattr(task, "predict"):
+            raise ValueError(f"{args.run} trains {type(task).__name__}, not a speech model")
+        model, _ = load_weights(recipe, task, "best", torch.device("cpu"))
+    except (RecipeError, CheckpointError, FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
     vocoder, asr = HifiGan("cpu"), recognisers()
     scores: dict[float, SpeechEvaluator] = {}  # alpha -> avtrain eval's scorer, made with the first clip's params
     for batch in build_loader(recipe, args.split, train=False, scoring=True, fields=task.fields()):
