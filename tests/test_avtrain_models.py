@@ -1,6 +1,7 @@
 """Lip-reading model per supplementary Table 1: shapes, masks, the N = 0 baseline, Eq. 7-8."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -157,6 +158,20 @@ def test_mixup_blends_two_clips_and_their_targets_and_reaches_the_training_loss(
     with pytest.raises(ValueError, match="mixup"):
         load_recipe(RECIPES / "grid-words-baseline.yaml", ["model_conf.mixup=-1"])
 
+    # and MTLAM's: its memories read the blended mel, each L_cls term the blended targets
+    mtlam = load_recipe(RECIPES / "grid-words-mtlam.yaml", ["model_conf.mixup=0.4", "model_conf.num_classes=5"])
+    seen.clear()
+
+    def mtlam_model(v, lens, m, mels):
+        seen.update(video=v, mel=mels)
+        return {"logits": torch.zeros(3, 5, requires_grad=True), "logits_audio": torch.zeros(3, 5), "memory": {
+            1: SimpleNamespace(losses={"recon": torch.tensor(0.0), "contrast": torch.tensor(0.0)})}}
+
+    torch.manual_seed(7)
+    total, terms = task_for(mtlam).losses(mtlam_model, dict(batch))
+    assert torch.allclose(seen["video"], mixed["video"]) and torch.allclose(seen["mel"], mixed["mel"])
+    assert set(terms) >= {"cls_va", "cls_a"} and torch.allclose(total, 2 * torch.log(torch.tensor(5.0)))
+
 
 def _two_words(n: int, rng: torch.Generator, size: int = 16):
     """n clips of two synthetic "words" back to back (bars of classes a then b, 3-5 frames each)."""
@@ -178,13 +193,20 @@ def _two_words(n: int, rng: torch.Generator, size: int = 16):
     return video, lengths, mask, a, b, first, mask.float() - first
 
 
-def test_a_boundary_model_reads_the_word_the_indicator_marks():
+_SMALL_FRONT = ["visual_frontend_conf.widths=[8, 8, 16, 16]", "visual_frontend_conf.stem_channels=8",
+                "model_conf.embed_dim=32", "model_conf.num_classes=5", "model_conf.boundary=true"]
+
+
+@pytest.mark.parametrize("recipe, sets", [
+    ("grid-words-baseline.yaml", ["backend_conf.hidden=32"]),  # the indicator beside the BiGRU's input
+    ("grid-words-mtlam.yaml", ["memory_conf.levels=[]", "temporal_conf.width=32", "temporal_conf.growth_rate=24",
+                               "temporal_conf.num_levels=2"]),  # a learned vector on the DC-TCN's input
+], ids=["bigru", "dctcn"])
+def test_a_boundary_model_reads_the_word_the_indicator_marks(recipe, sets):
     """Clips hold two words; the indicator marks the one to read (context around a word, as --word-context stores
     it). Trained on either word marked at random, the model must name the marked word, and name the other one when
     the indicator is moved to it: a model that ignored the indicator could not do both."""
-    r = load_recipe(RECIPES / "grid-words-baseline.yaml", [
-        "visual_frontend_conf.widths=[8, 8, 16, 16]", "visual_frontend_conf.stem_channels=8",
-        "model_conf.embed_dim=32", "backend_conf.hidden=32", "model_conf.num_classes=5", "model_conf.boundary=true"])
+    r = load_recipe(RECIPES / recipe, _SMALL_FRONT + sets)
     task = task_for(r)
     assert task.fields().boundary
     torch.manual_seed(0)

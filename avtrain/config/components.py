@@ -127,6 +127,10 @@ class MTLAMConf(_Strict):
     asr_weight: float = 1.0  # L_cls^a
     fused_weight: float = 1.0  # L_cls^{v,a}, the prediction used at inference
     label_smoothing: float = Field(default=0.0, ge=0.0, lt=1.0)  # on every L_cls term; not in the paper
+    # the word-boundary indicator, as LipReadingConf's; here a learned vector added to each word frame's front-end
+    # feature, so the memories' level-0 width stays embed_dim. Not in the paper
+    boundary: bool = False
+    mixup: float = Field(default=0.0, ge=0.0)  # as LipReadingConf's, the mel blended too. Not in the paper
 
 
 class TacotronDecoderConf(_Strict):

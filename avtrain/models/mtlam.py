@@ -15,6 +15,11 @@ the fused stream (Eq. 6).
 Levels are numbered as in Table 1: level i >= 1 is the output of temporal level i (MTLAM#i), level 0 the
 front-end output (MVM's extra placement). ``levels=()`` is the baseline: visual front, visual temporal model,
 classifier, cross-entropy; no audio path and no memory parameters.
+
+With ``boundary`` (not in the paper; Ma et al. 2022) a learned vector is added to the front-end feature of each frame
+the word-boundary indicator marks (1 on the word's frames, 0 on context). Under the temporal model's first
+(linear) convolution that is concatenating the indicator as one more input channel, but it keeps the level-0 width
+at embed_dim, which the audio features a level-0 memory stores share.
 """
 
 from __future__ import annotations
@@ -109,9 +114,10 @@ class MTLAMLipReading(nn.Module):
     def __init__(self, visual: VisualFrontend, visual_tcn: TemporalModel, num_classes: int,
                  audio: AudioFrontend | None = None, audio_tcn: TemporalModel | None = None,
                  memories: dict[int, LipAudioMemory] | None = None, visual_pass: bool = True,
-                 head_dropout: float = 0.0):
+                 head_dropout: float = 0.0, boundary: bool = False):
         """``visual_pass``: in training, also run the visual stream without memories (the VSR term's prediction);
-        a task that does not weigh that term spares the pass."""
+        a task that does not weigh that term spares the pass. ``boundary``: the model reads a word-boundary
+        indicator (module docstring)."""
         super().__init__()
         memories = memories or {}
         if memories and (audio is None or audio_tcn is None):
@@ -122,12 +128,14 @@ class MTLAMLipReading(nn.Module):
         self.visual_pass = visual_pass
         self.head = ClipClassifier(visual_tcn.level_dims[-1], num_classes, head_dropout)
         self.audio_head = ClipClassifier(audio_tcn.level_dims[-1], num_classes, head_dropout) if memories else None
+        # zeros: the model starts as the one without the indicator
+        self.boundary_embed = nn.Parameter(torch.zeros(visual.out_dim)) if boundary else None
 
     @classmethod
     def build(cls, num_classes: int, embed_dim: int, visual_frontend: dict[str, Any], audio_frontend: dict[str, Any],
               temporal: TemporalSpec, levels: tuple[int, ...], memory: dict[str, Any],
               audio_temporal: TemporalSpec | None = None, visual_pass: bool = True,
-              head_dropout: float = 0.0) -> MTLAMLipReading:
+              head_dropout: float = 0.0, boundary: bool = False) -> MTLAMLipReading:
         """Front-ends (``VisualFrontend`` / ``AudioFrontend`` keywords but ``out_dim``: both emit ``embed_dim``), the
         temporal model(s), one :class:`LipAudioMemory` per level in ``levels`` (``memory``: its num_slots,
         num_heads, key_dim, scale, init_std); ``levels=()`` is the baseline without audio and memory."""
@@ -139,13 +147,13 @@ class MTLAMLipReading(nn.Module):
         visual = VisualFrontend(**visual_frontend, out_dim=embed_dim)
         if not levels:  # the baseline: no audio, no memory
             return cls(visual, build_temporal_model(embed_dim, temporal), num_classes, visual_pass=visual_pass,
-                       head_dropout=head_dropout)
+                       head_dropout=head_dropout, boundary=boundary)
         audio = AudioFrontend(**audio_frontend, out_dim=embed_dim)
         visual_tcn, audio_tcn = build_matched_towers(embed_dim, embed_dim, temporal, audio_temporal)
         dims = [embed_dim, *visual_tcn.level_dims]
         memories = {i: LipAudioMemory(dims[i], memory["num_slots"], memory["num_heads"], memory.get("key_dim"),
                                       memory.get("scale", 16.0), memory.get("init_std", 0.5)) for i in levels}
-        return cls(visual, visual_tcn, num_classes, audio, audio_tcn, memories, visual_pass, head_dropout)
+        return cls(visual, visual_tcn, num_classes, audio, audio_tcn, memories, visual_pass, head_dropout, boundary)
 
     # ------------------------------------------------------------ streams
     def _visual_stream(self, f0: torch.Tensor, mask: torch.Tensor, audio_levels: list[torch.Tensor] | None,
@@ -163,9 +171,9 @@ class MTLAMLipReading(nn.Module):
         return x, outs
 
     def forward(self, video: torch.Tensor, lengths: torch.Tensor | None = None, mask: torch.Tensor | None = None,
-                mel: torch.Tensor | None = None) -> dict[str, Any]:
+                mel: torch.Tensor | None = None, boundary: torch.Tensor | None = None) -> dict[str, Any]:
         """Same call as ``LipReadingModel``: video (B, T, 1, H, W) or (B, T, H, W), host ``lengths``, mask (B, T),
-        mel (B, M, 4T) or None.
+        mel (B, M, 4T) or None, ``boundary`` (B, T) the indicator a model built with ``boundary`` requires.
 
         Returns ``logits`` (the fused stream: the prediction used at inference), ``addressing`` {level: (B, T, h,
         N)} and ``memory`` {level: LevelMemoryOutput, with its loss terms}; with ``mel`` (training) also
@@ -177,7 +185,11 @@ class MTLAMLipReading(nn.Module):
                 to_device_async(lengths, video.device)[:, None]
         if video.dim() == 4:  # (B, T, H, W): one grey channel
             video = video.unsqueeze(2)
+        if self.boundary_embed is not None and boundary is None:
+            raise ValueError("this model reads a word-boundary indicator (model_conf.boundary) and got none")
         f0 = self.visual(video, mask, lengths)
+        if self.boundary_embed is not None:
+            f0 = f0 + boundary[..., None].to(f0.dtype) * self.boundary_embed
         if not self.levels:
             return {"logits": self.head(self.visual_tcn(f0, mask)[-1], mask), "addressing": {}, "memory": {}}
         audio_levels = None

@@ -21,9 +21,22 @@ class _WordTask(Task):
     metric = "acc"
     higher_is_better = True
 
+    def fields(self) -> Fields:
+        return Fields(boundary=bool(self.recipe.model_conf["boundary"]))
+
     def inputs(self, batch: dict) -> dict[str, Any]:
         """The model's inputs beyond video, lengths, mask and mel, from a batch."""
-        return {}
+        return {"boundary": batch["boundary"]} if self.recipe.model_conf["boundary"] else {}
+
+    def training_batch(self, batch: dict) -> tuple[dict, torch.Tensor]:
+        """(the batch the training step's model reads, its targets): with ``model_conf.mixup`` the clips and their
+        one-hot labels blended (training only: validation and evaluation read the clips as they are)."""
+        mc = self.recipe.conf("model")
+        if not mc.mixup:
+            return batch, batch["labels"]
+        from avtrain.tasks.lipreading.mixup import mix_batch
+
+        return mix_batch(batch, mc.num_classes, mc.mixup)
 
     def validation_sums(self, model: nn.Module, batch: dict) -> dict[str, float]:
         logits = model(batch["video"], batch["lengths"], batch["mask"], **self.inputs(batch))["logits"].float()
@@ -68,21 +81,11 @@ class LipReadingTask(_WordTask):
         return LipReadingModel.build(m["num_classes"], m["embed_dim"], r.visual_frontend_conf, r.audio_frontend_conf,
                                      r.memory_conf, r.backend_conf, m["fusion_dropout"], m["boundary"])
 
-    def fields(self) -> Fields:
-        return Fields(boundary=bool(self.recipe.model_conf["boundary"]))
-
-    def inputs(self, batch: dict) -> dict[str, Any]:
-        return {"boundary": batch["boundary"]} if self.recipe.model_conf["boundary"] else {}
-
     def losses(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         from avtrain.tasks.lipreading.losses import lipreading_loss
 
         mc, mem = self.recipe.conf("model"), self.recipe.conf("memory")
-        targets = batch["labels"]
-        if mc.mixup:  # losses() is the training step's; validation reads the clips unmixed
-            from avtrain.tasks.lipreading.mixup import mix_batch
-
-            batch, targets = mix_batch(batch, mc.num_classes, mc.mixup)
+        batch, targets = self.training_batch(batch)
         out = model(batch["video"], batch["lengths"], batch["mask"], batch["mel"], **self.inputs(batch))
         return lipreading_loss(out, targets, audio_task_weight=mc.audio_task_weight,
                                save_weight=mem.save_weight, bridge_weight=mem.bridge_weight,
@@ -124,13 +127,15 @@ class MTLAMTask(_WordTask):
         return MTLAMLipReading.build(m["num_classes"], m["embed_dim"], front(r.visual_frontend_conf),
                                      front(r.audio_frontend_conf), temporal_spec(r.temporal, r.temporal_conf),
                                      tuple(r.memory_conf["levels"]), r.memory_conf,
-                                     visual_pass=bool(self.weights.cls_v), head_dropout=m["head_dropout"])
+                                     visual_pass=bool(self.weights.cls_v), head_dropout=m["head_dropout"],
+                                     boundary=m["boundary"])
 
     def losses(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         from avtrain.tasks.lipreading.losses import mtlam_loss
 
-        out = model(batch["video"], batch["lengths"], batch["mask"], batch["mel"])
-        total, terms = mtlam_loss(out, batch["labels"], self.weights)
+        batch, targets = self.training_batch(batch)
+        out = model(batch["video"], batch["lengths"], batch["mask"], batch["mel"], **self.inputs(batch))
+        total, terms = mtlam_loss(out, targets, self.weights)
         parts = {k: v.detach() for k, v in terms.items()}
         parts["total"] = total.detach()
         return total, parts
