@@ -53,7 +53,8 @@ def mtlam_loss(out: Mapping[str, Any], labels: torch.Tensor, weights: MTLAMWeigh
                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Eq. 6 from an MTLAM forward output: the weighted total and the unweighted terms, ``cls_va`` (fused stream;
     the baseline's only term, named ``cls_v`` there), ``cls_v``, ``cls_a``, ``recon`` and ``contrast`` (summed over
-    levels) and per level ``recon@i`` / ``contrast@i``."""
+    levels) and per level ``recon@i`` / ``contrast@i``. ``labels``: (B,) class indices, or (B, classes)
+    probabilities (mixup's blended targets)."""
     ce = functools.partial(F.cross_entropy, label_smoothing=weights.label_smoothing)
     mems = out.get("memory", {})
     if not mems:  # the baseline: its only stream is the visual one
