@@ -27,6 +27,7 @@ from avprep.shards import iter_raw_samples, shard_paths
 from avprep.stages import crops
 from avprep.stages.decode import decode_clip
 from avprep.stages.landmarks import LIPS
+from avtrain.data.clips import word_boundary
 from clipmaker import read_clip, retime, write_clip
 from docexamples import run_example
 
@@ -112,6 +113,11 @@ def test_lrw_fixed_box_samples(lrw_tree, tmp_path):
         assert "landmarks.npy" not in raw and meta["tool_version"]
         assert len(decode_field("wav.flac", raw["wav.flac"])) == 29 * 640
         assert decode_field("mel.npy", raw["mel.npy"]).shape == (80, 116)
+        # model_conf.boundary marks the word's own frames of the clip (Ma et al. 2022's LRW indicator), not all 29
+        w = meta["words"][0]
+        frame = np.arange(29)
+        np.testing.assert_array_equal(word_boundary(meta, 29), (frame >= w["start_frame"]) & (frame < w["end_frame"]))
+        assert 0 < w["end_frame"] - w["start_frame"] < 29
     assert check_shards(tmp_path).errors == []
 
     # The crop is the official loader's: rows 59-195, columns 95-231 of the decoded frame, resized to 112, gray.
@@ -242,6 +248,10 @@ def test_lrw1000_video_span_matches_the_audio(lrw1000_tree, tmp_path):
         assert abs(frames - (t["ed"] - span_start + 0.4) * 25) <= 0.5 + 1e-6
         assert meta["words"][0]["start_frame"] == 0
         assert meta["words"][0]["end_frame"] == math.ceil((t["ed"] - span_start) * 25 - 1e-6)
+        # the boundary indicator is on for the word, off for the 0.4 s of audio after it
+        ones = meta["words"][0]["end_frame"]
+        np.testing.assert_array_equal(word_boundary(meta, frames), [1] * ones + [0] * (frames - ones))
+        assert 0 < ones < frames
         # The stored audio is the corpus's file, sample for sample, after the lead, fitted to whole frames.
         wav = decode_field("wav.flac", raw["wav.flac"])
         n = min(len(wav) - lead, len(t["segment"]))

@@ -61,9 +61,14 @@ def word_frames(words: list[dict], num_frames: int, vocabulary: dict[str, int]) 
 
 
 def word_boundary(meta: dict, num_frames: int) -> np.ndarray:
-    """1.0 on the frames of the clip's word (``word_span`` of a word clip stored with context), 0.0 on its context;
-    a clip without ``word_span`` is all word."""
-    start, stop = meta.get("word_span") or (0, num_frames)
+    """1.0 on the frames of the clip's word, 0.0 on its context. The word is ``word_span`` (a word sample stored with
+    context, ``avprep grid --word-context``), else the one aligned word of a whole labelled clip (LRW's word centred
+    in its 1.16 s, LRW-1000's word before its 0.4 s of trailing audio); a word sample without context is all word."""
+    span = meta.get("word_span")
+    words = meta.get("words") or []
+    if span is None and meta.get("unit") != "word" and meta.get("label") is not None and len(words) == 1:
+        span = (words[0]["start_frame"], words[0]["end_frame"])
+    start, stop = span or (0, num_frames)
     indicator = np.zeros(num_frames, np.float32)
     indicator[max(0, int(start)) : max(0, int(stop))] = 1.0
     return indicator
