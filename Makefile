@@ -91,6 +91,8 @@ bench-loader: venv  # synthetic LRW-shaped clips; real GRID mouth crops too when
 	OMP_NUM_THREADS=1 $(PY) scripts/bench_loader.py --batches 20 --json out/bench-loader.json
 	if [ -f out/grid-s1-sentence/index.json ]; then OMP_NUM_THREADS=1 $(PY) scripts/bench_loader.py --batches 20 \
 	  --content out/grid-s1-sentence --json out/bench-loader-real.json; fi
+	# no OMP_NUM_THREADS here: BLAS threads spinning beside training are what this one measures
+	$(PY) scripts/bench_resize.py --json out/bench-resize.json
 
 bench: bench-prep bench-train bench-loader
 

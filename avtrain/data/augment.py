@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import torch
 
 
 def _area_weights(n_in: int, n_out: int) -> np.ndarray:
@@ -23,7 +24,7 @@ def _area_weights(n_in: int, n_out: int) -> np.ndarray:
 
 
 def resize_frames(video: np.ndarray, size: int) -> np.ndarray:
-    """Area-resize uint8 (T, H, W) frames to (T, size, size) float32 (0..255). No OpenCV: plain numpy.
+    """Area-resize uint8 (T, H, W) frames to (T, size, size) float32 (0..255): two matmuls with explicit area weights.
 
     Every output pixel is the mean of the source area it covers, so detail finer than the output grid averages out
     rather than aliasing (112 -> 64, the CPU recipes' mouth, used to fall through to bilinear sampling)."""
@@ -33,8 +34,11 @@ def resize_frames(video: np.ndarray, size: int) -> np.ndarray:
     if h % size == 0 and w % size == 0:  # integer factor: exact box average
         fh, fw = h // size, w // size
         return video.reshape(t, size, fh, size, fw).astype(np.float32).mean(axis=(2, 4))
-    rows, cols = _area_weights(h, size), _area_weights(w, size)
-    return np.matmul(np.matmul(rows, video.astype(np.float32)), cols.T)
+    rows, cols = torch.from_numpy(_area_weights(h, size)), torch.from_numpy(_area_weights(w, size))
+    # torch, not numpy: its matmul runs on the threads the process gave torch (one in a loader worker, the
+    # recipe's trainer.threads in the main process), where numpy's OpenBLAS starts a thread per core of its own
+    # that spins against the training beside it: 10-300x the wall time a clip (scripts/bench_resize.py).
+    return (rows @ torch.from_numpy(video).to(torch.float32) @ cols.T).numpy()
 
 
 def centre_crop(video: np.ndarray, size: int | None) -> np.ndarray:
