@@ -36,8 +36,8 @@ def resize_frames(video: np.ndarray, size: int) -> np.ndarray:
         return video.reshape(t, size, fh, size, fw).astype(np.float32).mean(axis=(2, 4))
     rows, cols = torch.from_numpy(_area_weights(h, size)), torch.from_numpy(_area_weights(w, size))
     # torch, not numpy: its matmul runs on the threads the process gave torch (one in a loader worker, the
-    # recipe's trainer.threads in the main process), where numpy's OpenBLAS starts a thread per core of its own
-    # that spins against the training beside it: 10-300x the wall time a clip (scripts/bench_resize.py).
+    # recipe's trainer.threads in the main process), where numpy's OpenBLAS starts threads (one per core) of its own
+    # that spin against the training beside it: 3x to 300x the wall time a clip (scripts/bench_resize.py).
     return (rows @ torch.from_numpy(video).to(torch.float32) @ cols.T).numpy()
 
 
