@@ -7,7 +7,6 @@ that is what lets a resumed run reproduce the uninterrupted one exactly.
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
@@ -24,12 +23,6 @@ def _area_weights(n_in: int, n_out: int) -> np.ndarray:
     return (overlap / overlap.sum(1, keepdims=True)).astype(np.float32)
 
 
-@functools.lru_cache(maxsize=8)
-def _area_matrix(n_in: int, n_out: int) -> torch.Tensor:
-    """``_area_weights`` as a tensor, built once per shape (a loader calls this twice for every clip)."""
-    return torch.from_numpy(_area_weights(n_in, n_out))
-
-
 def resize_frames(video: np.ndarray, size: int) -> np.ndarray:
     """Area-resize uint8 (T, H, W) frames to (T, size, size) float32 (0..255): two matmuls with explicit area weights.
 
@@ -41,7 +34,7 @@ def resize_frames(video: np.ndarray, size: int) -> np.ndarray:
     if h % size == 0 and w % size == 0:  # integer factor: exact box average
         fh, fw = h // size, w // size
         return video.reshape(t, size, fh, size, fw).astype(np.float32).mean(axis=(2, 4))
-    rows, cols = _area_matrix(h, size), _area_matrix(w, size)
+    rows, cols = torch.from_numpy(_area_weights(h, size)), torch.from_numpy(_area_weights(w, size))
     # torch, not numpy: its matmul runs on the threads the process gave torch (one in a loader worker, the
     # recipe's trainer.threads in the main process), where numpy's OpenBLAS starts threads (one per core) of its own
     # that spin against the training beside it: 3x to 300x the wall time a clip (scripts/bench_resize.py).
