@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -60,9 +63,37 @@ def sum_across_ranks(info: DistInfo, sums: dict[str, float]) -> dict[str, float]
     is one shard), so each sends its own dict (gathered as objects) instead of a tensor whose size could differ."""
     if not info.enabled:
         return dict(sums)
-    gathered: list[dict[str, float] | None] = [None] * info.world_size
-    dist.all_gather_object(gathered, dict(sums))
-    return add_sums(gathered)
+    return add_sums(all_gather_json(dict(sums)))
+
+
+def all_gather_json(obj: Any) -> list[Any]:
+    """Every rank's JSON-serialisable `obj`, in rank order.
+
+    Not `dist.all_gather_object`: gloo's worker thread drops its reference to a finished collective's tensors a
+    moment after `wait()` returns, and if Python has let go of them by then that thread must take the GIL to free
+    them. When that races interpreter shutdown, the thread is unwound through C++ and the rank aborts ("terminate
+    called without an active exception", about one torchrun exit in ten). Here the tensors stay referenced until
+    the backend has released them."""
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    payload = torch.tensor(list(json.dumps(obj).encode()), dtype=torch.uint8, device=device)
+    size = torch.tensor([payload.numel()], dtype=torch.long, device=device)
+    sizes = [torch.zeros_like(size) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, size)
+    longest = max(int(s) for s in sizes)
+    padded = torch.zeros(longest, dtype=torch.uint8, device=device)
+    padded[: payload.numel()] = payload
+    gathered = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(gathered, padded)
+    _wait_until_released([size, *sizes, padded, *gathered])
+    return [json.loads(bytes(g[: int(s)].tolist()).decode()) for g, s in zip(gathered, sizes)]
+
+
+def _wait_until_released(tensors: list[torch.Tensor], timeout_s: float = 5.0) -> None:
+    """Block (releasing the GIL) until no backend thread holds a reference to `tensors`; give up after timeout_s,
+    since a late release only matters at interpreter exit."""
+    deadline = time.monotonic() + timeout_s
+    while any(t._use_count() > 1 for t in tensors) and time.monotonic() < deadline:
+        time.sleep(0.0001)
 
 
 def add_sums(parts: list[dict[str, float] | None]) -> dict[str, float]:
