@@ -53,7 +53,7 @@ def run(
 
     try:
         result = train(r, resume=resume, console=err)
-    except (CheckpointError, SampleError, RunInUse) as e:
+    except (CheckpointError, SampleError, RunInUse, RecipeError) as e:
         err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     err.print(f"run {result.run_dir}: epoch {result.epoch}, step {result.step}, "

@@ -113,3 +113,24 @@ def test_word_clips_with_context_carry_their_boundary_indicator(tmp_path):
     cut = validate_recipe({**r.model_dump(), "data": {**r.data.model_dump(), "max_frames": 4}})
     batch = next(iter(build_loader(cut, "test", train=False, fields=Fields(boundary=True))))
     assert batch["boundary"][0].tolist() == [1, 1, 1, 0]  # the centre window: frames 2..5
+
+
+def test_a_boundary_indicator_on_word_shards_without_context_is_refused(tmp_path):
+    """Word clips cut without context (``avprep grid --unit word``, word_context 0) are all word: the indicator
+    would be 1.0 on every frame, a constant input, so a task asking for it is told how to make shards that carry it."""
+    import json
+
+    from avtrain.data.fields import Fields
+
+    shards = write_shards(tmp_path / "syn", splits={"train": (1, 2)})
+    index = json.loads((shards / "index.json").read_text())
+    r = validate_recipe({"output_dir": "unused", "data": {"shards": str(shards), "verify_checksums": False}})
+    for run, refused in (({"unit": "word", "word_context": 0}, True), ({"unit": "word", "word_context": 3}, False),
+                         ({"unit": "sentence", "word_context": 0}, False), ({"corpus": "lrw"}, False)):
+        (shards / "index.json").write_text(json.dumps({**index, "run": run}))
+        if refused:
+            with pytest.raises(ValueError, match="--word-context"):
+                build_loader(r, "train", train=True, fields=Fields(boundary=True))
+        else:
+            build_loader(r, "train", train=True, fields=Fields(boundary=True))
+        build_loader(r, "train", train=True)  # without the indicator the shards are fine

@@ -226,3 +226,14 @@ def test_a_second_run_into_a_folder_being_trained_is_refused_in_one_line(tmp_pat
     again = train(load_recipe(recipe, ["trainer.epochs=10000", "trainer.max_steps=" + str(load(last)["step"] + 1)]))
     assert again.step == load(last)["step"] and len(again.losses) == 1
 
+
+
+def test_a_boundary_indicator_on_word_shards_without_context_is_refused_in_one_line(tmp_path):
+    words = write_shards(tmp_path / "words", splits={"train": (2, 4), "val": (1, 2), "test": (1, 2)})
+    index = json.loads((words / "index.json").read_text())
+    (words / "index.json").write_text(json.dumps({**index, "run": {"unit": "word", "word_context": 0}}))
+    res = CliRunner().invoke(app, ["run", str(make(tmp_path, words, "bnd")), "--set", "model_conf.boundary=true",
+                                   "--set", "trainer.max_steps=1", "--set", "trainer.progress=false"])
+    assert res.exit_code == 2, res.output
+    assert "--word-context" in res.output and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) <= 2, res.output  # one message (rich may wrap it)

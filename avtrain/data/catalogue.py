@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from avbridge.shardlist import shard_names
+from avtrain.config.recipe import RecipeError
 
 
 def read_index(root: str | Path) -> dict[str, Any]:
@@ -29,6 +30,16 @@ def split_shards(root: str | Path, split: str) -> list[str]:
 def vocabulary(root: str | Path) -> list[str]:
     """Class names by label index, as avprep records them in index.json (``run.vocabulary``); [] if absent."""
     return list(read_index(root).get("run", {}).get("vocabulary") or [])
+
+
+def check_boundary_source(root: str | Path) -> None:
+    """Refuse a word-boundary indicator on word clips cut without context: each such clip is its word alone, so the
+    indicator would be 1.0 on every frame (a constant input the model cannot use)."""
+    run = read_index(root).get("run") or {}
+    if run.get("unit") == "word" and not run.get("word_context"):
+        raise RecipeError(f"model_conf.boundary: the word clips in {root} were cut without context (word_context 0), "
+                         f"so every frame is the word; make shards with context (avprep grid --unit word "
+                         f"--word-context 3) or leave model_conf.boundary off")
 
 
 def split_size(root: str | Path, split: str) -> int | None:
