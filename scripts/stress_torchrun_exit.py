@@ -10,28 +10,13 @@ one epoch on 8 synthetic clips, validates twice (one rank holds no validation cl
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from avtrain.synthetic import write_shards  # noqa: E402
-from test_avtrain_ddp import SPEECH_RECIPE, SPEECH_WORKER  # noqa: E402
-
-
-def one_run(tmp: Path) -> subprocess.CompletedProcess:
-    shards = write_shards(tmp / "syn", splits={"train": (2, 4), "val": (1, 3)}, size=96, max_frames=5)
-    recipe = tmp / "speech.yaml"
-    recipe.write_text(SPEECH_RECIPE.format(out=tmp / "run", shards=shards))
-    script = tmp / "speech_worker.py"
-    script.write_text(SPEECH_WORKER)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(script), str(recipe), str(tmp)]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+from test_avtrain_ddp import run_speech_job  # noqa: E402
 
 
 def main() -> None:
@@ -41,7 +26,7 @@ def main() -> None:
     failed = 0
     for i in range(args.runs):
         with tempfile.TemporaryDirectory() as tmp:
-            proc = one_run(Path(tmp))
+            proc = run_speech_job(Path(tmp))
         if proc.returncode != 0:
             failed += 1
             last = [line for line in proc.stderr.splitlines() if "terminate" in line or "Error" in line][:1]

@@ -100,9 +100,9 @@ trainer: {{epochs: 1, progress: false, threads: 1}}
 """
 
 
-@pytest.mark.slow  # two interpreters through torchrun (~15 s)
-def test_torchrun_speech_with_uneven_validation_shards(tmp_path):
-    # one validation shard of 3 clips for 2 ranks: rank 1 validates nothing, rank 0 everything
+def run_speech_job(tmp_path) -> subprocess.CompletedProcess:
+    """One epoch of a tiny speech model on 2 gloo ranks; one validation shard of 3 clips, so rank 1 validates
+    nothing and rank 0 everything (also run many times by scripts/stress_torchrun_exit.py)."""
     shards = write_shards(tmp_path / "syn", splits={"train": (2, 4), "val": (1, 3)}, size=96, max_frames=5)
     recipe = tmp_path / "speech.yaml"
     recipe.write_text(SPEECH_RECIPE.format(out=tmp_path / "run", shards=shards))
@@ -111,7 +111,12 @@ def test_torchrun_speech_with_uneven_validation_shards(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(script), str(recipe), str(tmp_path)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+
+
+@pytest.mark.slow  # two interpreters through torchrun (~15 s)
+def test_torchrun_speech_with_uneven_validation_shards(tmp_path):
+    proc = run_speech_job(tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"speech{r}.json").read_text()) for r in (0, 1)]
     assert [r["step"] for r in ranks] == [2, 2]  # 8 clips, 2 ranks x batch 2
