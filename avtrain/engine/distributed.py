@@ -60,7 +60,7 @@ def broadcast_buffers(info: DistInfo, model: torch.nn.Module) -> None:
 
 def sum_across_ranks(info: DistInfo, sums: dict[str, float]) -> dict[str, float]:
     """Add per-rank sums key by key. Ranks may hold different numbers of validation clips, or none (GRID's val split
-    is one shard), so each sends its own dict (gathered as objects) instead of a tensor whose size could differ."""
+    is one shard), so each sends its own dict (gathered as JSON) instead of a tensor whose size could differ."""
     if not info.enabled:
         return dict(sums)
     return add_sums(all_gather_json(dict(sums)))
