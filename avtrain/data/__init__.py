@@ -6,7 +6,14 @@ checksums). The module is told its fields; it never imports a task.
 """
 
 from avbridge.sample import MEL_PER_FRAME  # noqa: F401
-from avtrain.data.catalogue import preprocessing_record, read_index, split_shards, split_size, vocabulary  # noqa: F401
+from avtrain.data.catalogue import (  # noqa: F401
+    check_fields,
+    preprocessing_record,
+    read_index,
+    split_shards,
+    split_size,
+    vocabulary,
+)
 from avtrain.data.clips import ClipLoader, denormalise_mel, denormalise_video, normalise_mel  # noqa: F401
 from avtrain.data.collate import collate  # noqa: F401
 from avtrain.data.fields import Fields  # noqa: F401

@@ -11,6 +11,7 @@ import numpy as np
 
 from avbridge.shardlist import shard_names
 from avtrain.config.recipe import RecipeError
+from avtrain.data.fields import Fields
 
 
 def read_index(root: str | Path) -> dict[str, Any]:
@@ -32,11 +33,11 @@ def vocabulary(root: str | Path) -> list[str]:
     return list(read_index(root).get("run", {}).get("vocabulary") or [])
 
 
-def check_boundary_source(root: str | Path) -> None:
-    """Refuse a word-boundary indicator on word clips cut without context: each such clip is its word alone, so the
-    indicator would be 1.0 on every frame (a constant input the model cannot use)."""
+def check_fields(root: str | Path, fields: Fields) -> None:
+    """Refuse what the shards cannot give a task: a word-boundary indicator on word clips cut without context (each
+    such clip is its word alone, so the indicator would be 1.0 on every frame, a constant input)."""
     run = read_index(root).get("run") or {}
-    if run.get("unit") == "word" and not run.get("word_context"):
+    if fields.boundary and run.get("unit") == "word" and not run.get("word_context"):
         raise RecipeError(f"model_conf.boundary: the word clips in {root} were cut without context (word_context 0), "
                          f"so every frame is the word; make shards with context (avprep grid --unit word "
                          f"--word-context 3) or leave model_conf.boundary off")

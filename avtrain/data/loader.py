@@ -18,7 +18,7 @@ import webdataset as wds
 from avbridge.sample import MEL_PER_FRAME
 from avtrain.config import Recipe
 from avtrain.data.bad_samples import Guarded, RaisingLoader, WithSkips
-from avtrain.data.catalogue import check_boundary_source, split_shards
+from avtrain.data.catalogue import check_fields, split_shards
 from avtrain.data.clips import ClipLoader, _seed
 from avtrain.data.collate import collate
 from avtrain.data.fields import Fields
@@ -55,8 +55,7 @@ def build_dataset(recipe: Recipe, split: str, *, train: bool, epoch: int = 0, di
     """
     d = recipe.data
     urls = split_shards(d.shards, split)
-    if fields is not None and fields.boundary:
-        check_boundary_source(d.shards)
+    check_fields(d.shards, fields or Fields())
     if train:  # one permutation per epoch, identical on every rank, so node splitting stays disjoint
         random.Random(recipe.seed * 100003 + epoch).shuffle(urls)
     ds = wds.WebDataset(

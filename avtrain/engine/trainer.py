@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from avtrain.config import Recipe
-from avtrain.data import build_loader, preprocessing_record, split_shards, split_size
+from avtrain.data import build_loader, check_fields, preprocessing_record, split_shards, split_size
 from avtrain.data.bad_samples import SkipTally
 from avtrain.engine import checkpoint as ckpt
 from avtrain.engine import distributed
@@ -78,6 +78,7 @@ class Trainer:
         # refused before any collective: a rank without a training shard would deadlock the others
         distributed.check_shards_per_rank(len(split_shards(recipe.data.shards, recipe.data.train_split)),
                                           self.dist.world_size, recipe.data.train_split)
+        check_fields(recipe.data.shards, task.fields())  # before the first epoch's progress bar
         if self.t.threads and self.device.type == "cpu":
             torch.set_num_threads(self.t.threads)
         if self.t.deterministic:
