@@ -35,7 +35,6 @@ def test_lrw_recipes_follow_the_paper():
     assert a == b
 
 
-
 def test_context_recipe_is_the_cpu60_recipe_with_context_boundary_and_its_epochs():
     # the measured 92 % recipe is grid-words-cpu60.yaml plus three changes; a drift in either copy shows here
     plain = load_recipe(RECIPES / "grid-words-cpu60.yaml").model_dump()
@@ -45,6 +44,7 @@ def test_context_recipe_is_the_cpu60_recipe_with_context_boundary_and_its_epochs
     for d in (plain, context):
         d.pop("output_dir"), d["data"].pop("shards"), d["model_conf"].pop("boundary"), d["trainer"].pop("epochs")
     assert plain == context
+
 
 def write(tmp_path, text):
     p = tmp_path / "r.yaml"
