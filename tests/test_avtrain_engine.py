@@ -112,6 +112,13 @@ def test_cli_run_then_eval_writes_metrics_confusions_and_figure(tmp_path, shards
     png = (out / "addressing.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     assert (tmp_path / "cli" / "tb").is_dir() and list((tmp_path / "cli" / "tb").glob("events.*"))
+    # another checkpoint than eval.checkpoint is evaluated beside it, not over it
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    res = runner.invoke(app, ["eval", str(recipe), "--checkpoint", "best"])
+    assert res.exit_code == 0, res.output
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    other = json.loads((tmp_path / "cli" / "eval" / "test-best" / "metrics.json").read_text())
+    assert other["checkpoint"].endswith("best.pt") and metrics["checkpoint"].endswith("last.pt")
     # an evaluation without a trained run fails with a clear message
     res = runner.invoke(app, ["eval", str(recipe), "--set", f"output_dir={tmp_path / 'nothing'}"])
     assert res.exit_code == 1 and "no checkpoint" in res.output

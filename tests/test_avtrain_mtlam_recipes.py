@@ -173,8 +173,8 @@ def test_eval_of_the_mtlam_baseline_has_no_memory_section(tmp_path, shards):
     assert runner.invoke(app, ["run", str(GRID), *sets, "--set", "trainer.max_steps=1"]).exit_code == 0
     res = runner.invoke(app, ["eval", str(tmp_path / "base"), "--checkpoint", "last"])
     assert res.exit_code == 0, res.output
-    metrics = json.loads((tmp_path / "base" / "eval" / "test" / "metrics.json").read_text())
-    assert "memory" not in metrics and not (tmp_path / "base" / "eval" / "test" / "addressing.png").exists()
+    metrics = json.loads((tmp_path / "base" / "eval" / "test-last" / "metrics.json").read_text())
+    assert "memory" not in metrics and not (tmp_path / "base" / "eval" / "test-last" / "addressing.png").exists()
 
 
 # ---------------------------------------------------------------- Table-1 sweep

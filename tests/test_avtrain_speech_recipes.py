@@ -134,7 +134,8 @@ def test_batches_of_real_sentence_shards(bridging_shards, two_tower_shards, tmp_
 
 
 # ------------------------------------------------------------------ train + eval + synth
-def _check_summary(summary: dict, modes: list[str], run: Path, split: str = "test"):
+# the runs below are evaluated with checkpoint="last", which writes under eval/test-last/ (best.pt owns eval/test/)
+def _check_summary(summary: dict, modes: list[str], run: Path, split: str = "test-last"):
     assert summary["clips"] == 2 and list(summary["modes"]) == modes
     for mode in modes:
         m = summary["modes"][mode]["metrics"]
@@ -193,7 +194,7 @@ def test_speech_eval_reports_wer_and_the_ceilings_beside_each_vocoder(bridging_r
     for mode in vocoders:
         m = summary["modes"][mode]["metrics"]
         assert m["wer"]["count"] == m["wer_cmudict"]["count"] == 2 and 0.0 <= m["wer"]["mean"] <= 1.0
-        row = json.loads((run / "eval" / "test" / mode / "speech_per_clip.jsonl").read_text().splitlines()[0])
+        row = json.loads((run / "eval" / "test-last" / mode / "speech_per_clip.jsonl").read_text().splitlines()[0])
         assert {"wer", "wer_cmudict", "text", "heard_wer", "heard_wer_cmudict"} <= set(row)
     bounds = summary["ceilings"]
     names = {"true_audio", "true_mel_griffin_lim"} | ({"true_mel_hifigan"} if hifigan.available() else set())
@@ -203,7 +204,7 @@ def test_speech_eval_reports_wer_and_the_ceilings_beside_each_vocoder(bridging_r
     assert rows["true_audio"]["metrics"]["wer"]["mean"] <= 1 / 6  # two real s1 test clips, heard (nearly) right
     for name in names - {"true_audio"}:
         assert rows[name]["metrics"]["stoi"]["mean"] > 0.85 and rows[name]["clips"] == 2
-    saved = json.loads((run / "eval" / "test" / "speech_summary.json").read_text())
+    saved = json.loads((run / "eval" / "test-last" / "speech_summary.json").read_text())
     assert saved["ceilings"]["rows"].keys() == rows.keys()
     # the second time: from the shard folder's cache, same numbers
     again = ceilings(r, "test", False, recognisers(), hifigan.HifiGan() if hifigan.available() else None)

@@ -16,6 +16,17 @@ def checkpoint_path(recipe: Recipe, which: str | None) -> Path:
     return Path(recipe.output_dir) / "checkpoints" / f"{which or recipe.eval.checkpoint}.pt"
 
 
+def eval_dir(recipe: Recipe, split: str, which: str | None) -> Path:
+    """Where an evaluation of ``split`` writes: ``eval/<split>`` for the recipe's own ``eval.checkpoint``;
+    another checkpoint gets ``eval/<split>-<name>`` (``test-last``, ``test-epoch3``), so evaluating it never
+    overwrites the scores of the checkpoint the run reports (``avtrain compare --split test-last`` reads them)."""
+    root = Path(recipe.output_dir) / "eval"
+    if checkpoint_path(recipe, which) == checkpoint_path(recipe, None):
+        return root / split
+    name = which if which in ("best", "last") else Path(which).stem
+    return root / f"{split}-{name}"
+
+
 def load_weights(recipe: Recipe, task, which: str | None, device: torch.device) -> tuple[torch.nn.Module, Path]:
     """The task's model with the weights of checkpoint ``which``, on ``device``, in eval mode."""
     path = checkpoint_path(recipe, which)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,7 +18,7 @@ from avtrain.data import build_loader, denormalise_video, vocabulary
 from avtrain.data.bad_samples import SkipTally
 from avtrain.engine.precision import autocast, autocast_dtype, select_device
 from avtrain.engine.transfer import to_device
-from avtrain.tasks.weights import load_weights
+from avtrain.tasks.weights import eval_dir, load_weights
 
 
 def top_confusions(labels: np.ndarray, preds: np.ndarray, words: dict[int, str], k: int) -> list[dict]:
@@ -167,7 +166,7 @@ def evaluate(recipe: Recipe, task=None, *, split: str | None = None, checkpoint:
                 clips.append(clip)
     y = torch.cat(labels).numpy()
     p = torch.cat(preds).numpy()
-    out_dir = Path(recipe.output_dir) / "eval" / split
+    out_dir = eval_dir(recipe, split, checkpoint)
     out_dir.mkdir(parents=True, exist_ok=True)
     metrics = {"split": split, "checkpoint": str(path), "samples": int(len(y)), "top1": float((p == y).mean()),
                "skipped": skips.summary()}  # bad samples dropped under data.on_bad_sample: skip

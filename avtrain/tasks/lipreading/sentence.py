@@ -9,7 +9,6 @@ blank. LipNet's 4.8 % WER (GRID, overlapped speakers) is the anchor docs/results
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,7 +22,7 @@ from avtrain.engine.precision import autocast, autocast_dtype, select_device
 from avtrain.engine.transfer import to_device
 from avtrain.tasks.base import Task
 from avtrain.tasks.text import edit_distance
-from avtrain.tasks.weights import load_weights
+from avtrain.tasks.weights import eval_dir, load_weights
 
 ALPHABETS = {"english": " abcdefghijklmnopqrstuvwxyz"}
 
@@ -120,7 +119,7 @@ class SentenceCTCTask(Task):
         device = select_device(recipe.trainer.device)
         amp = autocast_dtype(recipe.trainer.precision, device)
         model, path = load_weights(recipe, self, checkpoint, device)
-        out_dir = Path(recipe.output_dir) / "eval" / split
+        out_dir = eval_dir(recipe, split, checkpoint)
         out_dir.mkdir(parents=True, exist_ok=True)
         sums: dict[str, float] = {}
         skips = SkipTally()

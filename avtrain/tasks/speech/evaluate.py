@@ -10,7 +10,6 @@ Writes ``<run>/eval/<split>/<mode>/speech_metrics.json`` (+ ``speech_per_clip.js
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,7 +27,7 @@ from avtrain.tasks.speech.ceilings import ceilings
 from avtrain.tasks.speech.recognise import recognisers as build_recognisers
 from avtrain.tasks.speech.scoring import SpeechEvaluator
 from avtrain.tasks.speech.vocoder import ExemplarBank
-from avtrain.tasks.weights import load_weights
+from avtrain.tasks.weights import eval_dir, load_weights
 
 
 def synthesis_modes(recipe: Recipe, task, params: SpectrogramParams | None = None) -> list[str]:
@@ -97,7 +96,7 @@ def evaluate_speech(recipe: Recipe, task=None, *, split: str | None = None, chec
     if not asr:
         console.print("word error rate not scored: pocketsphinx is not installed (pip install -e '.[metrics]')")
     vocoder = hg.HifiGan(device) if hg.available() else None  # shared by the hifigan mode and its ceiling
-    out_dir = Path(recipe.output_dir) / "eval" / split
+    out_dir = eval_dir(recipe, split, checkpoint)
     evaluators: dict[str, SpeechEvaluator] = {}
     total = split_size(d.shards, split)
     if e.max_clips:
