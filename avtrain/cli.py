@@ -75,7 +75,7 @@ def eval_(
     set_: list[str] | None = typer.Option(None, "--set", "-s", help=SET_HELP),
     split: str | None = typer.Option(None, help="Split to evaluate (default: data.test_split)."),
     checkpoint: str | None = typer.Option(None, help="best, last, or a checkpoint path (default: eval.checkpoint). "
-                                                     "Another than the default writes under eval/<split>-<name>/."),
+                                                     "Any other is scored under eval/<split>-<name>/."),
     flip: bool | None = typer.Option(None, "--flip/--no-flip", help="Horizontal-flip test-time augmentation."),
 ):
     """Lip reading: top-1 accuracy (± flip TTA), most confused pairs, addressing-vector figure. Speech models:
