@@ -1,4 +1,5 @@
-"""A trained run's model weights for evaluation: ``best`` / ``last`` of its output folder, or a checkpoint path."""
+"""A trained run's model weights for evaluation (``best`` / ``last`` of its output folder, or a checkpoint path),
+and the folder each checkpoint's scores go to."""
 
 from __future__ import annotations
 
