@@ -244,3 +244,17 @@ def test_a_boundary_indicator_on_word_shards_without_context_is_refused_in_one_l
     assert res.exit_code == 2, res.output
     assert "--word-context" in res.output and "Traceback" not in res.output
     assert len(res.output.strip().splitlines()) <= 2, res.output  # one message (rich may wrap it)
+
+
+def test_each_checkpoint_scores_in_its_own_eval_folder(tmp_path):
+    from avtrain.tasks.weights import eval_dir
+
+    r = load_recipe("recipes/grid-words-mtlam.yaml", [f"output_dir={tmp_path / 'A'}", "eval.checkpoint=last"])
+    root = tmp_path / "A" / "eval"
+    assert eval_dir(r, "test", None) == eval_dir(r, "test", "last") == root / "test"
+    assert eval_dir(r, "test", str(tmp_path / "A" / "checkpoints" / "last.pt")) == root / "test"
+    assert eval_dir(r, "test", "best") == root / "test-best"
+    assert eval_dir(r, "val", str(tmp_path / "A" / "checkpoints" / "epoch3.pt")) == root / "val-epoch3"
+    # another run's best.pt must not share a folder with this run's best.pt
+    assert eval_dir(r, "test", str(tmp_path / "B" / "checkpoints" / "best.pt")) == root / "test-B-best"
+    assert eval_dir(r, "test", str(tmp_path / "exported" / "model.pt")) == root / "test-exported-model"

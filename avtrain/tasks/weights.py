@@ -20,12 +20,18 @@ def checkpoint_path(recipe: Recipe, which: str | None) -> Path:
 def eval_dir(recipe: Recipe, split: str, which: str | None) -> Path:
     """Where an evaluation of ``split`` writes: ``eval/<split>`` for the recipe's own ``eval.checkpoint``;
     another checkpoint gets ``eval/<split>-<name>`` (``test-last``, ``test-epoch3``), so evaluating it never
-    overwrites the scores of the checkpoint the run reports (``avtrain compare --split test-last`` reads them)."""
+    overwrites the scores of the checkpoint the run reports (``avtrain compare --split test-last`` reads them).
+    A checkpoint from outside this run is named after its folder too (``test-<run>-best``), so another run's
+    ``best.pt`` does not share ``test-best`` with this run's."""
     root = Path(recipe.output_dir) / "eval"
-    if checkpoint_path(recipe, which) == checkpoint_path(recipe, None):
+    path = checkpoint_path(recipe, which).resolve()
+    if path == checkpoint_path(recipe, None).resolve():
         return root / split
-    name = which if which in ("best", "last") else Path(which).stem
-    return root / f"{split}-{name}"
+    own = Path(recipe.output_dir, "checkpoints").resolve()
+    if path.parent == own:
+        return root / f"{split}-{path.stem}"
+    folder = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    return root / f"{split}-{folder.name}-{path.stem}"
 
 
 def load_weights(recipe: Recipe, task, which: str | None, device: torch.device) -> tuple[torch.nn.Module, Path]:
