@@ -258,3 +258,38 @@ def test_each_checkpoint_scores_in_its_own_eval_folder(tmp_path):
     # another run's best.pt must not share a folder with this run's best.pt
     assert eval_dir(r, "test", str(tmp_path / "B" / "checkpoints" / "best.pt")) == root / "test-B-best"
     assert eval_dir(r, "test", str(tmp_path / "exported" / "model.pt")) == root / "test-exported-model"
+
+
+def test_resuming_with_another_recipe_is_refused_and_budget_or_execution_changes_are_not(tmp_path, shards):
+    """A run re-run with a changed recipe (another learning rate, seed, shards) used to continue from its last.pt
+    under the new settings and overwrite config.yaml: a model trained half under each, recorded as trained under
+    the second. What may change on resume is the budget and how the work is executed, nothing the model learns from."""
+    import shutil
+
+    import numpy as np
+
+    recipe = make(tmp_path, shards, "rr")
+    train(load_recipe(recipe, ["trainer.max_steps=3"]))
+    written = (tmp_path / "rr" / "config.yaml").read_text()
+    res = CliRunner().invoke(app, ["run", str(recipe), "--set", "optim_conf.lr=0.01", "--set", "seed=4",
+                                   "--set", "trainer.max_steps=4"])
+    assert res.exit_code == 2, res.output
+    assert "optim_conf.lr: 0.05 in the checkpoint, 0.01 here" in res.output and "seed: 3" in res.output
+    assert "--no-resume" in res.output and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) <= 3, res.output  # one message (rich may wrap it)
+    assert (tmp_path / "rr" / "config.yaml").read_text() == written  # the record still names what was trained
+    # other shards, moved or not: refused when they were made differently (here: another mean face)
+    other = tmp_path / "other-shards"
+    shutil.copytree(shards, other)
+    np.save(other / "mean_face.npy", np.zeros((68, 2), np.float32))
+    res = CliRunner().invoke(app, ["run", str(recipe), "--set", f"data.shards={other}", "--set", "trainer.max_steps=4"])
+    assert res.exit_code == 2 and "shards made differently" in res.output, res.output
+    # the budget, the execution and a moved copy of the same shards: resumed
+    moved = tmp_path / "moved-shards"
+    shutil.copytree(shards, moved)
+    again = train(load_recipe(recipe, [f"data.shards={moved}", "trainer.max_steps=4", "trainer.threads=2",
+                                       "data.num_workers=1", "trainer.progress=true", "eval.flip_tta=false"]))
+    assert again.step == 4 and len(again.losses) == 1
+    # and --no-resume starts over under the new recipe
+    fresh = train(load_recipe(recipe, ["optim_conf.lr=0.01", "trainer.max_steps=2"]), resume=False)
+    assert fresh.step == 2 and "lr: 0.01" in (tmp_path / "rr" / "config.yaml").read_text()

@@ -214,7 +214,12 @@ def test_sweep_trains_each_level_set_writes_the_table_and_skips_finished_runs(tm
     assert {p: p.stat().st_mtime_ns for p in Path(f"{base}-L2").rglob("*.pt")} == before
     # a changed recipe is neither mistaken for a finished run nor resumed from the other recipe's checkpoint
     res = runner.invoke(app, ["sweep-levels", str(GRID), "2", *sets, "--set", "optim_conf.lr=0.1"])
-    assert res.exit_code == 2 and "holds a run of a different recipe" in res.output, res.output
+    assert res.exit_code == 2 and "trained with another recipe" in res.output, res.output
+    assert "optim_conf.lr" in res.output and len(res.output.strip().splitlines()) <= 4, res.output
+    assert {p: p.stat().st_mtime_ns for p in Path(f"{base}-L2").rglob("*.pt")} == before
+    # another thread count trains the same model: the finished run is re-evaluated, not retrained or refused
+    res = runner.invoke(app, ["sweep-levels", str(GRID), "2", *sets, "--set", "trainer.threads=2"])
+    assert res.exit_code == 0 and "skipped" not in res.output, res.output
     assert {p: p.stat().st_mtime_ns for p in Path(f"{base}-L2").rglob("*.pt")} == before
 
 

@@ -150,7 +150,8 @@ def test_a_checkpoint_of_another_recipe_or_model_says_so_in_one_line(tmp_path, s
     shutil.copy(good, tmp_path / "changed" / "checkpoints" / "last.pt")
     res = runner.invoke(app, ["run", str(run), "--set", "backend_conf.hidden=24"])
     line = _one_error_line(res)
-    assert res.exit_code == 2 and "do not fit" in line and "backend_conf.hidden: 16 in the checkpoint, 24 here" in line
+    assert res.exit_code == 2 and "trained with another recipe" in line, line
+    assert "backend_conf.hidden: 16 in the checkpoint, 24 here" in line, line
     # not a checkpoint at all, or a truncated one
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"this is not a checkpoint\n" * 10)

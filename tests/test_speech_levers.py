@@ -243,7 +243,7 @@ def test_weight_average_is_what_is_validated_saved_and_resumed(tmp_path, synthet
     rec = load_recipe(plain)
     rec.trainer.max_steps = 2
     train(rec)
-    with pytest.raises(CheckpointError, match="without trainer.ema"):
+    with pytest.raises(CheckpointError, match="trainer.ema: None in the checkpoint, 0.9 here"):
         train(load_recipe(plain, ["trainer.ema=0.9"]))
 
 

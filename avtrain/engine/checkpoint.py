@@ -184,12 +184,43 @@ _NOT_MODEL = ("seed", "output_dir", "data", "trainer", "eval", "optim", "optim_c
               "augment", "augment_conf")
 
 
-def recipe_differences(saved: dict, current: dict, limit: int = 3) -> list[str]:
-    a = {k: v for k, v in _flat(saved).items() if k.split(".")[0] not in _NOT_MODEL}
-    b = {k: v for k, v in _flat(current).items() if k.split(".")[0] not in _NOT_MODEL}
+def _differences(saved: dict, current: dict, compared, limit: int) -> list[str]:
+    a = {k: v for k, v in _flat(saved).items() if compared(k)}
+    b = {k: v for k, v in _flat(current).items() if compared(k)}
     diffs = [f"{k}: {a.get(k, '-')} in the checkpoint, {b.get(k, '-')} here" for k in sorted(set(a) | set(b))
              if a.get(k) != b.get(k)]
     return diffs[:limit] + ([f"{len(diffs) - limit} more"] if len(diffs) > limit else [])
+
+
+def recipe_differences(saved: dict, current: dict, limit: int = 3) -> list[str]:
+    return _differences(saved, current, lambda k: k.split(".")[0] not in _NOT_MODEL, limit)
+
+
+# What may differ between a run's last.pt and the recipe that resumes it: the budget (train longer), how the work is
+# executed (threads, workers, device, precision, the batch size under another world size: docs/training.md), where
+# the run and its shards live (the shards' identity is checked on their preprocessing record instead), and the
+# evaluation. Anything else would continue a model under settings it was not trained with, and config.yaml would
+# then name only the second half.
+RESUMABLE_CHANGES = ("output_dir", "eval", "data.shards", "data.batch_size", "data.eval_batch_size",
+                     "data.num_workers", "data.shuffle_buffer", "data.on_bad_sample", "data.verify_checksums",
+                     "trainer.epochs", "trainer.max_steps", "trainer.device", "trainer.precision", "trainer.log_every",
+                     "trainer.save_every_steps", "trainer.val_each_epoch", "trainer.progress", "trainer.threads",
+                     "trainer.init_checkpoint", "trainer.deterministic", "trainer.compile", "trainer.channels_last",
+                     "trainer.sync_batchnorm")
+
+
+def resume_differences(saved: dict, current: dict, limit: int = 3) -> list[str]:
+    """How the recipe resuming a run differs from the one its checkpoint was trained with, beyond
+    :data:`RESUMABLE_CHANGES`, as ``key: old in the checkpoint, new here`` (the first ``limit``, then a count)."""
+    from avtrain.config import RecipeError, validate_recipe
+
+    try:  # fills in defaults added since, and drops the unused sections older checkpoints carried
+        saved = validate_recipe(saved, "checkpoint").model_dump(mode="json")
+    except RecipeError:
+        pass  # a recipe this version no longer reads: compare it as written
+
+    return _differences(saved, current,
+                        lambda k: not any(k == p or k.startswith(p + ".") for p in RESUMABLE_CHANGES), limit)
 
 
 def load_model_weights(model: torch.nn.Module, state: dict[str, Any], path: str | Path, recipe) -> None:

@@ -155,6 +155,16 @@ class Trainer:
 
     def restore(self, path: Path) -> None:
         state = ckpt.load_checkpoint(path)  # to the CPU: set_rng_state needs CPU tensors
+        diffs = ckpt.resume_differences(state["recipe"], self.recipe.model_dump(mode="json"))
+        if diffs:
+            raise ckpt.CheckpointError(
+                f"{path} was trained with another recipe ({'; '.join(diffs)}): resume it with the recipe it was "
+                f"trained with ({self.run_dir / 'config.yaml'}), start over with --no-resume, or pass "
+                f"--set output_dir=... for a new run")
+        if state.get("preprocess") is not None and state["preprocess"] != self.preprocess:
+            raise ckpt.CheckpointError(
+                f"{path} was trained on shards made differently from {self.recipe.data.shards} (another avprep "
+                f"preset or mean face): point data.shards at the run's own shards, or start over with --no-resume")
         if self.ema is not None:
             if "train_model" not in state:
                 raise ckpt.CheckpointError(f"{path}: written without trainer.ema, cannot resume with it")

@@ -3,8 +3,10 @@ split, gathered into one table (``avtrain sweep-levels``).
 
 Every level set trains into ``<output_dir>-L<levels>`` (``-Lnone`` for the baseline). A finished level set (its
 ``sweep.json`` exists and names the same resolved recipe) is skipped; an interrupted one resumes from its
-``last.pt``, so the whole sweep can be re-run after any interruption. A run folder left by a different recipe is
-refused rather than resumed.
+``last.pt``, so the whole sweep can be re-run after any interruption. A run folder whose checkpoint was trained
+with a different recipe is refused rather than resumed (the trainer's rule: only the budget, how the work is
+executed and where the shards live may change, ``avtrain.engine.checkpoint.RESUMABLE_CHANGES``); a finished level
+set re-run with such a change (e.g. another ``trainer.threads``) is re-evaluated, not retrained.
 """
 
 from __future__ import annotations
@@ -102,11 +104,6 @@ def sweep_levels(path: Path, level_sets: list[tuple[int, ...]], overrides: list[
             console.print(f"{row_name(levels)}: finished earlier, skipped ({done})")
             rows.append(SweepRow(**json.loads(done.read_text())))
             continue
-        written = Path(r.output_dir) / "config.yaml"
-        if written.exists() and written.read_text() != r.to_yaml():
-            # resuming it would continue (or just re-evaluate) a model trained under other settings
-            raise RecipeError(f"{r.output_dir} holds a run of a different recipe (its config.yaml differs); "
-                              f"remove it or pass another --set output_dir=...")
         console.print(f"[bold]{row_name(levels)}[/bold]: training {r.output_dir}")
         train(r, resume=True, console=console)
         metrics = evaluate(r, console=console)
