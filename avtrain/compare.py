@@ -35,14 +35,18 @@ def per_clip_file(run: Path, split: str = "test", mode: str = "mel") -> Path:
 def load_scores(run: Path, split: str = "test", mode: str = "mel") -> dict[str, dict]:
     """Clip key -> that clip's row."""
     path = per_clip_file(run, split, mode)
-    scores = {}
+    scores, first_line = {}, {}
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if line.strip():
             try:
                 row = json.loads(line)
-                scores[row["key"]] = row
+                key = row["key"]
             except (json.JSONDecodeError, KeyError, TypeError):
                 raise ValueError(f"{path}, line {n}: not a per-clip row with a key (rerun `avtrain eval`)") from None
+            if key in scores:  # the evaluation read this clip twice; keeping either row would hide it
+                raise ValueError(f"{path}, line {n}: clip {key} is scored twice (first on line {first_line[key]}): "
+                                 "the evaluation read it twice (`avprep inspect` on the shards lists duplicate keys)")
+            scores[key], first_line[key] = row, n
     if not scores:
         raise ValueError(f"{path}: no clips (rerun `avtrain eval`)")
     return scores

@@ -66,6 +66,17 @@ def test_runs_scored_on_other_clips_are_refused(tmp_path):
         compare_metric(a, a, "stoi")
 
 
+def test_a_per_clip_file_that_scores_a_clip_twice_is_refused(tmp_path):
+    # a clip scored twice means the evaluation read it twice: keeping either row would hide that, and the run's
+    # metrics.json (which counted it twice) would disagree with the comparison
+    run = tmp_path / "run"
+    (run / "eval" / "test").mkdir(parents=True)
+    rows = [{"key": "s1_a_w0", "correct": 1}, {"key": "s1_a_w1", "correct": 0}, {"key": "s1_a_w0", "correct": 0}]
+    (run / "eval" / "test" / "per_clip.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ValueError, match="per_clip.jsonl, line 3: clip s1_a_w0 is scored twice .first on line 1."):
+        compare_runs([run], [run])
+
+
 def test_cli_prints_both_arms_whole_at_80_columns_and_writes_json(tmp_path):
     a, b = _arms(tmp_path, gain=0.01)
     names = ["N = 150, official memory, 7 epochs", "N = 0, no memory, 7 epochs"]
