@@ -97,15 +97,17 @@ def sweep_levels_(
                    'Default: the rows of the paper\'s Table 1: "" 1 2 3 1,2 2,3 1,2,3.'),
     set_: list[str] | None = typer.Option(None, "--set", "-s", help=SET_HELP),
     out: Path | None = typer.Option(None, help="Table path without suffix (default: <output_dir>-levels)."),
+    gather: bool = typer.Option(False, "--gather", help="Train nothing: put the rows that earlier sweep-levels "
+                                                        "calls finished (their sweep.json) into one table."),
 ):
     """Train and evaluate one run per set of MTLAM memory levels; print and write the table (Table 1)."""
     from avtrain.engine.checkpoint import CheckpointError
     from avtrain.engine.runlock import RunInUse
-    from avtrain.tasks.lipreading.mtlam_sweep import PAPER_LRW_TOP1, parse_levels, sweep_levels
+    from avtrain.tasks.lipreading.mtlam_sweep import PAPER_LRW_TOP1, gather_levels, parse_levels, sweep_levels
 
     try:
         level_sets = [parse_levels(t) for t in levels] if levels else list(PAPER_LRW_TOP1)
-        sweep_levels(recipe, level_sets, set_ or [], table_path=out, console=err)
+        (gather_levels if gather else sweep_levels)(recipe, level_sets, set_ or [], table_path=out, console=err)
     except (RecipeError, RunInUse, CheckpointError) as e:
         err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None

@@ -221,6 +221,22 @@ def test_sweep_trains_each_level_set_writes_the_table_and_skips_finished_runs(tm
     res = runner.invoke(app, ["sweep-levels", str(GRID), "2", *sets, "--set", "trainer.threads=2"])
     assert res.exit_code == 0 and "skipped" not in res.output, res.output
     assert {p: p.stat().st_mtime_ns for p in Path(f"{base}-L2").rglob("*.pt")} == before
+    # rows trained by separate calls at their own budgets are gathered into one table; nothing is trained
+    gathered = tmp_path / "gathered"
+    res = runner.invoke(app, ["sweep-levels", str(GRID), "", "2", *sets, "--set", "trainer.epochs=99",
+                              "--gather", "--out", str(gathered)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(Path(f"{gathered}.json").read_text()) == [
+        json.loads((Path(f"{base}-L{x}") / "sweep.json").read_text()) for x in ("none", "2")]
+    assert "| #2 |" in Path(f"{gathered}.md").read_text() and "rows gathered" in Path(f"{gathered}.md").read_text()
+    assert {p: p.stat().st_mtime_ns for p in Path(f"{base}-L2").rglob("*.pt")} == before
+    # the printed table names each run in full (a user copies it into the next command), however long its path
+    assert all(f"{base}-L{x}" in res.output for x in ("none", "2")), res.output
+    # an unfinished row is named, and no table is written from the others
+    res = runner.invoke(app, ["sweep-levels", str(GRID), "2", "1", *sets, "--gather", "--out", str(tmp_path / "g2")])
+    assert res.exit_code == 2 and "1 of 2 level sets not finished" in res.output, res.output
+    assert f"{base}-L1" in res.output.replace("\n", "") and not list(tmp_path.glob("g2*")), res.output
+    assert not Path(f"{base}-L1").exists()
 
 
 def test_sweep_refuses_bad_levels_and_non_mtlam_recipes_before_training(tmp_path, shards):

@@ -7,6 +7,9 @@ Every level set trains into ``<output_dir>-L<levels>`` (``-Lnone`` for the basel
 with a different recipe is refused rather than resumed (the trainer's rule: only the budget, how the work is
 executed and where the shards live may change, ``avtrain.engine.checkpoint.RESUMABLE_CHANGES``); a finished level
 set re-run with such a change (e.g. another ``trainer.threads``) is re-evaluated, not retrained.
+
+Rows trained by separate calls (side by side, in different sittings, at different budgets) are put into one table
+by ``gather_levels`` (``--gather``), which reads their ``sweep.json`` and trains nothing.
 """
 
 from __future__ import annotations
@@ -111,11 +114,41 @@ def sweep_levels(path: Path, level_sets: list[tuple[int, ...]], overrides: list[
                        metrics["samples"], r.seed, digest, PAPER_LRW_TOP1.get(levels))
         done.write_text(json.dumps(asdict(row), indent=1))
         rows.append(row)
-    stem = str(table_path or f"{base.output_dir}-levels")
-    write_table(rows, stem, title=f"Table 1 on {path} (memory levels, test top-1)")
-    console.print(rich_table(rows, f"Memory levels ({path}, test split)"))
-    console.print(f"written to {stem}.json and {stem}.md")
+    _publish(rows, str(table_path or f"{base.output_dir}-levels"), f"Table 1 on {path} (memory levels, test top-1)",
+             console)
     return rows
+
+
+def gather_levels(path: Path, level_sets: list[tuple[int, ...]], overrides: list[str] | None = None,
+                  *, table_path: str | Path | None = None, console: Console | None = None) -> list[SweepRow]:
+    """The table of rows finished by earlier ``sweep_levels`` calls, read from their ``sweep.json``; trains and
+    evaluates nothing. The recipe's hash is not compared: gathering rows that were run with their own budgets or
+    thread counts is the point. Every row must be finished, or nothing is written."""
+    console = console or Console()
+    base = check_sweep(path, overrides or [], level_sets)
+    rows: list[SweepRow] = []
+    missing: list[str] = []
+    for levels in level_sets:
+        done = Path(run_dir_for(base.output_dir, levels)) / "sweep.json"
+        if not done.exists():
+            missing.append(str(done.parent))
+            continue
+        try:
+            rows.append(SweepRow(**json.loads(done.read_text())))
+        except (json.JSONDecodeError, TypeError) as e:
+            raise RecipeError(f"{done}: not a sweep-levels row ({e})") from None
+    if missing:
+        raise RecipeError(f"--gather: {len(missing)} of {len(level_sets)} level sets not finished (no sweep.json): "
+                          f"{', '.join(missing)}; train them with the same command without --gather")
+    _publish(rows, str(table_path or f"{base.output_dir}-levels"),
+             f"Table 1 on {path} (memory levels, test top-1; rows gathered)", console)
+    return rows
+
+
+def _publish(rows: list[SweepRow], stem: str, title: str, console: Console) -> None:
+    write_table(rows, stem, title=title)
+    console.print(rich_table(rows, title), crop=False)
+    console.print(f"written to {stem}.json and {stem}.md")
 
 
 def _pct(x: float | None) -> str:
@@ -123,12 +156,16 @@ def _pct(x: float | None) -> str:
 
 
 def rich_table(rows: list[SweepRow], title: str) -> Table:
+    cells = [[r.name, _pct(r.top1), _pct(r.top1_flip_tta), str(r.samples),
+              "" if r.paper_lrw_top1 is None else f"{r.paper_lrw_top1:.1f}", r.run_dir] for r in rows]
     table = Table(title=title)
-    for col in ("levels", "test top-1 %", "flip TTA %", "clips", "paper, LRW %", "run"):
-        table.add_column(col, justify="left" if col in ("levels", "run") else "right")
-    for r in rows:
-        table.add_row(r.name, _pct(r.top1), _pct(r.top1_flip_tta), str(r.samples),
-                      "" if r.paper_lrw_top1 is None else f"{r.paper_lrw_top1:.1f}", r.run_dir)
+    # rich may wrap a header on a narrow terminal, never cut a value: the row names, numbers and run folders are
+    # what a user reads and types next (printed with crop=False, a line too long for the terminal wraps, whole)
+    for i, col in enumerate(("levels", "top-1 %", "flip TTA %", "clips", "paper, LRW %", "run")):
+        table.add_column(col, justify="left" if col in ("levels", "run") else "right",
+                         min_width=max((len(c[i]) for c in cells), default=1))
+    for c in cells:
+        table.add_row(*c)
     return table
 
 
